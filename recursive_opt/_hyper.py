@@ -1,0 +1,249 @@
+"""Hyperparameter declarations, their transforms, and their resolution per tree."""
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, Literal
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike, PyTree
+
+from ._custom_types import HyperParams
+
+TransformName = Literal["log", "logit", "identity", "square", "tanh01"]
+Per = Literal["tree", "leaf", "element"]
+_PERS = ("tree", "leaf", "element")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Transform:
+    forward: Callable[[Array], Array]  # raw -> value, differentiable
+    inverse: Callable[[Array], Array]  # value -> raw
+    valid: Callable[[np.ndarray], np.ndarray]
+    valid_range: str
+
+
+TRANSFORMS: dict[str, _Transform] = {
+    "log": _Transform(jnp.exp, jnp.log, lambda v: v > 0, "> 0"),
+    "logit": _Transform(
+        jax.nn.sigmoid,
+        lambda v: jnp.log(v) - jnp.log1p(-v),
+        lambda v: (v > 0) & (v < 1),
+        "in the open interval (0, 1)",
+    ),
+    "identity": _Transform(lambda r: r, lambda v: v, np.isfinite, "any finite number"),
+    "square": _Transform(jnp.square, jnp.sqrt, lambda v: v >= 0, ">= 0"),
+    "tanh01": _Transform(
+        lambda r: (jnp.tanh(r) + 1) / 2,
+        lambda v: jnp.arctanh(2 * v - 1),
+        lambda v: (v > 0) & (v < 1),
+        "in the open interval (0, 1)",
+    ),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class HyperSpec:
+    """A hyperparameter declaration, as returned by [`recursive_opt.hyper`][]."""
+
+    value: ArrayLike
+    transform: TransformName | None = None
+    tune: bool = True
+    per: Per = "tree"
+
+
+def hyper(
+    value: ArrayLike,
+    transform: TransformName | None = None,
+    tune: bool = True,
+    per: Per = "tree",
+) -> HyperSpec:
+    """Declare how a hyperparameter is parametrised and whether it is tuned.
+
+    **Arguments:**
+
+    - `value`: the initial (constrained) value, a scalar.
+    - `transform`: how the raw value that the level above optimises maps to
+        `value`: `"log"` (exp), `"logit"` (sigmoid), `"identity"`, `"square"` or
+        `"tanh01"` ((tanh + 1) / 2). `None` takes the hyperparameter's default.
+    - `tune`: whether the level above optimises it.
+    - `per`: `"tree"` (one scalar), `"leaf"` (one scalar per array leaf of the
+        optimised tree) or `"element"` (one per coordinate).
+
+    **Returns:** a declaration to pass to an optimiser, e.g.
+    `ro.SGD(lr=ro.hyper(0.1, transform="identity", per="leaf"))`.
+    """
+    if transform is not None and transform not in TRANSFORMS:
+        raise ValueError(
+            f"Unknown transform {transform!r}; choose one of {sorted(TRANSFORMS)}."
+        )
+    if per not in _PERS:
+        raise ValueError(f"Unknown per={per!r}; choose one of {list(_PERS)}.")
+    if not isinstance(tune, bool):
+        raise ValueError(f"`tune` must be True or False, got {tune!r}.")
+    return HyperSpec(value, transform, tune, per)
+
+
+def fixed(value: ArrayLike, transform: TransformName | None = None) -> HyperSpec:
+    """A hyperparameter that is never tuned: `ro.hyper(value, tune=False)`."""
+    return hyper(value, transform=transform, tune=False)
+
+
+class Hyper(eqx.Module):
+    """A hyperparameter as an optimiser holds it: raw array(s) plus static metadata.
+
+    `raw` is a scalar until the hyperparameter is resolved against the tree it acts
+    on; then, for `per="leaf"`/`"element"`, it is a pytree shaped like that tree.
+    """
+
+    raw: PyTree[Array]
+    transform: str = eqx.field(static=True)
+    tune: bool = eqx.field(static=True)
+    per: str = eqx.field(static=True)
+
+    @property
+    def value(self) -> PyTree[Array]:
+        return jax.tree.map(TRANSFORMS[self.transform].forward, self.raw)
+
+
+def _check_value(owner: str, name: str, value: Any, transform: str) -> None:
+    where = f"{owner}: hyperparameter `{name}`"
+    if isinstance(value, jax.core.Tracer):
+        if not jnp.issubdtype(value.dtype, jnp.floating):
+            raise ValueError(f"{where} must be a float, got dtype {value.dtype}.")
+        return  # Traced (under jit/vmap): the range cannot be checked here.
+    if isinstance(value, (str, bytes, bool, np.bool_)) or value is None:
+        raise ValueError(f"{where} must be a real number, got {value!r}.")
+    try:
+        arr = np.asarray(value)
+    except Exception as e:
+        raise ValueError(f"{where} must be a real number, got {value!r}.") from e
+    if arr.dtype.kind not in "iuf":
+        raise ValueError(f"{where} must be a real number, got {value!r}.")
+    if arr.ndim != 0:
+        raise ValueError(
+            f"{where} must be a scalar, got shape {arr.shape}. Use "
+            "ro.hyper(value, per='leaf') or per='element' for one value per leaf "
+            "or per coordinate."
+        )
+    t = TRANSFORMS[transform]
+    if not np.isfinite(arr) or not t.valid(arr.astype(np.float64)):
+        raise ValueError(
+            f"{where} must be {t.valid_range} under the {transform!r} transform, "
+            f"got {value!r}. Pass a value in that range, or choose another "
+            "transform with ro.hyper(value, transform=...)."
+        )
+
+
+def declare(
+    owner: str, name: str, value: Any, default_transform: str, default_tune: bool
+) -> Hyper:
+    """Turn a float or a [`recursive_opt.hyper`][] declaration into a `Hyper`."""
+    if isinstance(value, Hyper):
+        return value
+    if isinstance(value, HyperSpec):
+        spec = value
+        transform = spec.transform or default_transform
+        value, tune, per = spec.value, spec.tune, spec.per
+    else:
+        transform, tune, per = default_transform, default_tune, "tree"
+    _check_value(owner, name, value, transform)
+    # Strongly typed default float: a weak type would turn strong after the first
+    # update and make jit retrace.
+    dtype = value.dtype if hasattr(value, "dtype") and jnp.issubdtype(
+        value.dtype, jnp.floating
+    ) else jnp.result_type(float)
+    raw = TRANSFORMS[transform].inverse(jnp.asarray(value, dtype=dtype))
+    return Hyper(raw, transform, tune, per)
+
+
+def is_zero(value: Any) -> bool:
+    """Whether a float or declaration is concretely 0 (a switched-off term)."""
+    if isinstance(value, HyperSpec):
+        value = value.value
+    if isinstance(value, (Hyper, jax.core.Tracer, str, bytes)) or value is None:
+        return False
+    try:
+        return bool(np.ndim(value) == 0 and value == 0)
+    except (TypeError, ValueError):
+        return False
+
+
+# Functions on optimiser modules: their hyperparameters are their `Hyper` fields.
+
+
+def hyper_fields(opt: eqx.Module) -> dict[str, Hyper]:
+    return {
+        f.name: getattr(opt, f.name)
+        for f in dataclasses.fields(opt)
+        if isinstance(getattr(opt, f.name, None), Hyper)
+    }
+
+
+def tuned_raw(opt: eqx.Module) -> HyperParams:
+    """The raw values of the tuned hyperparameters: what the level above optimises."""
+    return {n: h.raw for n, h in hyper_fields(opt).items() if h.tune}
+
+
+def with_raw(opt, raw: HyperParams):
+    """`opt` with the raw values of (some of) its hyperparameters replaced."""
+    names = list(raw)
+    return eqx.tree_at(
+        lambda o: [getattr(o, n).raw for n in names], opt, [raw[n] for n in names]
+    )
+
+
+def values(opt: eqx.Module) -> dict[str, PyTree[Array]]:
+    """The constrained values of every hyperparameter of `opt`."""
+    return {n: h.value for n, h in hyper_fields(opt).items()}
+
+
+def _resolve_one(h: Hyper, target: PyTree[Array]) -> Hyper:
+    if h.per == "tree":
+        return h
+    if h.per == "leaf":
+        raw = jax.tree.map(lambda x: h.raw.astype(x.dtype), target)
+    else:
+        raw = jax.tree.map(lambda x: jnp.broadcast_to(h.raw.astype(x.dtype), x.shape), target)
+    return Hyper(raw, h.transform, h.tune, h.per)
+
+
+def resolve(opt, target: PyTree[Array]):
+    """Expand `per="leaf"`/`"element"` hyperparameters against the tree they act on."""
+    fields = hyper_fields(opt)
+    if all(h.per == "tree" for h in fields.values()):
+        return opt
+    names = list(fields)
+    new = [_resolve_one(fields[n], target) for n in names]
+    return eqx.tree_at(lambda o: [getattr(o, n) for n in names], opt, new)
+
+
+def broadcast(value: PyTree[Array], target: PyTree[Array]) -> PyTree[Array]:
+    """Lay a hyperparameter's value over `target`, leaf for leaf, in `target`'s dtypes.
+
+    `value` is a scalar (`per="tree"`, or not yet resolved), a tree shaped like
+    `target`, or a tree shaped like each entry of a dict `target` (a tied tower's
+    hyperparameters updating themselves: the hyperparameters that belong to one
+    leaf of the model update that leaf's hyperparameters).
+    """
+    v_def = jax.tree.structure(value)
+    t_def = jax.tree.structure(target)
+    if v_def == t_def:
+        return jax.tree.map(lambda v, t: v.astype(t.dtype), value, target)
+    if v_def.num_leaves == 1 and v_def == jax.tree.structure(0):
+        return jax.tree.map(lambda t: value.astype(t.dtype), target)
+    if isinstance(target, dict) and all(
+        jax.tree.structure(t) == v_def for t in target.values()
+    ):
+        return {k: broadcast(value, t) for k, t in target.items()}
+    raise ValueError(
+        "A per-leaf or per-element hyperparameter was resolved against a tree of "
+        f"structure {v_def} but is used on a tree of structure {t_def}. Initialise "
+        "the optimiser (or tower) with the parameters it will update."
+    )
+
+
+def broadcast_values(opt, target: PyTree[Array]) -> dict[str, PyTree[Array]]:
+    return {n: broadcast(v, target) for n, v in values(opt).items()}

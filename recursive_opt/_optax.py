@@ -1,0 +1,68 @@
+"""Interop with optax, and the checks shared by optimisers and towers."""
+
+from typing import Protocol
+
+import equinox as eqx
+import jax
+import optax
+from jaxtyping import PyTree
+
+apply_updates = optax.apply_updates
+
+
+class _HasInitUpdate(Protocol):
+    def init(self, params): ...
+    def update(self, grads, state, params=None): ...
+
+
+def as_optax(obj: _HasInitUpdate) -> optax.GradientTransformation:
+    """Wrap `obj.init`/`obj.update` as an optax transformation.
+
+    Plain closures, not bound methods: a bound method of an `eqx.Module` is a
+    pytree holding the module's arrays, which Flax NNX refuses to keep as a static
+    attribute of `nnx.Optimizer`.
+    """
+
+    def init_fn(params):
+        return obj.init(params)
+
+    def update_fn(updates, state, params=None):
+        return obj.update(updates, state, params)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def check_params(params: PyTree, who: str) -> None:
+    bad = [
+        (jax.tree_util.keystr(path), leaf)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+        if not eqx.is_inexact_array(leaf)
+    ]
+    if bad:
+        path, leaf = bad[0]
+        what = getattr(leaf, "dtype", type(leaf).__name__)
+        raise TypeError(
+            f"{who} can only optimise floating-point arrays, but the leaf at "
+            f"`params{path}` is {what}. Pass only the trainable arrays, e.g. "
+            "`eqx.filter(model, eqx.is_inexact_array)` or `nnx.state(model, "
+            "nnx.Param)`."
+        )
+    if not jax.tree.leaves(params):
+        raise ValueError(f"{who} was given a parameter tree with no arrays to optimise.")
+
+
+def check_same_structure(a: PyTree, b: PyTree, a_name: str, b_name: str) -> None:
+    a_def, b_def = jax.tree.structure(a), jax.tree.structure(b)
+    if a_def != b_def:
+        raise ValueError(
+            f"`{a_name}` and `{b_name}` must have the same pytree structure, got\n"
+            f"  {a_name}: {a_def}\n  {b_name}: {b_def}"
+        )
+    for (path, x), y in zip(
+        jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b), strict=True
+    ):
+        if x.shape != y.shape:
+            raise ValueError(
+                f"`{a_name}{jax.tree_util.keystr(path)}` has shape {x.shape} but "
+                f"`{b_name}{jax.tree_util.keystr(path)}` has shape {y.shape}."
+            )

@@ -1,0 +1,73 @@
+"""The optimiser contract: Equinox modules whose hyperparameters are array leaves."""
+
+import abc
+
+import equinox as eqx
+import optax
+from jaxtyping import Array, PyTree
+
+from ._custom_types import Grads, OptState, Params, Updates
+from ._hyper import broadcast_values
+from ._optax import as_optax, check_params, check_same_structure
+
+
+class AbstractOptimiser(eqx.Module):
+    """Base class of every optimiser that can be stacked into a tower.
+
+    An optimiser is an `eqx.Module` whose hyperparameters are `Hyper` fields holding
+    arrays, so `jax.jit`, `jax.vmap` and `jax.grad` see them. A concrete optimiser
+    implements two methods:
+
+    - `init(params) -> state`, the state for `params` (moments, counters...).
+    - `rule(grads, state, params, hp) -> (updates, state)`, one step as a pure
+        function of the constrained hyperparameter values `hp`, a dict
+        `name -> pytree shaped like grads`, already in the gradients' dtypes. The
+        tower differentiates through `hp`, so the rule must be differentiable in
+        it.
+
+    `uses_params` says whether `rule` reads `params` (weight decay); a tower keeps
+    the previous parameters only for the levels that do.
+
+    Users call `init`, which checks `params` and calls `init_state`, and `update`,
+    which lays the module's own hyperparameters over the
+    gradients and calls `rule`. Updates are added to the parameters
+    ([`recursive_opt.apply_updates`][]).
+    """
+
+    uses_params: eqx.AbstractVar[bool]
+
+    @abc.abstractmethod
+    def init_state(self, params: Params) -> OptState:
+        """The optimiser state for `params` (called by `init`)."""
+
+    @abc.abstractmethod
+    def rule(
+        self,
+        grads: Grads,
+        state: OptState,
+        params: Params | None,
+        hp: dict[str, PyTree[Array]],
+    ) -> tuple[Updates, OptState]:
+        """One step at hyperparameter values `hp` (see the class docstring)."""
+
+    def init(self, params: Params) -> OptState:
+        """The optimiser state for `params`, a pytree of floating-point arrays."""
+        check_params(params, type(self).__name__)
+        return self.init_state(params)
+
+    def update(
+        self, grads: Grads, state: OptState, params: Params | None = None
+    ) -> tuple[Updates, OptState]:
+        """One step with this module's hyperparameters: `(updates, new_state)`."""
+        if self.uses_params and params is None:
+            raise ValueError(
+                f"{type(self).__name__} with weight decay needs the parameters: call "
+                "update(grads, state, params)."
+            )
+        if params is not None:
+            check_same_structure(grads, params, "grads", "params")
+        return self.rule(grads, state, params, broadcast_values(self, grads))
+
+    def as_optax(self) -> optax.GradientTransformation:
+        """This optimiser as an `optax.GradientTransformation` (plain closures)."""
+        return as_optax(self)

@@ -1,0 +1,72 @@
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, PyTree
+
+from .._hyper import Hyper, HyperSpec, declare, is_zero
+from .._optimiser import AbstractOptimiser
+
+
+class SGDState(eqx.Module):
+    trace: PyTree[Array] | None  # momentum buffer; None without momentum
+
+
+class SGD(AbstractOptimiser):
+    """Stochastic gradient descent, with optional (Nesterov) momentum.
+
+    Matches `optax.sgd(lr, momentum, nesterov)`: the buffer is `g + momentum * buf`
+    (the first buffer is `g`) and the update is `-lr * buf` (Nesterov:
+    `-lr * (g + momentum * buf)`).
+
+    **Arguments:**
+
+    - `lr`: learning rate; tuned, `"log"` transform by default.
+    - `momentum`: 0 (the default) keeps no buffer and tunes nothing; otherwise tuned
+        with the `"logit"` transform by default.
+    - `nesterov`: Nesterov momentum (static).
+
+    ```python
+    opt = ro.SGD(0.1, momentum=0.9)
+    state = opt.init(params)
+    updates, state = opt.update(grads, state)
+    ```
+    """
+
+    lr: Hyper
+    momentum: Hyper | None
+    nesterov: bool = eqx.field(static=True)
+    uses_params: bool = eqx.field(static=True)
+
+    def __init__(
+        self,
+        lr: ArrayLike | HyperSpec = 1e-2,
+        momentum: ArrayLike | HyperSpec = 0.0,
+        nesterov: bool = False,
+    ):
+        self.lr = declare("SGD", "lr", lr, "log", True)
+        if is_zero(momentum):
+            self.momentum = None
+        else:
+            self.momentum = declare("SGD", "momentum", momentum, "logit", True)
+        if nesterov and self.momentum is None:
+            raise ValueError("SGD: `nesterov=True` needs a non-zero `momentum`.")
+        self.nesterov = bool(nesterov)
+        self.uses_params = False
+
+    def init_state(self, params):
+        if self.momentum is None:
+            return SGDState(None)
+        return SGDState(jax.tree.map(jnp.zeros_like, params))
+
+    def rule(self, grads, state, params, hp):
+        if self.momentum is None:
+            direction, trace = grads, None
+        else:
+            mom = hp["momentum"]
+            trace = jax.tree.map(lambda g, t, m: g + m * t, grads, state.trace, mom)
+            if self.nesterov:
+                direction = jax.tree.map(lambda g, t, m: g + m * t, grads, trace, mom)
+            else:
+                direction = trace
+        updates = jax.tree.map(lambda d, lr: -lr * d, direction, hp["lr"])
+        return updates, SGDState(trace)

@@ -1,0 +1,265 @@
+"""Towers of optimisers, and the one-step hypergradient chain between their levels."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+from jaxtyping import Array, Bool, Int, PyTree
+
+from ._custom_types import Grads, HyperParams, OptState, Params, Updates
+from ._hyper import resolve, tuned_raw, values, with_raw
+from ._optax import apply_updates, as_optax, check_params, check_same_structure
+from ._optimiser import AbstractOptimiser
+
+
+class _Saved(eqx.Module):
+    """The inputs of a level's last update that the chain holds constant."""
+
+    grads: PyTree[Array]
+    state: OptState
+    params: PyTree[Array] | None  # kept only for rules that read their parameters
+
+
+class TowerState(eqx.Module):
+    """The state of a tower; its pytree structure never changes between steps.
+
+    Untied: `opts[k]`, `states[k]` and `saved[k]` belong to level k+1 (bottom
+    first), and `opts[k]` holds that level's *current* hyperparameters. Tied:
+    `opts` holds the one shared optimiser, `states`/`saved` its application to the
+    model and to its own hyperparameters.
+    """
+
+    opts: tuple[AbstractOptimiser, ...]
+    states: tuple[OptState, ...]
+    saved: tuple[_Saved, ...]
+    count: Int[Array, ""]
+    depth: int = eqx.field(static=True)
+    tied: bool = eqx.field(static=True)
+
+
+def _hypergrad(opt: AbstractOptimiser, saved: _Saved, cotangent: PyTree) -> HyperParams:
+    """(d update / d raw hyperparameters)^T cotangent, at `opt`'s current values,
+    of the update `opt` made from the saved inputs."""
+
+    def update_at(raw):
+        return with_raw(opt, raw).update(saved.grads, saved.state, saved.params)[0]
+
+    _, vjp = jax.vjp(update_at, tuned_raw(opt))
+    cotangent = jax.tree.map(lambda c, g: c.astype(g.dtype), cotangent, saved.grads)
+    return vjp(cotangent)[0]
+
+
+def _zero_unless(flag: Bool[Array, ""], tree: PyTree[Array]) -> PyTree[Array]:
+    # A select, not a product: a non-finite value where `flag` is false is dropped.
+    return jax.tree.map(lambda x: jnp.where(flag, x, jnp.zeros_like(x)), tree)
+
+
+def _step(opt, grads, state, params) -> tuple[Updates, OptState, _Saved]:
+    updates, new_state = opt.update(grads, state, params)
+    return updates, new_state, _Saved(grads, state, params if opt.uses_params else None)
+
+
+class _Repeat:
+    def __init__(self, depth: int):
+        self.depth = depth
+
+    def __call__(self, opt: AbstractOptimiser, *, tie: bool = False) -> "Stack":
+        return Stack(*([opt] * self.depth), tie=tie)
+
+    def __repr__(self) -> str:
+        return f"Stack[{self.depth}]"
+
+
+class Stack(eqx.Module):
+    """A tower of optimisers: each level tunes the hyperparameters of the one below.
+
+    `Stack(opt1, opt2, ...)` lists the levels bottom first: level 1 optimises the
+    model, level k+1 the raw (unconstrained) tuned hyperparameters of level k, and
+    the top level's hyperparameters are fixed. `Stack[d](opt)` is `d` copies of
+    `opt`. With `tie=True` all levels share one hyperparameter pytree, which then
+    optimises itself; its hypergradient is the sum over its uses, truncated at depth
+    `d`. Hypergradients are one-step (see the design notes): `update` needs only
+    the model's gradients.
+
+    **Arguments:**
+
+    - `*levels`: the optimisers, bottom first.
+    - `tie`: share one hyperparameter pytree between identical levels.
+
+    ```python
+    tower = ro.Stack[3](ro.Adam(1e-3))
+    state = tower.init(params)
+    updates, state = tower.update(grads, state, params)
+    ro.hyperparams(state)  # [{"lr": ..., "b1": ...}, ...], bottom level first
+    ```
+    """
+
+    levels: tuple[AbstractOptimiser, ...]
+    tie: bool = eqx.field(static=True)
+
+    def __class_getitem__(cls, depth: int) -> _Repeat:
+        if isinstance(depth, bool) or not isinstance(depth, int):
+            raise TypeError(f"Stack[depth] needs an integer depth, got {depth!r}.")
+        if depth < 1:
+            raise ValueError(f"Stack[depth] needs depth >= 1, got {depth}.")
+        return _Repeat(depth)
+
+    def __init__(self, *levels: AbstractOptimiser, tie: bool = False):
+        if not levels:
+            raise ValueError("Stack needs at least one optimiser level (depth >= 1).")
+        for k, opt in enumerate(levels):
+            if not isinstance(opt, AbstractOptimiser):
+                raise TypeError(
+                    f"Stack level {k + 1} must be a recursive_opt optimiser (e.g. "
+                    f"ro.SGD, ro.Adam), got {type(opt).__name__}."
+                )
+        for k, opt in enumerate(levels[:-1]):
+            if not tuned_raw(opt):
+                raise ValueError(
+                    f"Stack level {k + 2} has nothing to tune: level {k + 1} "
+                    f"({type(opt).__name__}) has no tuned hyperparameters. Declare "
+                    "some with ro.hyper(value, tune=True), or remove the level above."
+                )
+        if tie and len(levels) > 1:
+            first = levels[0]
+            for k, opt in enumerate(levels[1:], start=2):
+                if not _identical(first, opt):
+                    raise ValueError(
+                        "Stack(tie=True) needs identical levels, because all levels "
+                        f"share one hyperparameter pytree; level {k} "
+                        f"({type(opt).__name__}) differs from level 1 "
+                        f"({type(first).__name__}). Use tie=False for different levels."
+                    )
+        self.levels = tuple(levels)
+        self.tie = bool(tie) and len(levels) > 1
+
+    @property
+    def depth(self) -> int:
+        return len(self.levels)
+
+    def init(self, params: Params) -> TowerState:
+        """The tower's state for `params`, a pytree of floating-point arrays."""
+        check_params(params, "Stack")
+        if self.tie:
+            opt = resolve(self.levels[0], params)
+            targets = (params, tuned_raw(opt))
+            opts = (opt,)
+            steppers = (opt, opt)
+        else:
+            opts, targets, target = [], [], params
+            for level in self.levels:
+                opt = resolve(level, target)
+                opts.append(opt)
+                targets.append(target)
+                target = tuned_raw(opt)
+            opts = steppers = tuple(opts)
+        states = tuple(o.init_state(t) for o, t in zip(steppers, targets))
+        saved = tuple(
+            _Saved(
+                jax.tree.map(jnp.zeros_like, t), s, t if o.uses_params else None
+            )
+            for o, t, s in zip(steppers, targets, states)
+        )
+        return TowerState(
+            opts, states, saved, jnp.zeros([], jnp.int32), self.depth, self.tie
+        )
+
+    def update(
+        self, grads: Grads, state: TowerState, params: Params | None = None
+    ) -> tuple[Updates, TowerState]:
+        """One step of the whole tower from the model's gradients.
+
+        Returns `(updates, new_state)`; the updates are added to the parameters.
+        """
+        if not isinstance(state, TowerState) or state.depth != self.depth:
+            raise ValueError(
+                "`state` was not made by this tower's init (depth "
+                f"{self.depth}, tie={self.tie})."
+            )
+        check_same_structure(grads, state.saved[0].grads, "grads", "params")
+        if params is not None:
+            check_same_structure(params, state.saved[0].grads, "params", "params")
+        bottom = state.opts[0]
+        if bottom.uses_params and params is None:
+            raise ValueError(
+                f"The tower's level 1 ({type(bottom).__name__}) reads the parameters "
+                "(weight decay): call update(grads, state, params)."
+            )
+        step = self._update_tied if state.tied else self._update_untied
+        updates, opts, states, saved = step(grads, state, params)
+        count = optax.safe_increment(state.count)
+        return updates, TowerState(opts, states, saved, count, state.depth, state.tied)
+
+    def _update_untied(self, grads, state, params):
+        d = state.depth
+        has_prev = state.count > 0
+        # Hypergradients of every level, from the previous step's updates.
+        G = [grads]
+        for k in range(d - 1):
+            G.append(_hypergrad(state.opts[k], state.saved[k], G[k]))
+        G[1:] = [_zero_unless(has_prev, g) for g in G[1:]]
+        # Top down: each level's hyperparameters change before the level below
+        # uses them.
+        opts, states, saved = list(state.opts), list(state.states), list(state.saved)
+        for k in reversed(range(d)):
+            target = params if k == 0 else tuned_raw(opts[k - 1])
+            updates, states[k], saved[k] = _step(opts[k], G[k], states[k], target)
+            if k > 0:
+                opts[k - 1] = with_raw(opts[k - 1], apply_updates(target, updates))
+        return updates, tuple(opts), tuple(states), tuple(saved)
+
+    def _update_tied(self, grads, state, params):
+        (opt,) = state.opts
+        saved_model, saved_self = state.saved
+        # G2 from the model step, G3.. from the self-update; summed over uses.
+        G = _hypergrad(opt, saved_model, grads)
+        total = G
+        for _ in range(state.depth - 2):
+            G = _hypergrad(opt, saved_self, G)
+            total = jax.tree.map(jnp.add, total, G)
+        total = _zero_unless(state.count > 0, total)
+        h = tuned_raw(opt)
+        h_updates, self_state, saved_self = _step(opt, total, state.states[1], h)
+        opt = with_raw(opt, apply_updates(h, h_updates))
+        updates, model_state, saved_model = _step(opt, grads, state.states[0], params)
+        return updates, (opt,), (model_state, self_state), (saved_model, saved_self)
+
+    def as_optax(self) -> optax.GradientTransformation:
+        """This tower as an `optax.GradientTransformation` (plain closures)."""
+        return as_optax(self)
+
+
+def _identical(a: AbstractOptimiser, b: AbstractOptimiser) -> bool:
+    if a is b:
+        return True
+    if jax.tree.structure(a) != jax.tree.structure(b):
+        return False
+    try:
+        return bool(eqx.tree_equal(a, b))
+    except jax.errors.ConcretizationTypeError:
+        return False
+
+
+def hyperparams(state: TowerState) -> list[dict[str, PyTree[Array]]]:
+    """The constrained hyperparameter values of every level, bottom level first.
+
+    **Arguments:**
+
+    - `state`: a tower's state, from `Stack.init` or `Stack.update`.
+
+    **Returns:** a list with one dict `name -> value` per level (for a tied tower,
+    the one shared set repeated at every level). Values are scalars, or pytrees
+    shaped like the tuned tree for `per="leaf"`/`"element"`.
+
+    ```python
+    ro.hyperparams(state)[0]["lr"]  # the learning rate of the model
+    ```
+    """
+    if not isinstance(state, TowerState):
+        raise TypeError(
+            f"hyperparams needs a tower state from Stack.init/update, got "
+            f"{type(state).__name__}."
+        )
+    if state.tied:
+        return [values(state.opts[0]) for _ in range(state.depth)]
+    return [values(o) for o in state.opts]
