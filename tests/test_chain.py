@@ -1,0 +1,148 @@
+"""The tower's hypergradient chain against brute-force autodiff of step t-1."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import recursive_opt as ro
+from recursive_opt._hyper import tuned_raw
+
+from .helpers import (
+    BY_NAME,
+    brute_force_tied,
+    brute_force_untied,
+    CATALOGUE,
+    CATALOGUE_IDS,
+    PROBLEMS,
+)
+
+STEPS = 6
+TOL = dict(rtol=1e-9, atol=1e-12)
+# Adam's hypergradient w.r.t. b1 at its first step is exactly 0 in exact arithmetic;
+# the VJP and the brute force round it to different ~1e-17 values, and an Adam level
+# above normalises that noise into a step bounded by its eps (~1e-9 relative).
+ADAM_TOL = dict(rtol=1e-6, atol=1e-10)
+
+
+def _tol(names):
+    return ADAM_TOL if any(n.startswith("adam") for n in names) else TOL
+quadratic, logistic = PROBLEMS
+
+
+def _library(tower, problem, steps=STEPS):
+    # Eager, so that the comparison is exact up to float64 rounding: jit's fusions
+    # round differently, and hypergradients amplify that. (test_jit.py checks jit.)
+    x = problem.init(jax.random.key(1))
+    state = tower.init(x)
+    for _ in range(steps):
+        updates, state = tower.update(jax.grad(problem.loss)(x), state, x)
+        x = ro.apply_updates(x, updates)
+    return x, state
+
+
+@pytest.mark.parametrize("per", ["tree", "leaf", "element"])
+@pytest.mark.parametrize("depth", [2, 3])
+@pytest.mark.parametrize("entry", CATALOGUE, ids=CATALOGUE_IDS)
+def test_untied_matches_brute_force(entry, depth, per):
+    levels = [entry.make(per)] * depth
+    TOL = _tol([entry.name])
+    params, state = _library(ro.Stack(*levels), quadratic)
+    x0 = quadratic.init(None)
+    bf_params, bf_hs, bf_G = brute_force_untied(levels, quadratic.loss, x0, STEPS)
+    chex.assert_trees_all_close(params, bf_params, **TOL)
+    chex.assert_trees_all_close([tuned_raw(o) for o in state.opts[:-1]], bf_hs, **TOL)
+    # saved[k].grads is G_{k+1} of the last step.
+    chex.assert_trees_all_close([s.grads for s in state.saved[1:]], bf_G, **TOL)
+    assert all(np.any(np.abs(leaf) > 0) for leaf in jax.tree.leaves(bf_G))
+
+
+@pytest.mark.parametrize("per", ["tree", "leaf", "element"])
+@pytest.mark.parametrize("depth", [2, 3])
+@pytest.mark.parametrize("entry", CATALOGUE, ids=CATALOGUE_IDS)
+def test_tied_matches_brute_force(entry, depth, per):
+    opt = entry.make(per)
+    TOL = _tol([entry.name])
+    params, state = _library(ro.Stack[depth](opt, tie=True), quadratic)
+    bf_params, bf_h, bf_total = brute_force_tied(
+        opt, depth, quadratic.loss, quadratic.init(None), STEPS
+    )
+    chex.assert_trees_all_close(params, bf_params, **TOL)
+    chex.assert_trees_all_close(tuned_raw(state.opts[0]), bf_h, **TOL)
+    chex.assert_trees_all_close(state.saved[1].grads, bf_total, **TOL)
+    assert all(np.any(np.abs(leaf) > 0) for leaf in jax.tree.leaves(bf_total))
+
+
+@pytest.mark.parametrize(
+    "names",
+    [("sgd_momentum", "sgd", "sgd"), ("adam", "sgd"), ("rmsprop", "adam", "sgd_momentum"),
+     ("adagrad", "adamw"), ("sgd", "adam", "adam", "adam")],
+)
+def test_mixed_levels_match_brute_force(names):
+    levels = [BY_NAME[n].make() for n in names]
+    TOL = _tol(names)
+    params, state = _library(ro.Stack(*levels), logistic, steps=5)
+    bf_params, bf_hs, bf_G = brute_force_untied(
+        levels, logistic.loss, logistic.init(jax.random.key(1)), 5
+    )
+    chex.assert_trees_all_close(params, bf_params, **TOL)
+    chex.assert_trees_all_close([tuned_raw(o) for o in state.opts[:-1]], bf_hs, **TOL)
+    chex.assert_trees_all_close([s.grads for s in state.saved[1:]], bf_G, **TOL)
+
+
+def test_depth4_tied_sums_four_uses():
+    opt = BY_NAME["adam"].make()
+    TOL = ADAM_TOL
+    params, state = _library(ro.Stack[4](opt, tie=True), logistic, steps=5)
+    bf_params, bf_h, _ = brute_force_tied(
+        opt, 4, logistic.loss, logistic.init(jax.random.key(1)), 5
+    )
+    chex.assert_trees_all_close(params, bf_params, **TOL)
+    chex.assert_trees_all_close(tuned_raw(state.opts[0]), bf_h, **TOL)
+    # Depth matters: the truncation at 3 gives a different trajectory.
+    _, state3 = _library(ro.Stack[3](opt, tie=True), logistic, steps=5)
+    assert not np.allclose(
+        tuned_raw(state.opts[0])["lr"], tuned_raw(state3.opts[0])["lr"], rtol=1e-12
+    )
+
+
+def test_baydin_sgd_hd_closed_form():
+    """SGD with identity lr tuned by SGD(kappa): lr_t = lr_{t-1} + kappa g_t.g_{t-1}."""
+    kappa, lr0 = 1e-3, 0.05
+    tower = ro.Stack(
+        ro.SGD(ro.hyper(lr0, transform="identity")),
+        ro.SGD(ro.hyper(kappa, transform="identity")),
+    )
+    loss, x = logistic.loss, logistic.init(jax.random.key(2))
+    state = tower.init(x)
+    lr, prev_g, x_ref = lr0, None, x
+    flat = lambda t: np.concatenate([np.ravel(v) for v in jax.tree.leaves(t)])  # noqa: E731
+    for _ in range(10):
+        g = jax.grad(loss)(x)
+        updates, state = tower.update(g, state)
+        x = ro.apply_updates(x, updates)
+        g_ref = flat(jax.grad(loss)(x_ref))
+        if prev_g is not None:
+            lr = lr + kappa * float(g_ref @ prev_g)
+        x_ref = jax.tree.map(lambda p, gg: p - lr * gg, x_ref, jax.grad(loss)(x_ref))
+        prev_g = g_ref
+        np.testing.assert_allclose(ro.hyperparams(state)[0]["lr"], lr, rtol=1e-12)
+    chex.assert_trees_all_close(x, x_ref, rtol=1e-12)
+    assert lr != lr0
+
+
+def test_log_lr_hypergradient_is_multiplicative():
+    """With the log transform, G2 = -lr * g_t . g_{t-1}."""
+    tower = ro.Stack(ro.SGD(0.05), ro.SGD(1e-3))
+    loss, x = logistic.loss, logistic.init(jax.random.key(3))
+    state = tower.init(x)
+    g_prev = None
+    for _ in range(3):
+        g = jax.grad(loss)(x)
+        lr = ro.hyperparams(state)[0]["lr"]
+        updates, state = tower.update(g, state)
+        if g_prev is not None:
+            dot = sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_prev)))
+            np.testing.assert_allclose(state.saved[1].grads["lr"], -lr * dot, rtol=1e-12)
+        x, g_prev = ro.apply_updates(x, updates), g
