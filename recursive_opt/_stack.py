@@ -1,5 +1,7 @@
 """Towers of optimisers, and the one-step hypergradient chain between their levels."""
 
+import dataclasses
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -24,9 +26,10 @@ class TowerState(eqx.Module):
     """The state of a tower; its pytree structure never changes between steps.
 
     Untied: `opts[k]`, `states[k]` and `saved[k]` belong to level k+1 (bottom
-    first), and `opts[k]` holds that level's *current* hyperparameters. Tied:
-    `opts` holds the one shared optimiser, `states`/`saved` its application to the
-    model and to its own hyperparameters.
+    first), and `opts[k]` holds that level's *current* hyperparameters; the top
+    level saves nothing (nothing differentiates its update). Tied: `opts` holds the
+    one shared optimiser, `states`/`saved` its application to the model and to its
+    own hyperparameters.
     """
 
     opts: tuple[AbstractOptimiser, ...]
@@ -35,6 +38,7 @@ class TowerState(eqx.Module):
     count: Int[Array, ""]
     depth: int = eqx.field(static=True)
     tied: bool = eqx.field(static=True)
+    params_like: jax.ShapeDtypeStruct = eqx.field(static=True)  # the params' shapes
 
 
 def _hypergrad(opt: AbstractOptimiser, saved: _Saved, cotangent: PyTree) -> HyperParams:
@@ -160,8 +164,12 @@ class Stack(eqx.Module):
             )
             for o, t, s in zip(steppers, targets, states)
         )
+        if not self.tie:
+            saved = saved[:-1]
+        params_like = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, p.dtype), params)
         return TowerState(
-            opts, states, saved, jnp.zeros([], jnp.int32), self.depth, self.tie
+            opts, states, saved, jnp.zeros([], jnp.int32), self.depth, self.tie,
+            params_like,
         )
 
     def update(
@@ -176,9 +184,9 @@ class Stack(eqx.Module):
                 "`state` was not made by this tower's init (depth "
                 f"{self.depth}, tie={self.tie})."
             )
-        check_same_structure(grads, state.saved[0].grads, "grads", "params")
+        check_same_structure(grads, state.params_like, "grads", "params")
         if params is not None:
-            check_same_structure(params, state.saved[0].grads, "params", "params")
+            check_same_structure(params, state.params_like, "params", "params")
         bottom = state.opts[0]
         if bottom.uses_params and params is None:
             raise ValueError(
@@ -188,7 +196,10 @@ class Stack(eqx.Module):
         step = self._update_tied if state.tied else self._update_untied
         updates, opts, states, saved = step(grads, state, params)
         count = optax.safe_increment(state.count)
-        return updates, TowerState(opts, states, saved, count, state.depth, state.tied)
+        new_state = dataclasses.replace(
+            state, opts=opts, states=states, saved=saved, count=count
+        )
+        return updates, new_state
 
     def _update_untied(self, grads, state, params):
         d = state.depth
@@ -203,7 +214,9 @@ class Stack(eqx.Module):
         opts, states, saved = list(state.opts), list(state.states), list(state.saved)
         for k in reversed(range(d)):
             target = params if k == 0 else tuned_raw(opts[k - 1])
-            updates, states[k], saved[k] = _step(opts[k], G[k], states[k], target)
+            updates, states[k], new_saved = _step(opts[k], G[k], states[k], target)
+            if k < d - 1:
+                saved[k] = new_saved
             if k > 0:
                 opts[k - 1] = with_raw(opts[k - 1], apply_updates(target, updates))
         return updates, tuple(opts), tuple(states), tuple(saved)

@@ -1,0 +1,69 @@
+"""Towers compile once and run as one program."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import recursive_opt as ro
+
+from .helpers import CATALOGUE, CATALOGUE_IDS, PROBLEMS
+
+logistic = PROBLEMS[1]
+
+
+@pytest.mark.parametrize("tie", [False, True])
+@pytest.mark.parametrize("entry", CATALOGUE, ids=CATALOGUE_IDS)
+def test_traces_once(entry, tie, getkey):
+    num_traces = 0
+    tower = ro.Stack[3](entry.make("leaf"), tie=tie)
+
+    @jax.jit
+    def step(params, state):
+        nonlocal num_traces
+        num_traces += 1
+        updates, state = tower.update(jax.grad(logistic.loss)(params), state, params)
+        return ro.apply_updates(params, updates), state
+
+    params = logistic.init(getkey())
+    state = tower.init(params)
+    for _ in range(20):
+        params, state = step(params, state)
+    assert num_traces == 1
+
+
+def test_jit_matches_eager(getkey):
+    tower = ro.Stack[3](ro.SGD(0.05, momentum=0.9))
+    params = logistic.init(getkey())
+    eager_p, jit_p = params, params
+    eager_s = jit_s = tower.init(params)
+
+    def step(params, state):
+        updates, state = tower.update(jax.grad(logistic.loss)(params), state, params)
+        return ro.apply_updates(params, updates), state
+
+    jstep = jax.jit(step)
+    for _ in range(10):
+        eager_p, eager_s = step(eager_p, eager_s)
+        jit_p, jit_s = jstep(jit_p, jit_s)
+    for a, b in zip(jax.tree.leaves((eager_p, eager_s)), jax.tree.leaves((jit_p, jit_s))):
+        np.testing.assert_allclose(a, b, rtol=1e-9)
+
+
+def test_scan_over_steps(getkey):
+    """The whole training loop as one lax.scan program."""
+    tower = ro.Stack[2](ro.Adam(1e-2))
+    params = logistic.init(getkey())
+
+    def body(carry, _):
+        params, state = carry
+        loss, grads = jax.value_and_grad(logistic.loss)(params)
+        updates, state = tower.update(grads, state, params)
+        return (ro.apply_updates(params, updates), state), loss
+
+    (params, state), losses = jax.jit(
+        lambda p: jax.lax.scan(body, (p, tower.init(p)), None, length=100)
+    )(params)
+    assert losses.shape == (100,)
+    assert losses[-1] < 0.5 * losses[0]
+    assert jnp.isfinite(ro.hyperparams(state)[0]["lr"])

@@ -1,0 +1,96 @@
+"""Each optimiser alone: parity with optax, convergence, finite hypergradients."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import recursive_opt as ro
+from recursive_opt._hyper import tuned_raw
+
+from .helpers import CATALOGUE, CATALOGUE_IDS, PROBLEM_IDS, PROBLEMS, run_tower
+
+
+def _run_optax(tx, loss, params, steps):
+    state = tx.init(params)
+    trajectory = []
+    for _ in range(steps):
+        grads = jax.grad(loss)(params)
+        updates, state = tx.update(grads, state, params)
+        trajectory.append(updates)
+        params = optax.apply_updates(params, updates)
+    return params, trajectory
+
+
+@pytest.mark.parametrize("problem", PROBLEMS, ids=PROBLEM_IDS)
+@pytest.mark.parametrize("entry", CATALOGUE, ids=CATALOGUE_IDS)
+def test_matches_optax(entry, problem, getkey):
+    params = problem.init(getkey())
+    ours, ours_traj = _run_optax(entry.make().as_optax(), problem.loss, params, 25)
+    ref, ref_traj = _run_optax(entry.optax_equiv, problem.loss, params, 25)
+    chex.assert_trees_all_close(ours_traj, ref_traj, rtol=1e-12, atol=1e-15)
+    chex.assert_trees_all_close(ours, ref, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("entry", CATALOGUE, ids=CATALOGUE_IDS)
+def test_matches_optax_float32(entry, getkey):
+    """float32 parameters: same dtype out, equal up to float32 rounding of b1/b2."""
+    problem = PROBLEMS[1]
+    params = jax.tree.map(lambda x: x.astype(jnp.float32), problem.init(getkey()))
+    ours, _ = _run_optax(entry.make().as_optax(), problem.loss, params, 25)
+    ref, _ = _run_optax(entry.optax_equiv, problem.loss, params, 25)
+    chex.assert_trees_all_equal_dtypes(ours, params)
+    chex.assert_trees_all_close(ours, ref, rtol=2e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+@pytest.mark.parametrize("problem", PROBLEMS, ids=PROBLEM_IDS)
+@pytest.mark.parametrize("entry", CATALOGUE, ids=CATALOGUE_IDS)
+def test_converges(entry, problem, depth, getkey):
+    levels = [entry.make()] + [ro.Adam(1e-3)] * (depth - 1)
+    params, state, losses = run_tower(ro.Stack(*levels), problem.loss, problem.init(getkey()), 300)
+    assert jnp.all(jnp.isfinite(losses))
+    assert losses[-1] < 0.5 * losses[0]
+    chex.assert_tree_all_finite(ro.hyperparams(state))
+
+
+@pytest.mark.parametrize("tie", [False, True])
+@pytest.mark.parametrize("entry", CATALOGUE, ids=CATALOGUE_IDS)
+def test_unused_leaf_keeps_everything_finite(entry, tie, getkey):
+    """A leaf whose gradient is always exactly 0 (d sqrt(v)/dv = inf at v = 0)."""
+
+    def loss(p):
+        return jnp.sum((p["used"] - 1.0) ** 2)
+
+    params = {"used": jnp.zeros(3), "unused": jnp.ones((2, 2))}
+    for per in ["tree", "element"]:
+        tower = ro.Stack[3](entry.make(per), tie=tie)
+        params_out, state, losses = run_tower(tower, loss, params, 20)
+        chex.assert_tree_all_finite((params_out, state, losses))
+        if entry.name != "adamw":  # weight decay moves every leaf
+            np.testing.assert_array_equal(params_out["unused"], params["unused"])
+
+
+def test_momentum_zero_keeps_no_buffer():
+    opt = ro.SGD(0.1, momentum=0.0)
+    assert opt.momentum is None
+    assert opt.init({"a": jnp.zeros(3)}).trace is None
+    state = ro.Stack(opt, ro.SGD(1e-3)).init({"a": jnp.zeros(3)})
+    assert set(tuned_raw(state.opts[0])) == {"lr"}
+    assert set(ro.hyperparams(state)[0]) == {"lr"}
+
+
+def test_hyperparameters_keep_parameter_dtype(getkey):
+    """x64 is on: float64 hyperparameters must not promote float32 parameters."""
+    params = {"w": jnp.ones((4, 3), jnp.float32), "h": jnp.ones(3, jnp.bfloat16)}
+    for opt in [ro.Adam(1e-2, weight_decay=0.01), ro.SGD(0.1, momentum=0.9)]:
+        tower = ro.Stack[2](opt)
+        state = tower.init(params)
+        grads = jax.tree.map(lambda p: jnp.full_like(p, 0.5), params)
+        for _ in range(3):
+            updates, state = tower.update(grads, state, params)
+            chex.assert_trees_all_equal_dtypes(updates, params)
+            params = ro.apply_updates(params, updates)
+        chex.assert_trees_all_equal_dtypes(params, grads)

@@ -1,0 +1,118 @@
+"""Tower structure: depth 1 is the optimiser, state structure is fixed, readouts."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import recursive_opt as ro
+
+from .helpers import CATALOGUE, CATALOGUE_IDS, PROBLEMS, run_tower
+
+logistic = PROBLEMS[1]
+
+
+@pytest.mark.parametrize("per", ["tree", "leaf", "element"])
+@pytest.mark.parametrize("entry", CATALOGUE, ids=CATALOGUE_IDS)
+def test_depth_one_is_the_optimiser(entry, per, getkey):
+    opt = entry.make(per)
+    params = logistic.init(getkey())
+    tower = ro.Stack[1](opt)
+    # Eagerly, bit for bit (per="element" applies the transform to arrays, whose
+    # vectorised exp/sigmoid may differ from the scalar one by an ulp).
+    tower_p, plain_p = params, params
+    tower_s, plain_s = tower.init(params), opt.init(params)
+    for _ in range(5):
+        u, tower_s = tower.update(jax.grad(logistic.loss)(tower_p), tower_s, tower_p)
+        tower_p = ro.apply_updates(tower_p, u)
+        u, plain_s = opt.update(jax.grad(logistic.loss)(plain_p), plain_s, plain_p)
+        plain_p = ro.apply_updates(plain_p, u)
+    if per == "element":
+        chex.assert_trees_all_close(tower_p, plain_p, rtol=1e-14, atol=1e-16)
+    else:
+        chex.assert_trees_all_equal(tower_p, plain_p)
+    # Under jit the plain optimiser's hyperparameters are compile-time constants
+    # (folded by XLA) while the tower's are state: equal up to rounding.
+    tower_params, state, _ = run_tower(tower, logistic.loss, params, 20)
+    plain_params, _, _ = run_tower(opt, logistic.loss, params, 20)
+    chex.assert_trees_all_close(tower_params, plain_params, rtol=1e-14, atol=1e-15)
+    # Depth 1 never changes its hyperparameters.
+    chex.assert_trees_all_close(
+        jax.tree.map(lambda v: jnp.broadcast_to(v, ()) if jnp.ndim(v) == 0 else v,
+                     ro.hyperparams(state)[0]),
+        ro.hyperparams(ro.Stack[1](opt).init(params))[0],
+    )
+
+
+@pytest.mark.parametrize("tie", [False, True])
+@pytest.mark.parametrize("depth", [1, 2, 4])
+def test_state_structure_is_fixed(depth, tie, getkey):
+    tower = ro.Stack[depth](ro.Adam(1e-2, weight_decay=1e-3), tie=tie)
+    params = logistic.init(getkey())
+    state0 = tower.init(params)
+    state = state0
+    for _ in range(3):
+        updates, state = tower.update(jax.grad(logistic.loss)(params), state, params)
+        params = ro.apply_updates(params, updates)
+    chex.assert_trees_all_equal_shapes_and_dtypes(state0, state)
+    assert jax.tree.structure(state0) == jax.tree.structure(state)
+
+
+def test_untied_top_level_is_fixed_and_lower_levels_move(getkey):
+    tower = ro.Stack[3](ro.SGD(0.05, momentum=0.9))
+    _, state, _ = run_tower(tower, logistic.loss, logistic.init(getkey()), 30)
+    hp = ro.hyperparams(state)
+    assert len(hp) == 3
+    np.testing.assert_allclose(hp[2]["lr"], 0.05, rtol=1e-12)
+    np.testing.assert_allclose(hp[2]["momentum"], 0.9, rtol=1e-12)
+    assert abs(float(hp[0]["lr"]) - 0.05) > 1e-4
+    assert abs(float(hp[1]["lr"]) - 0.05) > 1e-8
+
+
+def test_tied_levels_share_one_set(getkey):
+    tower = ro.Stack[3](ro.SGD(0.05, momentum=0.9), tie=True)
+    _, state, _ = run_tower(tower, logistic.loss, logistic.init(getkey()), 30)
+    hp = ro.hyperparams(state)
+    assert len(hp) == 3 and len(state.opts) == 1
+    chex.assert_trees_all_equal(hp[0], hp[1], hp[2])
+    assert abs(float(hp[0]["lr"]) - 0.05) > 1e-4
+    # The tied top is not fixed: it is the same set.
+    assert ro.Stack[1](ro.SGD(0.1), tie=True).tie is False
+
+
+def test_per_shapes_in_hyperparams(getkey):
+    params = {"w": jnp.zeros((3, 2)), "b": jnp.zeros(2)}
+    opt = ro.SGD(
+        ro.hyper(0.1, per="element"), momentum=ro.hyper(0.9, per="leaf")
+    )
+    state = ro.Stack(opt, ro.SGD(ro.hyper(1e-3, per="leaf"))).init(params)
+    hp = ro.hyperparams(state)
+    chex.assert_trees_all_equal_shapes(hp[0]["lr"], params)
+    assert jax.tree.structure(hp[0]["momentum"]) == jax.tree.structure(params)
+    assert all(jnp.shape(v) == () for v in jax.tree.leaves(hp[0]["momentum"]))
+    # Level 2's per="leaf" lr has one scalar per tuned leaf of level 1.
+    assert jax.tree.structure(hp[1]["lr"]) == jax.tree.structure(
+        {"lr": params, "momentum": params}
+    )
+
+
+def test_per_leaf_learning_rates_diverge(getkey):
+    """Weights and biases get their own learning rates when tuned per leaf."""
+    tower = ro.Stack(ro.SGD(ro.hyper(0.05, per="leaf")), ro.Adam(1e-2))
+    _, state, _ = run_tower(tower, logistic.loss, logistic.init(getkey()), 40)
+    lr = ro.hyperparams(state)[0]["lr"]
+    assert abs(float(lr["w"]) - float(lr["b"])) > 1e-4
+
+
+def test_tower_does_not_rerun_the_model():
+    """The chain needs only gradients: the loss is evaluated once per step."""
+    calls = []
+
+    def loss(p):
+        jax.debug.callback(lambda: calls.append(1))
+        return logistic.loss(p)
+
+    run_tower(ro.Stack[3](ro.Adam(1e-2)), loss, logistic.init(jax.random.key(0)), 5)
+    jax.effects_barrier()
+    assert len(calls) == 5
