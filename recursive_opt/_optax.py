@@ -66,3 +66,19 @@ def check_same_structure(a: PyTree, b: PyTree, a_name: str, b_name: str) -> None
                 f"`{a_name}{jax.tree_util.keystr(path)}` has shape {x.shape} but "
                 f"`{b_name}{jax.tree_util.keystr(path)}` has shape {y.shape}."
             )
+
+
+def check_leaf_shapes(grads: PyTree, shapes: tuple[tuple[int, ...], ...]) -> None:
+    leaves = jax.tree_util.tree_leaves_with_path(grads)
+    if len(leaves) != len(shapes):
+        raise ValueError(
+            "`grads` and `params` must have the same pytree structure: the tower was "
+            f"initialised with {len(shapes)} arrays, but `grads` has {len(leaves)}:\n"
+            f"  grads: {jax.tree.structure(grads)}"
+        )
+    for (path, g), shape in zip(leaves, shapes):
+        if g.shape != shape:
+            raise ValueError(
+                f"`grads{jax.tree_util.keystr(path)}` has shape {g.shape} but the "
+                f"parameter it belongs to has shape {shape}."
+            )

@@ -10,7 +10,13 @@ from jaxtyping import Array, Bool, Int, PyTree
 
 from ._custom_types import Grads, HyperParams, OptState, Params, Updates
 from ._hyper import resolve, tuned_raw, values, with_raw
-from ._optax import apply_updates, as_optax, check_params, check_same_structure
+from ._optax import (
+    apply_updates,
+    as_optax,
+    check_leaf_shapes,
+    check_params,
+    check_same_structure,
+)
 from ._optimiser import AbstractOptimiser
 
 
@@ -38,7 +44,9 @@ class TowerState(eqx.Module):
     count: Int[Array, ""]
     depth: int = eqx.field(static=True)
     tied: bool = eqx.field(static=True)
-    params_like: jax.ShapeDtypeStruct = eqx.field(static=True)  # the params' shapes
+    # Shapes of the parameters' leaves. Not their treedef: Flax NNX initialises with
+    # `Param`-wrapped arrays and updates with plain ones.
+    param_shapes: tuple[tuple[int, ...], ...] = eqx.field(static=True)
 
 
 def _hypergrad(opt: AbstractOptimiser, saved: _Saved, cotangent: PyTree) -> HyperParams:
@@ -166,10 +174,10 @@ class Stack(eqx.Module):
         )
         if not self.tie:
             saved = saved[:-1]
-        params_like = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, p.dtype), params)
+        param_shapes = tuple(p.shape for p in jax.tree.leaves(params))
         return TowerState(
             opts, states, saved, jnp.zeros([], jnp.int32), self.depth, self.tie,
-            params_like,
+            param_shapes,
         )
 
     def update(
@@ -184,9 +192,9 @@ class Stack(eqx.Module):
                 "`state` was not made by this tower's init (depth "
                 f"{self.depth}, tie={self.tie})."
             )
-        check_same_structure(grads, state.params_like, "grads", "params")
         if params is not None:
-            check_same_structure(params, state.params_like, "params", "params")
+            check_same_structure(grads, params, "grads", "params")
+        check_leaf_shapes(grads, state.param_shapes)
         bottom = state.opts[0]
         if bottom.uses_params and params is None:
             raise ValueError(

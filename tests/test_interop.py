@@ -1,0 +1,121 @@
+"""Towers inside optax.chain, Flax NNX's Optimizer, and on Equinox models."""
+
+import types
+
+import chex
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import optax
+import pytest
+
+import recursive_opt as ro
+
+from .helpers import PROBLEMS
+
+logistic = PROBLEMS[1]
+
+
+def test_tower_in_optax_chain(getkey):
+    tower = ro.Stack[2](ro.SGD(0.05, momentum=0.9))
+    tx = optax.chain(optax.clip_by_global_norm(1.0), tower.as_optax())
+    params = logistic.init(getkey())
+    state = tx.init(params)
+    # The same by hand: clip, then the tower.
+    ref_state = tower.init(params)
+    ref_params = params
+    step = jax.jit(tx.update)
+    for _ in range(10):
+        grads = jax.grad(logistic.loss)(params)
+        updates, state = step(grads, state, params)
+        params = optax.apply_updates(params, updates)
+        ref_grads = jax.grad(logistic.loss)(ref_params)
+        norm = optax.tree.norm(ref_grads)
+        ref_grads = jax.tree.map(lambda g: g * jnp.minimum(1.0, 1.0 / norm), ref_grads)
+        ref_updates, ref_state = tower.update(ref_grads, ref_state, ref_params)
+        ref_params = optax.apply_updates(ref_params, ref_updates)
+    chex.assert_trees_all_close(params, ref_params, rtol=1e-9)
+    assert ro.hyperparams(state[1])[0]["lr"] != pytest.approx(0.05)
+
+
+def test_as_optax_is_plain_closures():
+    """A bound method of an eqx.Module flattens to the module's arrays, which Flax
+    NNX refuses as static data; plain closures are opaque leaves."""
+    for tx in [ro.Stack[2](ro.Adam(1e-3)).as_optax(), ro.SGD(0.1).as_optax()]:
+        leaves = jax.tree.leaves(tx)
+        assert len(leaves) == 2
+        assert all(isinstance(f, types.FunctionType) for f in leaves)
+    assert any(eqx.is_array(x) for x in jax.tree.leaves(ro.SGD(0.1).update))
+
+
+def test_tower_in_flax_nnx_optimizer():
+    nnx = pytest.importorskip("flax.nnx")
+
+    class MLP(nnx.Module):
+        def __init__(self, rngs):
+            self.l1 = nnx.Linear(5, 8, rngs=rngs)
+            self.l2 = nnx.Linear(8, 1, rngs=rngs)
+            self.dropout_rate = 0.0  # a non-array attribute
+
+        def __call__(self, x):
+            return self.l2(jnp.tanh(self.l1(x)))[..., 0]
+
+    kx, kw = jr.split(jr.key(0))
+    x = jr.normal(kx, (64, 5))
+    y = (x @ jr.normal(kw, (5,)) > 0).astype(jnp.float32)
+
+    def loss_fn(model):
+        return jnp.mean(optax.sigmoid_binary_cross_entropy(model(x), y))
+
+    model = MLP(nnx.Rngs(0))
+    tower = ro.Stack[3](ro.Adam(1e-2))
+    optimizer = nnx.Optimizer(model, tower.as_optax(), wrt=nnx.Param)
+
+    @nnx.jit
+    def train_step(model, optimizer):
+        loss, grads = nnx.value_and_grad(loss_fn)(model)
+        optimizer.update(model, grads)
+        return loss
+
+    losses = [float(train_step(model, optimizer)) for _ in range(60)]
+    assert losses[-1] < 0.5 * losses[0]
+    state = jax.tree.map(
+        lambda v: v.get_value() if hasattr(v, "get_value") else v,
+        optimizer.opt_state,
+        is_leaf=lambda v: isinstance(v, nnx.Variable),
+    )
+    lrs = [float(h["lr"]) for h in ro.hyperparams(state)]
+    assert lrs[0] != pytest.approx(1e-2) and lrs[2] == pytest.approx(1e-2)
+
+
+def test_tower_on_equinox_model_with_non_array_fields(getkey):
+    model = eqx.nn.MLP(5, 1, 8, depth=2, activation=jnp.tanh, key=getkey())
+    kx, kw = jr.split(jr.key(0))
+    x = jr.normal(kx, (64, 5))
+    y = (x @ jr.normal(kw, (5,)) > 0).astype(jnp.float64)
+
+    def loss_fn(model):
+        logits = jax.vmap(model)(x)[:, 0]
+        return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, y))
+
+    tower = ro.Stack[2](ro.SGD(ro.hyper(0.1, per="leaf"), momentum=0.9))
+    state = tower.init(eqx.filter(model, eqx.is_inexact_array))
+
+    @eqx.filter_jit
+    def step(model, state):
+        loss, grads = eqx.filter_value_and_grad(loss_fn)(model)
+        updates, state = tower.update(grads, state, eqx.filter(model, eqx.is_inexact_array))
+        return eqx.apply_updates(model, updates), state, loss
+
+    losses = []
+    for _ in range(60):
+        model, state, loss = step(model, state)
+        losses.append(float(loss))
+    assert losses[-1] < 0.5 * losses[0]
+    assert model.activation is jnp.tanh
+    lr = ro.hyperparams(state)[0]["lr"]
+    leaves = jax.tree.leaves(lr)
+    assert len(leaves) == len(jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array)))
+    assert np.std([float(v) for v in leaves]) > 0
