@@ -4,6 +4,7 @@ from typing import Protocol
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import optax
 from jaxtyping import PyTree
 
@@ -30,6 +31,12 @@ def as_optax(obj: _HasInitUpdate) -> optax.GradientTransformation:
         return obj.update(updates, state, params)
 
     return optax.GradientTransformation(init_fn, update_fn)
+
+
+def distinct_buffers(tree: PyTree) -> PyTree:
+    """Copy every array leaf, so that no two leaves (nor a leaf and the caller's
+    parameters) share a buffer: such a state can be donated to a jitted step."""
+    return jax.tree.map(lambda x: jnp.array(x, copy=True) if eqx.is_array(x) else x, tree)
 
 
 def check_params(params: PyTree, who: str) -> None:

@@ -8,7 +8,7 @@ from jaxtyping import Array, PyTree
 
 from ._custom_types import Grads, OptState, Params, Updates
 from ._hyper import broadcast_values
-from ._optax import as_optax, check_params, check_same_structure
+from ._optax import as_optax, check_params, check_same_structure, distinct_buffers
 
 
 class AbstractOptimiser(eqx.Module):
@@ -53,7 +53,7 @@ class AbstractOptimiser(eqx.Module):
     def init(self, params: Params) -> OptState:
         """The optimiser state for `params`, a pytree of floating-point arrays."""
         check_params(params, type(self).__name__)
-        return self.init_state(params)
+        return distinct_buffers(self.init_state(params))
 
     def update(
         self, grads: Grads, state: OptState, params: Params | None = None

@@ -9,23 +9,89 @@ import optax
 from jaxtyping import Array, Bool, Int, PyTree
 
 from ._custom_types import Grads, HyperParams, OptState, Params, Updates
-from ._hyper import resolve, tuned_raw, values, with_raw
+from ._hyper import broadcast, broadcast_values, resolve, tuned_raw, values, with_raw
 from ._optax import (
     apply_updates,
     as_optax,
     check_leaf_shapes,
     check_params,
     check_same_structure,
+    distinct_buffers,
 )
 from ._optimiser import AbstractOptimiser
 
 
-class _Saved(eqx.Module):
-    """The inputs of a level's last update that the chain holds constant."""
+class _Jacobian(eqx.Module):
+    """The diagonal Jacobian of a level's last update w.r.t. its hyperparameters.
+
+    Rules are elementwise in their hyperparameters (coordinate i of the update
+    depends on coordinate i of each broadcast value), so d update / d hp is one
+    array per tuned hyperparameter, shaped like the updates. It is computed in
+    forward mode inside the update itself, so the next step's hypergradient is one
+    multiply-and-reduce rather than a re-evaluation of the rule and its VJP.
+    Valid when the update was made at the hyperparameters' *current* values: every
+    untied level, and a tied tower's model step.
+    """
+
+    jac: dict[str, PyTree[Array]]
+
+    def hypergrad(self, opt: AbstractOptimiser, cotangent: PyTree) -> HyperParams:
+        def spread(raw):
+            o = with_raw(opt, raw)
+            return {
+                n: jax.tree.map(
+                    lambda v, c: jnp.broadcast_to(v, c.shape),
+                    broadcast(getattr(o, n).value, cotangent),
+                    cotangent,
+                )
+                for n in raw
+            }
+
+        _, vjp = jax.vjp(spread, tuned_raw(opt))
+        return vjp({n: jax.tree.map(jnp.multiply, j, cotangent) for n, j in self.jac.items()})[0]
+
+
+class _Inputs(eqx.Module):
+    """The inputs of a level's last update, held constant by the chain.
+
+    For a tied tower's self-update, which was made at the hyperparameters' values
+    *before* that update; the chain re-evaluates it at the current values.
+    """
 
     grads: PyTree[Array]
     state: OptState
     params: PyTree[Array] | None  # kept only for rules that read their parameters
+
+    def hypergrad(self, opt: AbstractOptimiser, cotangent: PyTree) -> HyperParams:
+        def update_at(raw):
+            return with_raw(opt, raw).update(self.grads, self.state, self.params)[0]
+
+        _, vjp = jax.vjp(update_at, tuned_raw(opt))
+        cotangent = jax.tree.map(lambda c, g: c.astype(g.dtype), cotangent, self.grads)
+        return vjp(cotangent)[0]
+
+
+def _step_jacobian(opt, grads, state, params) -> tuple[Updates, OptState, _Jacobian]:
+    """One update of `opt`, and its diagonal Jacobian w.r.t. each tuned value."""
+    hp = broadcast_values(opt, grads)
+
+    def rule_at(name):
+        return lambda v: opt.rule(grads, state, params, {**hp, name: v})
+
+    jac = {}
+    for name in tuned_raw(opt):
+        ones = jax.tree.map(jnp.ones_like, hp[name])
+        (updates, new_state), (jac[name], _) = jax.jvp(rule_at(name), (hp[name],), (ones,))
+    return updates, new_state, _Jacobian(jac)
+
+
+def _step_inputs(opt, grads, state, params) -> tuple[Updates, OptState, _Inputs]:
+    updates, new_state = opt.update(grads, state, params)
+    return updates, new_state, _Inputs(grads, state, params if opt.uses_params else None)
+
+
+def _no_jacobian(opt, target) -> _Jacobian:
+    return _Jacobian({n: jax.tree.map(jnp.zeros_like, target) for n in tuned_raw(opt)})
 
 
 class TowerState(eqx.Module):
@@ -40,7 +106,7 @@ class TowerState(eqx.Module):
 
     opts: tuple[AbstractOptimiser, ...]
     states: tuple[OptState, ...]
-    saved: tuple[_Saved, ...]
+    saved: tuple[_Jacobian | _Inputs, ...]
     count: Int[Array, ""]
     depth: int = eqx.field(static=True)
     tied: bool = eqx.field(static=True)
@@ -49,26 +115,9 @@ class TowerState(eqx.Module):
     param_shapes: tuple[tuple[int, ...], ...] = eqx.field(static=True)
 
 
-def _hypergrad(opt: AbstractOptimiser, saved: _Saved, cotangent: PyTree) -> HyperParams:
-    """(d update / d raw hyperparameters)^T cotangent, at `opt`'s current values,
-    of the update `opt` made from the saved inputs."""
-
-    def update_at(raw):
-        return with_raw(opt, raw).update(saved.grads, saved.state, saved.params)[0]
-
-    _, vjp = jax.vjp(update_at, tuned_raw(opt))
-    cotangent = jax.tree.map(lambda c, g: c.astype(g.dtype), cotangent, saved.grads)
-    return vjp(cotangent)[0]
-
-
 def _zero_unless(flag: Bool[Array, ""], tree: PyTree[Array]) -> PyTree[Array]:
     # A select, not a product: a non-finite value where `flag` is false is dropped.
     return jax.tree.map(lambda x: jnp.where(flag, x, jnp.zeros_like(x)), tree)
-
-
-def _step(opt, grads, state, params) -> tuple[Updates, OptState, _Saved]:
-    updates, new_state = opt.update(grads, state, params)
-    return updates, new_state, _Saved(grads, state, params if opt.uses_params else None)
 
 
 class _Repeat:
@@ -166,19 +215,22 @@ class Stack(eqx.Module):
                 target = tuned_raw(opt)
             opts = steppers = tuple(opts)
         states = tuple(o.init_state(t) for o, t in zip(steppers, targets))
-        saved = tuple(
-            _Saved(
-                jax.tree.map(jnp.zeros_like, t), s, t if o.uses_params else None
+        if self.tie:
+            h = targets[1]
+            saved = (
+                _no_jacobian(opt, params),
+                _Inputs(
+                    jax.tree.map(jnp.zeros_like, h), states[1], h if opt.uses_params else None
+                ),
             )
-            for o, t, s in zip(steppers, targets, states)
-        )
-        if not self.tie:
-            saved = saved[:-1]
+        else:  # the top level's update is never differentiated
+            saved = tuple(_no_jacobian(o, t) for o, t in zip(opts[:-1], targets[:-1]))
         param_shapes = tuple(p.shape for p in jax.tree.leaves(params))
-        return TowerState(
+        state = TowerState(
             opts, states, saved, jnp.zeros([], jnp.int32), self.depth, self.tie,
             param_shapes,
         )
+        return distinct_buffers(state)
 
     def update(
         self, grads: Grads, state: TowerState, params: Params | None = None
@@ -215,16 +267,19 @@ class Stack(eqx.Module):
         # Hypergradients of every level, from the previous step's updates.
         G = [grads]
         for k in range(d - 1):
-            G.append(_hypergrad(state.opts[k], state.saved[k], G[k]))
+            G.append(state.saved[k].hypergrad(state.opts[k], G[k]))
         G[1:] = [_zero_unless(has_prev, g) for g in G[1:]]
         # Top down: each level's hyperparameters change before the level below
         # uses them.
         opts, states, saved = list(state.opts), list(state.states), list(state.saved)
         for k in reversed(range(d)):
             target = params if k == 0 else tuned_raw(opts[k - 1])
-            updates, states[k], new_saved = _step(opts[k], G[k], states[k], target)
             if k < d - 1:
-                saved[k] = new_saved
+                updates, states[k], saved[k] = _step_jacobian(
+                    opts[k], G[k], states[k], target
+                )
+            else:
+                updates, states[k] = opts[k].update(G[k], states[k], target)
             if k > 0:
                 opts[k - 1] = with_raw(opts[k - 1], apply_updates(target, updates))
         return updates, tuple(opts), tuple(states), tuple(saved)
@@ -233,16 +288,18 @@ class Stack(eqx.Module):
         (opt,) = state.opts
         saved_model, saved_self = state.saved
         # G2 from the model step, G3.. from the self-update; summed over uses.
-        G = _hypergrad(opt, saved_model, grads)
+        G = saved_model.hypergrad(opt, grads)
         total = G
         for _ in range(state.depth - 2):
-            G = _hypergrad(opt, saved_self, G)
+            G = saved_self.hypergrad(opt, G)
             total = jax.tree.map(jnp.add, total, G)
         total = _zero_unless(state.count > 0, total)
         h = tuned_raw(opt)
-        h_updates, self_state, saved_self = _step(opt, total, state.states[1], h)
+        h_updates, self_state, saved_self = _step_inputs(opt, total, state.states[1], h)
         opt = with_raw(opt, apply_updates(h, h_updates))
-        updates, model_state, saved_model = _step(opt, grads, state.states[0], params)
+        updates, model_state, saved_model = _step_jacobian(
+            opt, grads, state.states[0], params
+        )
         return updates, (opt,), (model_state, self_state), (saved_model, saved_self)
 
     def as_optax(self) -> optax.GradientTransformation:

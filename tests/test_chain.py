@@ -53,9 +53,7 @@ def test_untied_matches_brute_force(entry, depth, per):
     bf_params, bf_hs, bf_G = brute_force_untied(levels, quadratic.loss, x0, STEPS)
     chex.assert_trees_all_close(params, bf_params, **TOL)
     chex.assert_trees_all_close([tuned_raw(o) for o in state.opts[:-1]], bf_hs, **TOL)
-    # saved[k].grads is G_{k+1} of the last step (the top level saves nothing; its
-    # G_d shows in the trajectory of h_{d-1}).
-    chex.assert_trees_all_close([s.grads for s in state.saved[1:]], bf_G[:-1], **TOL)
+    # Each G_k moves h_{k-1}: the test is not trivial when all of them are non-zero.
     assert all(np.any(np.abs(leaf) > 0) for leaf in jax.tree.leaves(bf_G))
 
 
@@ -89,7 +87,7 @@ def test_mixed_levels_match_brute_force(names):
     )
     chex.assert_trees_all_close(params, bf_params, **TOL)
     chex.assert_trees_all_close([tuned_raw(o) for o in state.opts[:-1]], bf_hs, **TOL)
-    chex.assert_trees_all_close([s.grads for s in state.saved[1:]], bf_G[:-1], **TOL)
+    assert all(np.any(np.abs(leaf) > 0) for leaf in jax.tree.leaves(bf_G))
 
 
 def test_depth4_tied_sums_four_uses():
@@ -134,17 +132,21 @@ def test_baydin_sgd_hd_closed_form():
 
 
 def test_log_lr_hypergradient_is_multiplicative():
-    """With the log transform, G2 = -lr * g_t . g_{t-1}."""
-    # Depth 3, so that level 2 keeps G2 (the top level saves nothing).
-    tower = ro.Stack(ro.SGD(0.05), ro.SGD(1e-3), ro.SGD(1e-4))
+    """With the log transform, G2 = -lr * g_t . g_{t-1}: read off a level-2 SGD(kappa),
+    which moves log lr by -kappa * G2."""
+    kappa = 1e-3
+    tower = ro.Stack(ro.SGD(0.05), ro.SGD(ro.hyper(kappa, transform="identity")))
     loss, x = logistic.loss, logistic.init(jax.random.key(3))
     state = tower.init(x)
     g_prev = None
-    for _ in range(3):
+    for _ in range(4):
         g = jax.grad(loss)(x)
         lr = ro.hyperparams(state)[0]["lr"]
         updates, state = tower.update(g, state)
-        if g_prev is not None:
+        G2 = (jnp.log(lr) - jnp.log(ro.hyperparams(state)[0]["lr"])) / kappa
+        if g_prev is None:
+            assert G2 == 0
+        else:
             dot = sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_prev)))
-            np.testing.assert_allclose(state.saved[1].grads["lr"], -lr * dot, rtol=1e-12)
+            np.testing.assert_allclose(G2, -lr * dot, rtol=1e-9)
         x, g_prev = ro.apply_updates(x, updates), g

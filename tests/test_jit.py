@@ -67,3 +67,20 @@ def test_scan_over_steps(getkey):
     assert losses.shape == (100,)
     assert losses[-1] < 0.5 * losses[0]
     assert jnp.isfinite(ro.hyperparams(state)[0]["lr"])
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_state_and_params_can_be_donated(tie, getkey):
+    """No two leaves of a fresh state share a buffer (with each other or params)."""
+    tower = ro.Stack[3](ro.Adam(1e-2, weight_decay=1e-3), tie=tie)
+
+    def step(params, state):
+        updates, state = tower.update(jax.grad(logistic.loss)(params), state, params)
+        return ro.apply_updates(params, updates), state
+
+    step = jax.jit(step, donate_argnums=(0, 1))
+    params = logistic.init(getkey())
+    state = tower.init(params)
+    for _ in range(3):
+        params, state = step(params, state)
+    assert jnp.all(jnp.isfinite(params["w"]))
