@@ -51,7 +51,10 @@ VARIANTS = {
     "ro SGD(momentum=0.9)": ("sgd", ro.SGD(0.01, momentum=0.9).as_optax()),
     "Stack[2] SGD-m": ("sgd", ro.Stack[2](ro.SGD(0.01, momentum=0.9)).as_optax()),
     "Stack[3] SGD-m": ("sgd", ro.Stack[3](ro.SGD(0.01, momentum=0.9)).as_optax()),
-    "Stack[3] SGD-m tied": ("sgd", ro.Stack[3](ro.SGD(0.01, momentum=0.9), tie=True).as_optax()),
+    "Stack[3] SGD-m tied": (
+        "sgd",
+        ro.Stack[3](ro.SGD(0.01, momentum=0.9), tie=True).as_optax(),
+    ),
     "optax adam": ("adam", optax.adam(1e-3)),
     "ro Adam": ("adam", ro.Adam(1e-3).as_optax()),
     "Stack[2] Adam": ("adam", ro.Stack[2](ro.Adam(1e-3)).as_optax()),
@@ -90,9 +93,11 @@ def main():
             run[1] = (params, state)
 
     device = jax.devices()[0]
-    print(f"\n{platform.processor() or platform.machine()}, {device.platform} "
-          f"({device.device_kind}), jax {jax.__version__}; MLP 784-128-10 tanh, "
-          f"batch {args.batch}; median of {args.blocks} blocks x {args.steps} steps\n")
+    print(
+        f"\n{platform.processor() or platform.machine()}, {device.platform} "
+        f"({device.device_kind}), jax {jax.__version__}; MLP 784-128-10 tanh, "
+        f"batch {args.batch}; median of {args.blocks} blocks x {args.steps} steps\n"
+    )
     print("| variant | ms/step | ratio to plain optax |")
     print("|---|---|---|")
     for name, (family, _) in VARIANTS.items():

@@ -3,10 +3,10 @@
 import importlib.metadata
 
 from ._hyper import (
-    fixed as fixed,
     Hyper as Hyper,
-    hyper as hyper,
     HyperSpec as HyperSpec,
+    fixed as fixed,
+    hyper as hyper,
 )
 from ._optax import apply_updates as apply_updates
 from ._optimiser import AbstractOptimiser as AbstractOptimiser
@@ -14,7 +14,7 @@ from ._optimisers.adagrad import AdaGrad as AdaGrad, AdaGradState as AdaGradStat
 from ._optimisers.adam import Adam as Adam, AdamState as AdamState
 from ._optimisers.rmsprop import RMSProp as RMSProp, RMSPropState as RMSPropState
 from ._optimisers.sgd import SGD as SGD, SGDState as SGDState
-from ._stack import hyperparams as hyperparams, Stack as Stack, TowerState as TowerState
+from ._stack import Stack as Stack, TowerState as TowerState, hyperparams as hyperparams
 
 try:
     __version__ = importlib.metadata.version("recursive_opt")

@@ -31,7 +31,9 @@ def load_digits():
 
 def init_mlp(key, sizes=(64, 128, 10)):
     params = []
-    for k, (n_in, n_out) in zip(jr.split(key, len(sizes) - 1), zip(sizes[:-1], sizes[1:])):
+    for k, (n_in, n_out) in zip(
+        jr.split(key, len(sizes) - 1), zip(sizes[:-1], sizes[1:])
+    ):
         w = jr.normal(k, (n_in, n_out), jnp.float32) / jnp.sqrt(n_in)
         params.append({"w": w, "b": jnp.zeros(n_out, jnp.float32)})
     return params
@@ -62,7 +64,9 @@ def train(tower, data, steps, batch_size=128, chunk=100, key=jr.key(0)):
 
     @jax.jit
     def run_chunk(params, state, key):
-        (params, state), losses = jax.lax.scan(body, (params, state), jr.split(key, chunk))
+        (params, state), losses = jax.lax.scan(
+            body, (params, state), jr.split(key, chunk)
+        )
         return params, state, losses.mean()
 
     done = 0
@@ -80,7 +84,9 @@ def lrs_of(state):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m recursive_opt", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m recursive_opt", description=__doc__
+    )
     parser.add_argument("--steps", type=int, default=600, help="training steps (x100)")
     args = parser.parse_args(argv)
     steps = max(100, (args.steps // 100) * 100)
@@ -90,15 +96,20 @@ def main(argv=None):
         "Stack[3](Adam(1e-3))": ro.Stack[3](ro.Adam(1e-3)),
         "Stack[3](Adam(1e-3), tie=True)": ro.Stack[3](ro.Adam(1e-3), tie=True),
     }
-    print(f"digits: {len(train_data[0])} train / {len(x_test)} test, MLP 64-128-10, "
-          f"batch 128, {steps} steps\n")
+    print(
+        f"digits: {len(train_data[0])} train / {len(x_test)} test, MLP 64-128-10, "
+        f"batch 128, {steps} steps\n"
+    )
     summary = []
     for name, tower in runs.items():
         print(name)
         start = time.perf_counter()
         for step, loss, params, state in train(tower, train_data, steps):
             lrs = ", ".join(f"{lr:.2e}" for lr in lrs_of(state))
-            print(f"  step {step:5d}  loss {loss:.4f}" + (f"  lr by level: {lrs}" if lrs else ""))
+            print(
+                f"  step {step:5d}  loss {loss:.4f}"
+                + (f"  lr by level: {lrs}" if lrs else "")
+            )
         seconds = time.perf_counter() - start
         acc = float(jnp.mean(jnp.argmax(mlp(params, x_test), -1) == y_test))
         summary.append((name, loss, acc, seconds))

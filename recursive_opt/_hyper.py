@@ -152,9 +152,11 @@ def declare(
     _check_value(owner, name, value, transform)
     # Strongly typed default float: a weak type would turn strong after the first
     # update and make jit retrace.
-    dtype = value.dtype if hasattr(value, "dtype") and jnp.issubdtype(
-        value.dtype, jnp.floating
-    ) else jnp.result_type(float)
+    dtype = (
+        value.dtype
+        if hasattr(value, "dtype") and jnp.issubdtype(value.dtype, jnp.floating)
+        else jnp.result_type(float)
+    )
     raw = TRANSFORMS[transform].inverse(jnp.asarray(value, dtype=dtype))
     return Hyper(raw, transform, tune, per)
 
@@ -206,7 +208,9 @@ def _resolve_one(h: Hyper, target: PyTree[Array]) -> Hyper:
     if h.per == "leaf":
         raw = jax.tree.map(lambda x: h.raw.astype(x.dtype), target)
     else:
-        raw = jax.tree.map(lambda x: jnp.broadcast_to(h.raw.astype(x.dtype), x.shape), target)
+        raw = jax.tree.map(
+            lambda x: jnp.broadcast_to(h.raw.astype(x.dtype), x.shape), target
+        )
     return Hyper(raw, h.transform, h.tune, h.per)
 
 

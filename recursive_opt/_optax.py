@@ -36,7 +36,9 @@ def as_optax(obj: _HasInitUpdate) -> optax.GradientTransformation:
 def distinct_buffers(tree: PyTree) -> PyTree:
     """Copy every array leaf, so that no two leaves (nor a leaf and the caller's
     parameters) share a buffer: such a state can be donated to a jitted step."""
-    return jax.tree.map(lambda x: jnp.array(x, copy=True) if eqx.is_array(x) else x, tree)
+    return jax.tree.map(
+        lambda x: jnp.array(x, copy=True) if eqx.is_array(x) else x, tree
+    )
 
 
 def check_params(params: PyTree, who: str) -> None:
@@ -55,7 +57,9 @@ def check_params(params: PyTree, who: str) -> None:
             "nnx.Param)`."
         )
     if not jax.tree.leaves(params):
-        raise ValueError(f"{who} was given a parameter tree with no arrays to optimise.")
+        raise ValueError(
+            f"{who} was given a parameter tree with no arrays to optimise."
+        )
 
 
 def check_same_structure(a: PyTree, b: PyTree, a_name: str, b_name: str) -> None:

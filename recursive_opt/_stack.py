@@ -1,15 +1,24 @@
-"""Towers of optimisers, and the one-step hypergradient chain between their levels."""
+"""Towers of optimisers: `Stack`, its state, and `hyperparams`."""
 
 import dataclasses
+from typing import Any
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
-from jaxtyping import Array, Bool, Int, PyTree
+from jaxtyping import Array, Int, PyTree
 
-from ._custom_types import Grads, HyperParams, OptState, Params, Updates
-from ._hyper import broadcast, broadcast_values, resolve, tuned_raw, values, with_raw
+from ._chain import (
+    Inputs,
+    Jacobian,
+    no_jacobian,
+    step_inputs,
+    step_jacobian,
+    zero_unless,
+)
+from ._custom_types import Grads, OptState, Params, Updates
+from ._hyper import resolve, tuned_raw, values, with_raw
 from ._optax import (
     apply_updates,
     as_optax,
@@ -19,105 +28,57 @@ from ._optax import (
     distinct_buffers,
 )
 from ._optimiser import AbstractOptimiser
+from ._pack import Packed, pack, unpack
 
 
-class _Jacobian(eqx.Module):
-    """The diagonal Jacobian of a level's last update w.r.t. its hyperparameters.
-
-    Rules are elementwise in their hyperparameters (coordinate i of the update
-    depends on coordinate i of each broadcast value), so d update / d hp is one
-    array per tuned hyperparameter, shaped like the updates. It is computed in
-    forward mode inside the update itself, so the next step's hypergradient is one
-    multiply-and-reduce rather than a re-evaluation of the rule and its VJP.
-    Valid when the update was made at the hyperparameters' *current* values: every
-    untied level, and a tied tower's model step.
-    """
-
-    jac: dict[str, PyTree[Array]]
-
-    def hypergrad(self, opt: AbstractOptimiser, cotangent: PyTree) -> HyperParams:
-        def spread(raw):
-            o = with_raw(opt, raw)
-            return {
-                n: jax.tree.map(
-                    lambda v, c: jnp.broadcast_to(v, c.shape),
-                    broadcast(getattr(o, n).value, cotangent),
-                    cotangent,
-                )
-                for n in raw
-            }
-
-        _, vjp = jax.vjp(spread, tuned_raw(opt))
-        return vjp({n: jax.tree.map(jnp.multiply, j, cotangent) for n, j in self.jac.items()})[0]
-
-
-class _Inputs(eqx.Module):
-    """The inputs of a level's last update, held constant by the chain.
-
-    For a tied tower's self-update, which was made at the hyperparameters' values
-    *before* that update; the chain re-evaluates it at the current values.
-    """
-
-    grads: PyTree[Array]
-    state: OptState
-    params: PyTree[Array] | None  # kept only for rules that read their parameters
-
-    def hypergrad(self, opt: AbstractOptimiser, cotangent: PyTree) -> HyperParams:
-        def update_at(raw):
-            return with_raw(opt, raw).update(self.grads, self.state, self.params)[0]
-
-        _, vjp = jax.vjp(update_at, tuned_raw(opt))
-        cotangent = jax.tree.map(lambda c, g: c.astype(g.dtype), cotangent, self.grads)
-        return vjp(cotangent)[0]
-
-
-def _step_jacobian(opt, grads, state, params) -> tuple[Updates, OptState, _Jacobian]:
-    """One update of `opt`, and its diagonal Jacobian w.r.t. each tuned value."""
-    hp = broadcast_values(opt, grads)
-
-    def rule_at(name):
-        return lambda v: opt.rule(grads, state, params, {**hp, name: v})
-
-    jac = {}
-    for name in tuned_raw(opt):
-        ones = jax.tree.map(jnp.ones_like, hp[name])
-        (updates, new_state), (jac[name], _) = jax.jvp(rule_at(name), (hp[name],), (ones,))
-    return updates, new_state, _Jacobian(jac)
-
-
-def _step_inputs(opt, grads, state, params) -> tuple[Updates, OptState, _Inputs]:
-    updates, new_state = opt.update(grads, state, params)
-    return updates, new_state, _Inputs(grads, state, params if opt.uses_params else None)
-
-
-def _no_jacobian(opt, target) -> _Jacobian:
-    return _Jacobian({n: jax.tree.map(jnp.zeros_like, target) for n in tuned_raw(opt)})
+class _Contents(eqx.Module):
+    opts: tuple[AbstractOptimiser, ...]
+    states: tuple[OptState, ...]
+    saved: tuple[Jacobian | Inputs, ...]
+    count: Int[Array, ""]
 
 
 class TowerState(eqx.Module):
     """The state of a tower; its pytree structure never changes between steps.
 
-    Untied: `opts[k]`, `states[k]` and `saved[k]` belong to level k+1 (bottom
-    first), and `opts[k]` holds that level's *current* hyperparameters; the top
-    level saves nothing (nothing differentiates its update). Tied: `opts` holds the
-    one shared optimiser, `states`/`saved` its application to the model and to its
-    own hyperparameters.
+    Read it through `ro.hyperparams(state)`, or these properties. Untied:
+    `opts[k]`, `states[k]` and `saved[k]` belong to level k+1 (bottom first), and
+    `opts[k]` holds that level's *current* hyperparameters; the top level saves
+    nothing (nothing differentiates its update). Tied: `opts` holds the one shared
+    optimiser, `states`/`saved` its application to the model and to its own
+    hyperparameters. `count` is the number of steps taken. Internally the model's
+    parameters are the list of their leaves, so the state does not depend on how a
+    framework wraps them; small arrays are packed into a few flat vectors (see
+    `_pack.py`).
     """
 
-    opts: tuple[AbstractOptimiser, ...]
-    states: tuple[OptState, ...]
-    saved: tuple[_Jacobian | _Inputs, ...]
-    count: Int[Array, ""]
+    packed: Packed
     depth: int = eqx.field(static=True)
     tied: bool = eqx.field(static=True)
-    # Shapes of the parameters' leaves. Not their treedef: Flax NNX initialises with
-    # `Param`-wrapped arrays and updates with plain ones.
+    # Shapes of the parameters' leaves. Their treedef is only for display: Flax NNX
+    # initialises with `Param`-wrapped arrays and updates with plain ones.
     param_shapes: tuple[tuple[int, ...], ...] = eqx.field(static=True)
+    param_treedef: Any = eqx.field(static=True)
 
+    @property
+    def contents(self) -> _Contents:
+        return unpack(self.packed)
 
-def _zero_unless(flag: Bool[Array, ""], tree: PyTree[Array]) -> PyTree[Array]:
-    # A select, not a product: a non-finite value where `flag` is false is dropped.
-    return jax.tree.map(lambda x: jnp.where(flag, x, jnp.zeros_like(x)), tree)
+    @property
+    def opts(self) -> tuple[AbstractOptimiser, ...]:
+        return self.contents.opts
+
+    @property
+    def states(self) -> tuple[OptState, ...]:
+        return self.contents.states
+
+    @property
+    def saved(self) -> tuple[Jacobian | Inputs, ...]:
+        return self.contents.saved
+
+    @property
+    def count(self) -> Int[Array, ""]:
+        return self.contents.count
 
 
 class _Repeat:
@@ -201,6 +162,7 @@ class Stack(eqx.Module):
     def init(self, params: Params) -> TowerState:
         """The tower's state for `params`, a pytree of floating-point arrays."""
         check_params(params, "Stack")
+        params, param_treedef = jax.tree.flatten(params)
         if self.tie:
             opt = resolve(self.levels[0], params)
             targets = (params, tuned_raw(opt))
@@ -218,19 +180,24 @@ class Stack(eqx.Module):
         if self.tie:
             h = targets[1]
             saved = (
-                _no_jacobian(opt, params),
-                _Inputs(
-                    jax.tree.map(jnp.zeros_like, h), states[1], h if opt.uses_params else None
+                no_jacobian(opt, params),
+                Inputs(
+                    jax.tree.map(jnp.zeros_like, h),
+                    states[1],
+                    h if opt.uses_params else None,
                 ),
             )
         else:  # the top level's update is never differentiated
-            saved = tuple(_no_jacobian(o, t) for o, t in zip(opts[:-1], targets[:-1]))
-        param_shapes = tuple(p.shape for p in jax.tree.leaves(params))
-        state = TowerState(
-            opts, states, saved, jnp.zeros([], jnp.int32), self.depth, self.tie,
+            saved = tuple(no_jacobian(o, t) for o, t in zip(opts[:-1], targets[:-1]))
+        contents = _Contents(opts, states, saved, jnp.zeros([], jnp.int32))
+        param_shapes = tuple(p.shape for p in params)
+        return TowerState(
+            pack(distinct_buffers(contents)),
+            self.depth,
+            self.tie,
             param_shapes,
+            param_treedef,
         )
-        return distinct_buffers(state)
 
     def update(
         self, grads: Grads, state: TowerState, params: Params | None = None
@@ -247,35 +214,40 @@ class Stack(eqx.Module):
         if params is not None:
             check_same_structure(grads, params, "grads", "params")
         check_leaf_shapes(grads, state.param_shapes)
-        bottom = state.opts[0]
+        contents = state.contents
+        bottom = contents.opts[0]
         if bottom.uses_params and params is None:
             raise ValueError(
                 f"The tower's level 1 ({type(bottom).__name__}) reads the parameters "
                 "(weight decay): call update(grads, state, params)."
             )
         step = self._update_tied if state.tied else self._update_untied
-        updates, opts, states, saved = step(grads, state, params)
-        count = optax.safe_increment(state.count)
+        out_def = jax.tree.structure(grads)
+        if params is not None:
+            params = jax.tree.leaves(params)
+        updates, opts, states, saved = step(jax.tree.leaves(grads), contents, params)
+        updates = jax.tree.unflatten(out_def, updates)
+        count = optax.safe_increment(contents.count)
         new_state = dataclasses.replace(
-            state, opts=opts, states=states, saved=saved, count=count
+            state, packed=pack(_Contents(opts, states, saved, count))
         )
         return updates, new_state
 
     def _update_untied(self, grads, state, params):
-        d = state.depth
+        d = self.depth
         has_prev = state.count > 0
         # Hypergradients of every level, from the previous step's updates.
         G = [grads]
         for k in range(d - 1):
             G.append(state.saved[k].hypergrad(state.opts[k], G[k]))
-        G[1:] = [_zero_unless(has_prev, g) for g in G[1:]]
+        G[1:] = [zero_unless(has_prev, g) for g in G[1:]]
         # Top down: each level's hyperparameters change before the level below
         # uses them.
         opts, states, saved = list(state.opts), list(state.states), list(state.saved)
         for k in reversed(range(d)):
             target = params if k == 0 else tuned_raw(opts[k - 1])
             if k < d - 1:
-                updates, states[k], saved[k] = _step_jacobian(
+                updates, states[k], saved[k] = step_jacobian(
                     opts[k], G[k], states[k], target
                 )
             else:
@@ -290,14 +262,14 @@ class Stack(eqx.Module):
         # G2 from the model step, G3.. from the self-update; summed over uses.
         G = saved_model.hypergrad(opt, grads)
         total = G
-        for _ in range(state.depth - 2):
+        for _ in range(self.depth - 2):
             G = saved_self.hypergrad(opt, G)
             total = jax.tree.map(jnp.add, total, G)
-        total = _zero_unless(state.count > 0, total)
+        total = zero_unless(state.count > 0, total)
         h = tuned_raw(opt)
-        h_updates, self_state, saved_self = _step_inputs(opt, total, state.states[1], h)
+        h_updates, self_state, saved_self = step_inputs(opt, total, state.states[1], h)
         opt = with_raw(opt, apply_updates(h, h_updates))
-        updates, model_state, saved_model = _step_jacobian(
+        updates, model_state, saved_model = step_jacobian(
             opt, grads, state.states[0], params
         )
         return updates, (opt,), (model_state, self_state), (saved_model, saved_self)
@@ -339,5 +311,12 @@ def hyperparams(state: TowerState) -> list[dict[str, PyTree[Array]]]:
             f"{type(state).__name__}."
         )
     if state.tied:
-        return [values(state.opts[0]) for _ in range(state.depth)]
-    return [values(o) for o in state.opts]
+        levels = [values(state.opts[0])] * state.depth
+    else:
+        levels = [values(o) for o in state.opts]
+    # Per-leaf and per-element values are lists of the parameters' leaves inside.
+    def restructure(x):
+        return jax.tree.unflatten(state.param_treedef, x) if isinstance(x, list) else x
+
+    is_list = lambda x: isinstance(x, list)  # noqa: E731
+    return [jax.tree.map(restructure, level, is_leaf=is_list) for level in levels]

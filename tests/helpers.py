@@ -79,7 +79,9 @@ def _quadratic():
         sq = jax.tree.map(lambda x, a, c: jnp.sum(a * (x - c) ** 2), p, scales, centre)
         return 0.5 * sum(jax.tree.leaves(sq))
 
-    return Problem("quadratic", loss, lambda key: {"w": jnp.zeros((3, 2)), "b": jnp.zeros(2)})
+    return Problem(
+        "quadratic", loss, lambda key: {"w": jnp.zeros((3, 2)), "b": jnp.zeros(2)}
+    )
 
 
 def _logistic():
@@ -92,7 +94,9 @@ def _logistic():
         return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, y))
 
     return Problem(
-        "logistic", loss, lambda key: {"w": 0.1 * jr.normal(key, (5,)), "b": jnp.zeros(())}
+        "logistic",
+        loss,
+        lambda key: {"w": 0.1 * jr.normal(key, (5,)), "b": jnp.zeros(())},
     )
 
 
@@ -168,7 +172,9 @@ def _untied_objective(eps, opts, hs, consts, loss):
     h[d - 2] = jax.tree.map(jnp.add, hs[d - 2], eps[d - 2])
     for k in range(d - 2, 0, -1):  # level k+1 moved h[k-1] with hyperparameters h[k]
         u = _upd(opts[k], h[k], consts[k])
-        h[k - 1] = jax.tree.map(lambda p, u, e: p + u + e, sg(consts[k][2]), u, eps[k - 1])
+        h[k - 1] = jax.tree.map(
+            lambda p, u, e: p + u + e, sg(consts[k][2]), u, eps[k - 1]
+        )
     u = _upd(opts[0], h[0], consts[0])
     return loss(jax.tree.map(jnp.add, sg(consts[0][2]), u))
 
@@ -200,7 +206,9 @@ def _tied_objective(h, opt, depth, c_model, c_self, loss):
     for _ in range(depth - 2):  # value stays h; derivative I + J + J^2 + ...
         a = jax.tree.map(
             lambda h, u, u0: h + u - sg(u0),
-            h, _upd(opt, a, c_self), _upd(opt, h, c_self),
+            h,
+            _upd(opt, a, c_self),
+            _upd(opt, h, c_self),
         )
     u = _upd(opt, a, c_model)
     return loss(jax.tree.map(jnp.add, sg(c_model[2]), u))

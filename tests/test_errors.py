@@ -9,27 +9,63 @@ import recursive_opt as ro
 @pytest.mark.parametrize(
     "make, match",
     [
-        (lambda: ro.SGD(lr=-0.1), r"SGD: hyperparameter `lr` must be > 0 under the 'log'"),
+        (
+            lambda: ro.SGD(lr=-0.1),
+            r"SGD: hyperparameter `lr` must be > 0 under the 'log'",
+        ),
         (lambda: ro.SGD(lr=0.0), r"SGD: hyperparameter `lr` must be > 0"),
-        (lambda: ro.Adam(b1=1.0), r"Adam: hyperparameter `b1` must be in the open interval \(0, 1\)"),
-        (lambda: ro.Adam(b2=-0.5), r"Adam: hyperparameter `b2` must be in the open interval"),
-        (lambda: ro.Adam(lr=float("nan")), r"Adam: hyperparameter `lr` must be > 0.*got nan"),
+        (
+            lambda: ro.Adam(b1=1.0),
+            r"Adam: hyperparameter `b1` must be in the open interval \(0, 1\)",
+        ),
+        (
+            lambda: ro.Adam(b2=-0.5),
+            r"Adam: hyperparameter `b2` must be in the open interval",
+        ),
+        (
+            lambda: ro.Adam(lr=float("nan")),
+            r"Adam: hyperparameter `lr` must be > 0.*got nan",
+        ),
         (lambda: ro.RMSProp(decay=float("inf")), r"RMSProp: hyperparameter `decay`"),
         (lambda: ro.AdaGrad(eps=0.0), r"AdaGrad: hyperparameter `eps` must be > 0"),
-        (lambda: ro.SGD(momentum=1.5), r"SGD: hyperparameter `momentum` must be in the open"),
-        (lambda: ro.SGD(lr="0.1"), r"SGD: hyperparameter `lr` must be a real number, got '0.1'"),
+        (
+            lambda: ro.SGD(momentum=1.5),
+            r"SGD: hyperparameter `momentum` must be in the open",
+        ),
+        (
+            lambda: ro.SGD(lr="0.1"),
+            r"SGD: hyperparameter `lr` must be a real number, got '0.1'",
+        ),
         (lambda: ro.SGD(lr=None), r"SGD: hyperparameter `lr` must be a real number"),
         (lambda: ro.SGD(lr=True), r"SGD: hyperparameter `lr` must be a real number"),
         (lambda: ro.SGD(lr=1 + 2j), r"SGD: hyperparameter `lr` must be a real number"),
         (lambda: ro.SGD(lr=jnp.ones(3)), r"SGD: hyperparameter `lr` must be a scalar"),
-        (lambda: ro.SGD(lr=ro.hyper(-1.0, transform="square")), r"`lr` must be >= 0 under the 'square'"),
-        (lambda: ro.Adam(b1=ro.hyper(1.0, transform="tanh01")), r"`b1` must be in the open interval \(0, 1\) under the 'tanh01'"),
-        (lambda: ro.Adam(lr=ro.hyper(float("inf"), transform="identity")), r"`lr` must be any finite number"),
-        (lambda: ro.hyper(0.1, transform="exp"), r"Unknown transform 'exp'; choose one of"),
+        (
+            lambda: ro.SGD(lr=ro.hyper(-1.0, transform="square")),
+            r"`lr` must be >= 0 under the 'square'",
+        ),
+        (
+            lambda: ro.Adam(b1=ro.hyper(1.0, transform="tanh01")),
+            r"`b1` must be in the open interval \(0, 1\) under the 'tanh01'",
+        ),
+        (
+            lambda: ro.Adam(lr=ro.hyper(float("inf"), transform="identity")),
+            r"`lr` must be any finite number",
+        ),
+        (
+            lambda: ro.hyper(0.1, transform="exp"),
+            r"Unknown transform 'exp'; choose one of",
+        ),
         (lambda: ro.hyper(0.1, per="row"), r"Unknown per='row'; choose one of"),
         (lambda: ro.hyper(0.1, tune="yes"), r"`tune` must be True or False"),
-        (lambda: ro.SGD(0.1, nesterov=True), r"SGD: `nesterov=True` needs a non-zero `momentum`"),
-        (lambda: ro.AdaGrad(initial_accumulator_value=-1), r"AdaGrad: `initial_accumulator_value` must be a number >= 0"),
+        (
+            lambda: ro.SGD(0.1, nesterov=True),
+            r"SGD: `nesterov=True` needs a non-zero `momentum`",
+        ),
+        (
+            lambda: ro.AdaGrad(initial_accumulator_value=-1),
+            r"AdaGrad: `initial_accumulator_value` must be a number >= 0",
+        ),
     ],
 )
 def test_bad_hyperparameters(make, match):
@@ -38,12 +74,16 @@ def test_bad_hyperparameters(make, match):
 
 
 def test_identity_allows_any_finite_value():
-    assert float(ro.SGD(lr=ro.hyper(-0.1, transform="identity")).lr.value) == pytest.approx(-0.1)
+    assert float(
+        ro.SGD(lr=ro.hyper(-0.1, transform="identity")).lr.value
+    ) == pytest.approx(-0.1)
 
 
 @pytest.mark.parametrize("depth", [0, -2])
 def test_depth_below_one(depth):
-    with pytest.raises(ValueError, match=rf"Stack\[depth\] needs depth >= 1, got {depth}"):
+    with pytest.raises(
+        ValueError, match=rf"Stack\[depth\] needs depth >= 1, got {depth}"
+    ):
         ro.Stack[depth]
     with pytest.raises(ValueError, match=r"Stack needs at least one optimiser level"):
         ro.Stack()
@@ -58,20 +98,31 @@ def test_depth_not_an_integer(depth):
 def test_level_not_an_optimiser():
     import optax
 
-    with pytest.raises(TypeError, match=r"Stack level 2 must be a recursive_opt optimiser.*got GradientTransformation"):
+    with pytest.raises(
+        TypeError,
+        match=r"Stack level 2 must be a recursive_opt optimiser.*got GradientTransformation",
+    ):
         ro.Stack(ro.SGD(), optax.sgd(0.1))
 
 
 def test_tie_needs_identical_levels():
-    with pytest.raises(ValueError, match=r"Stack\(tie=True\) needs identical levels.*level 2 \(Adam\) differs from level 1 \(SGD\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"Stack\(tie=True\) needs identical levels.*level 2 \(Adam\) differs from level 1 \(SGD\)",
+    ):
         ro.Stack(ro.SGD(0.1), ro.Adam(1e-3), tie=True)
-    with pytest.raises(ValueError, match=r"level 3 \(SGD\) differs from level 1 \(SGD\)"):
+    with pytest.raises(
+        ValueError, match=r"level 3 \(SGD\) differs from level 1 \(SGD\)"
+    ):
         ro.Stack(ro.SGD(0.1), ro.SGD(0.1), ro.SGD(0.2), tie=True)
     ro.Stack(ro.SGD(0.1), ro.SGD(0.1), tie=True)  # equal values are identical
 
 
 def test_nothing_to_tune():
-    with pytest.raises(ValueError, match=r"Stack level 2 has nothing to tune: level 1 \(AdaGrad\) has no tuned"):
+    with pytest.raises(
+        ValueError,
+        match=r"Stack level 2 has nothing to tune: level 1 \(AdaGrad\) has no tuned",
+    ):
         ro.Stack(ro.AdaGrad(ro.fixed(0.1)), ro.SGD(1e-3))
 
 
@@ -79,15 +130,28 @@ def test_grads_structure_differs_from_params():
     params = {"w": jnp.zeros((3, 2)), "b": jnp.zeros(2)}
     tower = ro.Stack[2](ro.SGD(0.1))
     state = tower.init(params)
-    with pytest.raises(ValueError, match=r"`grads` and `params` must have the same pytree structure"):
+    with pytest.raises(
+        ValueError, match=r"`grads` and `params` must have the same pytree structure"
+    ):
         tower.update({"w": jnp.zeros((3, 2))}, state)
-    with pytest.raises(ValueError, match=r"initialised with 2 arrays, but `grads` has 1"):
+    with pytest.raises(
+        ValueError, match=r"initialised with 2 arrays, but `grads` has 1"
+    ):
         tower.update({"w": jnp.zeros((3, 2))}, state)
-    with pytest.raises(ValueError, match=r"`grads\['w'\]` has shape \(2, 3\) but the parameter it belongs to has shape \(3, 2\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"`grads\['w'\]` has shape \(2, 3\) but the parameter it belongs to has shape \(3, 2\)",
+    ):
         tower.update({"w": jnp.zeros((2, 3)), "b": jnp.zeros(2)}, state)
-    with pytest.raises(ValueError, match=r"`grads\['w'\]` has shape \(2, 3\) but `params\['w'\]` has shape \(3, 2\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"`grads\['w'\]` has shape \(2, 3\) but `params\['w'\]` has shape \(3, 2\)",
+    ):
         ro.SGD().update({"w": jnp.zeros((2, 3)), "b": jnp.zeros(2)}, None, params)
-    with pytest.raises(ValueError, match=r"must have the same pytree structure, got\n  grads: PyTreeDef\(\{'a'"):
+    with pytest.raises(
+        ValueError,
+        match=r"must have the same pytree structure, got\n  grads: PyTreeDef\(\{'a'",
+    ):
         tower.update({"a": jnp.zeros((3, 2)), "b": jnp.zeros(2)}, state, params)
     opt = ro.SGD(0.1)
     with pytest.raises(ValueError, match=r"must have the same pytree structure"):
@@ -97,7 +161,9 @@ def test_grads_structure_differs_from_params():
 def test_weight_decay_needs_params():
     params = {"w": jnp.zeros(3)}
     opt = ro.Adam(1e-3, weight_decay=0.01)
-    with pytest.raises(ValueError, match=r"Adam with weight decay needs the parameters"):
+    with pytest.raises(
+        ValueError, match=r"Adam with weight decay needs the parameters"
+    ):
         opt.update(params, opt.init(params))
     tower = ro.Stack[2](opt)
     with pytest.raises(ValueError, match=r"level 1 \(Adam\) reads the parameters"):
@@ -105,7 +171,10 @@ def test_weight_decay_needs_params():
 
 
 def test_non_float_params():
-    with pytest.raises(TypeError, match=r"can only optimise floating-point arrays, but the leaf at `params\['n'\]` is int"):
+    with pytest.raises(
+        TypeError,
+        match=r"can only optimise floating-point arrays, but the leaf at `params\['n'\]` is int",
+    ):
         ro.Stack[2](ro.SGD()).init({"w": jnp.zeros(3), "n": jnp.zeros(3, jnp.int32)})
     with pytest.raises(TypeError, match=r"the leaf at `params\['f'\]` is str"):
         ro.SGD().init({"w": jnp.zeros(3), "f": "relu"})

@@ -106,7 +106,9 @@ def test_tower_on_equinox_model_with_non_array_fields(getkey):
     @eqx.filter_jit
     def step(model, state):
         loss, grads = eqx.filter_value_and_grad(loss_fn)(model)
-        updates, state = tower.update(grads, state, eqx.filter(model, eqx.is_inexact_array))
+        updates, state = tower.update(
+            grads, state, eqx.filter(model, eqx.is_inexact_array)
+        )
         return eqx.apply_updates(model, updates), state, loss
 
     losses = []

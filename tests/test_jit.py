@@ -46,7 +46,9 @@ def test_jit_matches_eager(getkey):
     for _ in range(10):
         eager_p, eager_s = step(eager_p, eager_s)
         jit_p, jit_s = jstep(jit_p, jit_s)
-    for a, b in zip(jax.tree.leaves((eager_p, eager_s)), jax.tree.leaves((jit_p, jit_s))):
+    for a, b in zip(
+        jax.tree.leaves((eager_p, eager_s)), jax.tree.leaves((jit_p, jit_s))
+    ):
         np.testing.assert_allclose(a, b, rtol=1e-9)
 
 

@@ -50,7 +50,9 @@ def test_matches_optax_float32(entry, getkey):
 @pytest.mark.parametrize("entry", CATALOGUE, ids=CATALOGUE_IDS)
 def test_converges(entry, problem, depth, getkey):
     levels = [entry.make()] + [ro.Adam(1e-3)] * (depth - 1)
-    params, state, losses = run_tower(ro.Stack(*levels), problem.loss, problem.init(getkey()), 300)
+    params, state, losses = run_tower(
+        ro.Stack(*levels), problem.loss, problem.init(getkey()), 300
+    )
     assert jnp.all(jnp.isfinite(losses))
     assert losses[-1] < 0.5 * losses[0]
     chex.assert_tree_all_finite(ro.hyperparams(state))

@@ -23,9 +23,14 @@ pers = st.sampled_from(["tree", "leaf", "element"])
 
 
 def _make_params(shape_tree, seed):
-    leaves, treedef = jax.tree.flatten(shape_tree, is_leaf=lambda x: isinstance(x, tuple) and all(isinstance(i, int) for i in x))
+    leaves, treedef = jax.tree.flatten(
+        shape_tree,
+        is_leaf=lambda x: isinstance(x, tuple) and all(isinstance(i, int) for i in x),
+    )
     rng = np.random.default_rng(seed)
-    return jax.tree.unflatten(treedef, [jnp.asarray(rng.normal(size=s)) for s in leaves])
+    return jax.tree.unflatten(
+        treedef, [jnp.asarray(rng.normal(size=s)) for s in leaves]
+    )
 
 
 @settings(max_examples=25, deadline=None)

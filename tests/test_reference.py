@@ -2,6 +2,8 @@
 optimizer 1.0): same initial weights and data, same loss and learning-rate
 trajectories."""
 
+import dataclasses
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -10,12 +12,15 @@ import optax
 import pytest
 
 import recursive_opt as ro
+from recursive_opt._pack import pack
 
 torch = pytest.importorskip("torch")
 gdtuo = pytest.importorskip("gradient_descent_the_ultimate_optimizer.gdtuo")
 
 # The reference calls backward(create_graph=True), which torch warns about.
-pytestmark = pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True")
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Using backward\\(\\) with create_graph=True"
+)
 
 STEPS = 40
 N_IN, N_HIDDEN, N_OUT, BATCH = 12, 16, 4, 32
@@ -38,7 +43,9 @@ def _run_reference(make_optimizer, read_hypers):
     x, y, w = _data()
     torch.manual_seed(0)
     model = torch.nn.Sequential(
-        torch.nn.Linear(N_IN, N_HIDDEN), torch.nn.Tanh(), torch.nn.Linear(N_HIDDEN, N_OUT)
+        torch.nn.Linear(N_IN, N_HIDDEN),
+        torch.nn.Tanh(),
+        torch.nn.Linear(N_HIDDEN, N_OUT),
     )
     with torch.no_grad():
         for layer, (wk, bk) in zip([model[0], model[2]], [("w1", "b1"), ("w2", "b2")]):
@@ -107,7 +114,9 @@ def test_sgd_tuned_by_sgd():
 def test_sgd_momentum_tuned_by_sgd_tuned_by_sgd():
     ref_losses, ref_hp = _run_reference(
         lambda: gdtuo.SGD(
-            alpha=0.05, mu=0.9, optimizer=gdtuo.SGD(alpha=1e-2, optimizer=gdtuo.SGD(alpha=1e-3))
+            alpha=0.05,
+            mu=0.9,
+            optimizer=gdtuo.SGD(alpha=1e-2, optimizer=gdtuo.SGD(alpha=1e-3)),
         ),
         lambda o: [
             o.parameters["alpha"].item(),
@@ -121,7 +130,8 @@ def test_sgd_momentum_tuned_by_sgd_tuned_by_sgd():
         ro.SGD(_identity(1e-3)),
     )
     losses, hp = _run_ours(
-        tower, lambda hp: [float(hp[0]["lr"]), float(hp[0]["momentum"]), float(hp[1]["lr"])]
+        tower,
+        lambda hp: [float(hp[0]["lr"]), float(hp[0]["momentum"]), float(hp[1]["lr"])],
     )
     assert np.all(np.abs(hp[-1] - [0.05, 0.9, 1e-2]) > 1e-6)
     np.testing.assert_allclose(losses, ref_losses, rtol=5e-6)
@@ -132,7 +142,9 @@ def test_sgd_momentum_tuned_by_sgd_tuned_by_sgd():
 def test_adam_tuned_by_sgd(same_initial_moment):
     eps = 1e-8
     ref_losses, ref_hp = _run_reference(
-        lambda: gdtuo.Adam(alpha=0.01, beta1=0.9, beta2=0.99, optimizer=gdtuo.SGD(alpha=1e-4)),
+        lambda: gdtuo.Adam(
+            alpha=0.01, beta1=0.9, beta2=0.99, optimizer=gdtuo.SGD(alpha=1e-4)
+        ),
         lambda o: [
             o.parameters["alpha"].item(),
             gdtuo.Adam.clamp(o.parameters["beta1"]).item(),
@@ -147,9 +159,12 @@ def test_adam_tuned_by_sgd(same_initial_moment):
 
     def start_v_at_eps(state):
         # The reference starts Adam's second moment at eps (ours, like optax, at 0).
-        return eqx.tree_at(
-            lambda s: s.states[0].nu, state, jax.tree.map(lambda v: v + eps, state.states[0].nu)
+        contents = eqx.tree_at(
+            lambda c: c.states[0].nu,
+            state.contents,
+            jax.tree.map(lambda v: v + eps, state.states[0].nu),
         )
+        return dataclasses.replace(state, packed=pack(contents))
 
     losses, hp = _run_ours(
         tower,

@@ -39,8 +39,10 @@ def test_depth_one_is_the_optimiser(entry, per, getkey):
     chex.assert_trees_all_close(tower_params, plain_params, rtol=1e-14, atol=1e-15)
     # Depth 1 never changes its hyperparameters.
     chex.assert_trees_all_close(
-        jax.tree.map(lambda v: jnp.broadcast_to(v, ()) if jnp.ndim(v) == 0 else v,
-                     ro.hyperparams(state)[0]),
+        jax.tree.map(
+            lambda v: jnp.broadcast_to(v, ()) if jnp.ndim(v) == 0 else v,
+            ro.hyperparams(state)[0],
+        ),
         ro.hyperparams(ro.Stack[1](opt).init(params))[0],
     )
 
@@ -83,9 +85,7 @@ def test_tied_levels_share_one_set(getkey):
 
 def test_per_shapes_in_hyperparams(getkey):
     params = {"w": jnp.zeros((3, 2)), "b": jnp.zeros(2)}
-    opt = ro.SGD(
-        ro.hyper(0.1, per="element"), momentum=ro.hyper(0.9, per="leaf")
-    )
+    opt = ro.SGD(ro.hyper(0.1, per="element"), momentum=ro.hyper(0.9, per="leaf"))
     state = ro.Stack(opt, ro.SGD(ro.hyper(1e-3, per="leaf"))).init(params)
     hp = ro.hyperparams(state)
     chex.assert_trees_all_equal_shapes(hp[0]["lr"], params)

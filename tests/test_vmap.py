@@ -21,7 +21,9 @@ def _train(lr, momentum, params, tie):
         updates, state = tower.update(grads, state, params)
         return (ro.apply_updates(params, updates), state), loss
 
-    (params, state), losses = jax.lax.scan(body, (params, tower.init(params)), None, length=30)
+    (params, state), losses = jax.lax.scan(
+        body, (params, tower.init(params)), None, length=30
+    )
     return params, ro.hyperparams(state), losses
 
 
@@ -52,5 +54,7 @@ def test_vmap_over_tower_state(getkey):
         return ro.apply_updates(p, updates), s
 
     p1, s1 = jax.jit(jax.vmap(step))(params, states)
-    p_single, _ = step(jax.tree.map(lambda x: x[2], params), jax.tree.map(lambda x: x[2], states))
+    p_single, _ = step(
+        jax.tree.map(lambda x: x[2], params), jax.tree.map(lambda x: x[2], states)
+    )
     chex.assert_trees_all_close(jax.tree.map(lambda x: x[2], p1), p_single, rtol=1e-9)

@@ -59,7 +59,12 @@ class AdaGrad(AbstractOptimiser):
     def rule(self, grads, state, params, hp):
         acc = jax.tree.map(lambda g, a: g**2 + a, grads, state.sum_of_squares)
         updates = jax.tree.map(
-            lambda g, a, eps, lr: -lr * (jnp.where(a > 0, jax.lax.rsqrt(a + eps), 0) * g),
-            grads, acc, hp["eps"], hp["lr"],
+            lambda g, a, eps, lr: (
+                -lr * (jnp.where(a > 0, jax.lax.rsqrt(a + eps), 0) * g)
+            ),
+            grads,
+            acc,
+            hp["eps"],
+            hp["lr"],
         )
         return updates, AdaGradState(acc)

@@ -53,6 +53,9 @@ class RMSProp(AbstractOptimiser):
         nu = jax.tree.map(lambda g, v, d: ema(g**2, v, d), grads, state.nu, hp["decay"])
         updates = jax.tree.map(
             lambda g, v, eps, lr: -lr * (jax.lax.rsqrt(v + eps) * g),
-            grads, nu, hp["eps"], hp["lr"],
+            grads,
+            nu,
+            hp["eps"],
+            hp["lr"],
         )
         return updates, RMSPropState(nu)
