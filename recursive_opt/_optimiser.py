@@ -16,22 +16,22 @@ class AbstractOptimiser(eqx.Module):
 
     An optimiser is an `eqx.Module` whose hyperparameters are `Hyper` fields holding
     arrays, so `jax.jit`, `jax.vmap` and `jax.grad` see them. A concrete optimiser
-    implements two methods:
+    implements two methods and one attribute:
 
-    - `init(params) -> state`, the state for `params` (moments, counters...).
+    - `init_state(params) -> state`, the state for `params` (moments, counters).
     - `rule(grads, state, params, hp) -> (updates, state)`, one step as a pure
         function of the constrained hyperparameter values `hp`, a dict
-        `name -> pytree shaped like grads`, already in the gradients' dtypes. The
-        tower differentiates through `hp`, so the rule must be differentiable in
-        it.
+        `name -> pytree shaped like grads`, already in the gradients' dtypes. A
+        tower differentiates through `hp`, so the rule must be differentiable in it,
+        and elementwise in it: coordinate i of the updates may depend on coordinate
+        i of each (broadcast) value only. (A tower keeps d updates / d hp as one
+        array per hyperparameter.)
+    - `uses_params`: whether `rule` reads `params` (weight decay).
 
-    `uses_params` says whether `rule` reads `params` (weight decay); a tower keeps
-    the previous parameters only for the levels that do.
-
-    Users call `init`, which checks `params` and calls `init_state`, and `update`,
-    which lays the module's own hyperparameters over the
-    gradients and calls `rule`. Updates are added to the parameters
-    ([`recursive_opt.apply_updates`][]).
+    Users call `init(params)`, which checks `params` and calls `init_state`, and
+    `update(grads, state, params=None)`, which lays the module's own
+    hyperparameters over the gradients and calls `rule`. Updates are added to the
+    parameters ([`recursive_opt.apply_updates`][]).
     """
 
     uses_params: eqx.AbstractVar[bool]

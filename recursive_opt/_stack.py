@@ -206,7 +206,11 @@ class Stack(eqx.Module):
 
         Returns `(updates, new_state)`; the updates are added to the parameters.
         """
-        if not isinstance(state, TowerState) or state.depth != self.depth:
+        if (
+            not isinstance(state, TowerState)
+            or state.depth != self.depth
+            or state.tied != self.tie
+        ):
             raise ValueError(
                 "`state` was not made by this tower's init (depth "
                 f"{self.depth}, tie={self.tie})."
@@ -314,6 +318,7 @@ def hyperparams(state: TowerState) -> list[dict[str, PyTree[Array]]]:
         levels = [values(state.opts[0])] * state.depth
     else:
         levels = [values(o) for o in state.opts]
+
     # Per-leaf and per-element values are lists of the parameters' leaves inside.
     def restructure(x):
         return jax.tree.unflatten(state.param_treedef, x) if isinstance(x, list) else x

@@ -60,7 +60,9 @@ def test_untied_matches_brute_force(entry, depth, per):
     x0 = quadratic.init(None)
     bf_params, bf_hs, bf_G = brute_force_untied(levels, quadratic.loss, x0, STEPS)
     chex.assert_trees_all_close(params, bf_params, **TOL)
-    chex.assert_trees_all_close(_raw_leaves(state.opts[:-1]), jax.tree.leaves(bf_hs), **TOL)
+    chex.assert_trees_all_close(
+        _raw_leaves(state.opts[:-1]), jax.tree.leaves(bf_hs), **TOL
+    )
     # Each G_k moves h_{k-1}: the test is not trivial when all of them are non-zero.
     assert all(np.any(np.abs(leaf) > 0) for leaf in jax.tree.leaves(bf_G))
 
@@ -77,7 +79,9 @@ def test_tied_matches_brute_force(entry, depth, per):
     )
     chex.assert_trees_all_close(params, bf_params, **TOL)
     chex.assert_trees_all_close(_raw_leaves(state.opts), jax.tree.leaves(bf_h), **TOL)
-    chex.assert_trees_all_close(jax.tree.leaves(state.saved[1].grads), jax.tree.leaves(bf_total), **TOL)
+    chex.assert_trees_all_close(
+        jax.tree.leaves(state.saved[1].grads), jax.tree.leaves(bf_total), **TOL
+    )
     assert all(np.any(np.abs(leaf) > 0) for leaf in jax.tree.leaves(bf_total))
 
 
@@ -99,7 +103,9 @@ def test_mixed_levels_match_brute_force(names):
         levels, logistic.loss, logistic.init(jax.random.key(1)), 5
     )
     chex.assert_trees_all_close(params, bf_params, **TOL)
-    chex.assert_trees_all_close(_raw_leaves(state.opts[:-1]), jax.tree.leaves(bf_hs), **TOL)
+    chex.assert_trees_all_close(
+        _raw_leaves(state.opts[:-1]), jax.tree.leaves(bf_hs), **TOL
+    )
     assert all(np.any(np.abs(leaf) > 0) for leaf in jax.tree.leaves(bf_G))
 
 

@@ -3,6 +3,7 @@
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import recursive_opt as ro
@@ -54,6 +55,11 @@ def test_vmap_over_tower_state(getkey):
         return ro.apply_updates(p, updates), s
 
     p1, s1 = jax.jit(jax.vmap(step))(params, states)
+    # Read a batched state outside vmap: one value per member (after a second
+    # step: the first hypergradient is zero).
+    lrs = ro.hyperparams(jax.vmap(step)(p1, s1)[1])[0]["lr"]
+    assert lrs.shape == (4,)
+    assert len(set(np.asarray(lrs).tolist())) == 4
     p_single, _ = step(
         jax.tree.map(lambda x: x[2], params), jax.tree.map(lambda x: x[2], states)
     )
