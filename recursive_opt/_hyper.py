@@ -120,7 +120,7 @@ def _check_value(owner: str, name: str, value: Any, transform: str) -> None:
         arr = np.asarray(value)
     except Exception as e:
         raise ValueError(f"{where} must be a real number, got {value!r}.") from e
-    if arr.dtype.kind not in "iuf":
+    if not (arr.dtype.kind in "iu" or jnp.issubdtype(arr.dtype, jnp.floating)):
         raise ValueError(f"{where} must be a real number, got {value!r}.")
     if arr.ndim != 0:
         raise ValueError(
@@ -129,7 +129,8 @@ def _check_value(owner: str, name: str, value: Any, transform: str) -> None:
             "or per coordinate."
         )
     t = TRANSFORMS[transform]
-    if not np.isfinite(arr) or not t.valid(arr.astype(np.float64)):
+    arr = arr.astype(np.float64)
+    if not np.isfinite(arr) or not t.valid(arr):
         raise ValueError(
             f"{where} must be {t.valid_range} under the {transform!r} transform, "
             f"got {value!r}. Pass a value in that range, or choose another "
@@ -150,13 +151,11 @@ def declare(
     else:
         transform, tune, per = default_transform, default_tune, "tree"
     _check_value(owner, name, value, transform)
-    # Strongly typed default float: a weak type would turn strong after the first
-    # update and make jit retrace.
-    dtype = (
-        value.dtype
-        if hasattr(value, "dtype") and jnp.issubdtype(value.dtype, jnp.floating)
-        else jnp.result_type(float)
-    )
+    # Raw values are strongly typed default floats (float32, or float64 with x64),
+    # whatever the value's dtype: a weak type would turn strong after the first
+    # update and make jit retrace, and 16-bit raw values are too coarse to tune.
+    # The rules cast hyperparameters to the parameters' dtype.
+    dtype = jnp.result_type(float)
     raw = TRANSFORMS[transform].inverse(jnp.asarray(value, dtype=dtype))
     return Hyper(raw, transform, tune, per)
 

@@ -96,3 +96,12 @@ def test_hyperparameters_keep_parameter_dtype(getkey):
             chex.assert_trees_all_equal_dtypes(updates, params)
             params = ro.apply_updates(params, updates)
         chex.assert_trees_all_equal_dtypes(params, grads)
+
+
+def test_raw_hyperparameters_are_strong_default_floats():
+    """Whatever the value's dtype: weak types would retrace, 16-bit is too coarse."""
+    opt = ro.Adam(np.float32(1e-3), b1=jnp.bfloat16(0.875), b2=0.99)
+    for h in [opt.lr, opt.b1, opt.b2, opt.eps]:
+        assert h.raw.dtype == jnp.result_type(float)
+        assert not h.raw.weak_type
+    np.testing.assert_allclose(opt.b1.value, 0.875, rtol=1e-12)
