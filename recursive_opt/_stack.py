@@ -315,7 +315,7 @@ def hyperparams(state: TowerState) -> list[dict[str, PyTree[Array]]]:
             f"{type(state).__name__}."
         )
     if state.tied:
-        levels = [values(state.opts[0])] * state.depth
+        levels = [values(state.opts[0]) for _ in range(state.depth)]
     else:
         levels = [values(o) for o in state.opts]
 

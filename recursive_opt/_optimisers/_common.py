@@ -18,9 +18,12 @@ def safe_sqrt(x):
 @safe_sqrt.defjvp
 def _safe_sqrt_jvp(primals, tangents):
     (x,), (t,) = primals, tangents
-    y = jnp.sqrt(x)
     positive = x > 0
-    return y, jnp.where(positive, t / (2 * jnp.where(positive, y, 1)), 0)
+    # The where-inside-where keeps every order of derivative finite: a tower
+    # differentiates this rule once more (forward mode, for its Jacobians), and
+    # jax.grad through training once more again.
+    x_safe = jnp.where(positive, x, 1)
+    return safe_sqrt(x), jnp.where(positive, t / (2 * jnp.sqrt(x_safe)), 0)
 
 
 def ema(g, m, decay):
