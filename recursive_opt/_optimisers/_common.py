@@ -19,11 +19,11 @@ def safe_sqrt(x):
 def _safe_sqrt_jvp(primals, tangents):
     (x,), (t,) = primals, tangents
     positive = x > 0
-    # The where-inside-where keeps every order of derivative finite: a tower
-    # differentiates this rule once more (forward mode, for its Jacobians), and
-    # jax.grad through training once more again.
-    x_safe = jnp.where(positive, x, 1)
-    return safe_sqrt(x), jnp.where(positive, t / (2 * jnp.sqrt(x_safe)), 0)
+    # `y` through `safe_sqrt` itself, and a where inside the where: every order of
+    # derivative stays finite (a tower differentiates this rule in forward mode
+    # for its Jacobians, and jax.grad through training differentiates that).
+    y = safe_sqrt(x)
+    return y, jnp.where(positive, t / (2 * jnp.where(positive, y, 1)), 0)
 
 
 def ema(g, m, decay):
