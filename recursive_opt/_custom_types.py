@@ -1,6 +1,6 @@
 from typing import Any
 
-from jaxtyping import Array, ArrayLike, Float, PyTree
+from jaxtyping import Array, Float, PyTree
 
 Params = PyTree[Float[Array, "..."]]
 Updates = PyTree[Float[Array, "..."]]
@@ -8,4 +8,3 @@ Grads = PyTree[Float[Array, "..."]]
 # Raw (unconstrained) values of the hyperparameters one level tunes, by name.
 HyperParams = dict[str, PyTree[Float[Array, "..."]]]
 OptState = Any
-Scalar = Float[ArrayLike, ""]
