@@ -39,7 +39,8 @@ class Jacobian(eqx.Module):
             # d update / d value_i of this leaf, contracted with the cotangent: a
             # matrix-vector product for the scalar values (one pass over `jac`),
             # an elementwise product for the per-element ones.
-            dots = jac.reshape(len(values), -1) @ cot.reshape(-1)
+            if any(jnp.ndim(v) == 0 for v in values):
+                dots = jac.reshape(len(values), -1) @ cot.reshape(-1)
             return tuple(
                 dots[i] if jnp.ndim(v) == 0 else jac[i] * cot
                 for i, v in enumerate(values)
