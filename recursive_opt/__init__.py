@@ -2,6 +2,17 @@
 
 import importlib.metadata
 
+from ._checkpoint import CheckpointError as CheckpointError
+from ._data import (
+    Dataset as Dataset,
+    load_digits as load_digits,
+    load_mnist as load_mnist,
+    make_gaussian_mixture as make_gaussian_mixture,
+    make_quadratic as make_quadratic,
+    read_idx as read_idx,
+)
+from ._fit import FitResult as FitResult, fit as fit
+from ._guard import DivergenceError as DivergenceError
 from ._hyper import (
     Hyper as Hyper,
     HyperSpec as HyperSpec,
@@ -15,6 +26,7 @@ from ._optimisers.adam import Adam as Adam, AdamState as AdamState
 from ._optimisers.rmsprop import RMSProp as RMSProp, RMSPropState as RMSPropState
 from ._optimisers.sgd import SGD as SGD, SGDState as SGDState
 from ._stack import Stack as Stack, TowerState as TowerState, hyperparams as hyperparams
+from ._sweep import SweepResult as SweepResult, sweep as sweep
 
 try:
     __version__ = importlib.metadata.version("recursive_opt")

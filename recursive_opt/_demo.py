@@ -1,0 +1,216 @@
+"""What `recursive-opt demo` and `recursive-opt sweep` run: an MLP on digits."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ._data import load_digits
+from ._fit import fit
+from ._optimisers.adam import Adam
+from ._optimisers.sgd import SGD
+from ._stack import Stack
+from ._sweep import sweep
+
+BATCH = 128
+
+
+def make_mlp(seed: int = 0, sizes=(64, 128, 10)):
+    """A Flax NNX MLP with tanh hidden layers."""
+    from flax import nnx
+
+    class MLP(nnx.Module):
+        def __init__(self, rngs: nnx.Rngs):
+            self.layers = nnx.List(
+                [nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])]
+            )
+
+        def __call__(self, x):
+            for layer in self.layers[:-1]:
+                x = jnp.tanh(layer(x))
+            return self.layers[-1](x)
+
+    return MLP(nnx.Rngs(seed))
+
+
+def loss_fn(model, batch):
+    x, y = batch
+    return optax.softmax_cross_entropy_with_integer_labels(model(x), y).mean()
+
+
+def metrics(model, batch):
+    x, y = batch
+    logits = model(x)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    return {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == y)}
+
+
+def _runs(lr: float):
+    return {
+        "Adam": Adam(lr),
+        "Stack[2](Adam)": Stack[2](Adam(lr)),
+        "Stack[3](Adam)": Stack[3](Adam(lr)),
+        "Stack[3](Adam), tied": Stack[3](Adam(lr), tie=True),
+    }
+
+
+def demo(steps: int, lr: float, out: str, progress: bool = True) -> dict:
+    """Train each run, print the table, write `out/demo.png`; returns the results."""
+    data = load_digits()
+    print(
+        f"digits: {len(data.train[0])} train / {len(data.test[0])} test images; "
+        f"MLP 64-128-10 (Flax NNX); batch {BATCH}; {steps} steps; initial lr {lr:g} "
+        "at every level\n"
+    )
+    results = {}
+    log_every = max(1, min(50, steps // 10))
+    for name, tower in _runs(lr).items():
+        results[name] = fit(
+            loss_fn,
+            make_mlp(0),
+            tower,
+            data.train,
+            steps=steps,
+            batch_size=BATCH,
+            log_every=log_every,
+            eval_data=data.test,
+            eval_fn=metrics,
+            progress=progress,
+            desc=name,
+        )
+    evaluate = jax.jit(metrics)
+    rows = []
+    for name, res in results.items():
+        train = evaluate(res.params, data.train)
+        lrs = [v[-1] for k, v in res.history.items() if k.endswith("/lr")]
+        rows.append(
+            f"| {name} | {float(train['loss']):.4f} | "
+            f"{float(res.history['eval/accuracy'][-1]):.3f} | "
+            + ", ".join(f"{float(v):.2e}" for v in lrs)
+            + f" | {res.ms_per_step:.2f} |"
+        )
+    print(
+        "\n| optimiser | final train loss | test accuracy | final lr by level "
+        "(bottom first) | ms/step |"
+    )
+    print("|---|---|---|---|---|")
+    print("\n".join(rows))
+    path = os.path.join(out, "demo.png")
+    _plot_demo(results, path)
+    print(f"\nwrote {path}")
+    return results
+
+
+def _plot_demo(results: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(11, 4.2))
+    styles = ["-", "--", ":"]
+    for i, (name, res) in enumerate(results.items()):
+        h, colour = res.history, f"C{i}"
+        ax_loss.plot(h["step"], h["loss"], colour, label=name)
+        levels = [k for k in h if k.endswith("/lr")]
+        for k in levels:
+            level = int(k.split("/")[0].removeprefix("level"))
+            ax_lr.plot(
+                h["step"],
+                h[k],
+                colour,
+                linestyle=styles[(level - 1) % 3],
+                label=f"{name}: level {level}" if len(levels) > 1 else name,
+            )
+    ax_loss.set(
+        xlabel="step",
+        ylabel="mean batch loss",
+        yscale="log",
+        title="Training loss on digits",
+    )
+    ax_lr.set(
+        xlabel="step",
+        ylabel="learning rate",
+        yscale="log",
+        title="Learning rate of each level",
+    )
+    ax_loss.legend()
+    ax_lr.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def lr_sweep(args, progress: bool = True) -> dict:
+    """`recursive-opt sweep`: final loss vs initial lr, one `ro.sweep` per height."""
+    data = load_digits()
+    lrs = np.logspace(np.log10(args.lr_min), np.log10(args.lr_max), args.num)
+    base = Adam(1e-3) if args.optimiser == "adam" else SGD(1e-2)
+    finals = {}
+    for height in args.heights:
+        tower = Stack[height](base, tie=args.tie)
+        res = sweep(
+            loss_fn,
+            make_mlp(0),
+            tower,
+            data.train,
+            steps=args.steps,
+            batch_size=BATCH,
+            over={"lr": lrs},
+            log_every=max(1, min(100, args.steps)),
+            progress=progress,
+            desc=f"height {height}",
+        )
+        finals[height] = res.final_loss
+    name = "Adam" if args.optimiser == "adam" else "SGD"
+    head = [
+        f"Stack[{h}]({name}{', tied' if args.tie and h > 1 else ''})" for h in finals
+    ]
+    lines = [
+        "| initial lr | " + " | ".join(head) + " |",
+        "|---" * (len(head) + 1) + "|",
+    ]
+    for i, lr in enumerate(lrs):
+        lines.append(
+            f"| {lr:.2e} | " + " | ".join(f"{finals[h][i]:.4f}" for h in finals) + " |"
+        )
+    for label, fn in (("spread (max - min)", np.ptp), ("median", np.median)):
+        lines.append(
+            f"| {label} | " + " | ".join(f"{fn(finals[h]):.4f}" for h in finals) + " |"
+        )
+    table = "\n".join(lines)
+    print(
+        f"\nfinal mean batch loss after {args.steps} steps "
+        f"(digits MLP, batch {BATCH})\n"
+    )
+    print(table)
+    with open(os.path.join(args.out, "sweep.md"), "w") as f:
+        f.write(table + "\n")
+    path = os.path.join(args.out, "sweep.png")
+    _plot_sweep(lrs, finals, head, path)
+    print(f"\nwrote {path} and {os.path.join(args.out, 'sweep.md')}")
+    return finals
+
+
+def _plot_sweep(lrs, finals: dict, labels: list[str], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for label, final in zip(labels, finals.values()):
+        ax.plot(lrs, final, "o-", label=label)
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="initial learning rate of level 1",
+        ylabel="final mean batch loss",
+        title="Sensitivity to the initial lr",
+    )
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

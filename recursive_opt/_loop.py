@@ -1,0 +1,266 @@
+"""The training loop shared by `fit` and `sweep`: a guarded step, scanned in chunks.
+
+One chunk is `length` steps under `jax.lax.scan`, compiled once per length. The
+carry holds everything a run needs to continue (parameters, the rest of the
+model's state, the optimiser or tower state, the PRNG key, the step and the guard's
+counters), so a chunk is a pure function and a checkpoint is the carry.
+"""
+
+import collections.abc
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import optax
+from jaxtyping import Array, Int, PyTree
+
+from ._guard import all_finite, clamp, normalise_bounds
+from ._model import Model, select
+from ._optax import apply_updates
+from ._optimiser import AbstractOptimiser
+from ._stack import Stack, TowerState, hyperparams
+
+ON_NONFINITE = ("skip", "stop", "ignore")
+
+
+class Carry(eqx.Module):
+    params: PyTree
+    rest: PyTree
+    opt_state: PyTree
+    key: Array  # raw key data
+    step: Int[Array, ""]
+    skipped: Int[Array, ""]
+    bad_step: Int[Array, ""]  # the first non-finite step, or -1
+
+
+def as_tower(tower: Any) -> Stack | optax.GradientTransformation:
+    if isinstance(tower, AbstractOptimiser):
+        return Stack(tower)  # Stack(opt) behaves exactly as opt.
+    if isinstance(tower, (Stack, optax.GradientTransformation)):
+        return tower
+    raise TypeError(
+        "The optimiser must be a recursive_opt optimiser (ro.Adam(...)), a tower "
+        f"(ro.Stack[...](...)) or an optax.GradientTransformation, got "
+        f"{type(tower).__name__}."
+    )
+
+
+def hyper_record(state: PyTree) -> dict[str, Array]:
+    """Every level's constrained hyperparameters, as flat `level<k>/<name>` keys.
+
+    A tied tower's one set is recorded once, as level 1. An optax state made by
+    `optax.inject_hyperparams` gives its hyperparameters as level 1.
+    """
+    if isinstance(state, TowerState):
+        levels = hyperparams(state)[:1] if state.tied else hyperparams(state)
+    else:
+        kinds = (optax.InjectHyperparamsState, optax.InjectStatefulHyperparamsState)
+        found = [
+            s.hyperparams
+            for s in jax.tree.leaves(state, is_leaf=lambda s: isinstance(s, kinds))
+            if isinstance(s, kinds)
+        ]
+        levels = found[:1]
+    out = {}
+    for k, level in enumerate(levels, start=1):
+        for name, value in level.items():
+            for path, leaf in jax.tree_util.tree_flatten_with_path(value)[0]:
+                out[f"level{k}/{name}{jax.tree_util.keystr(path)}"] = jnp.asarray(leaf)
+    return out
+
+
+def normalise_key(key: Any) -> tuple[Array, Any]:
+    """`(raw key data, impl)` from an int seed or a PRNG key."""
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        key = jr.key(int(key))
+    if not isinstance(key, jax.Array):
+        raise TypeError(f"key must be an int seed or a jax PRNG key, got {key!r}.")
+    if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jr.wrap_key_data(key)
+    return jr.key_data(key), jr.key_impl(key)
+
+
+class Data:
+    """Training data: arrays sampled in reshuffled epochs, or an iterator of batches."""
+
+    def __init__(self, data: Any, batch_size: int | None):
+        if isinstance(data, collections.abc.Iterator):
+            self.stream, self.arrays, self.n = data, None, None
+            self.batch_size = None
+            return
+        leaves = jax.tree.leaves(data)
+        if not leaves or not all(
+            hasattr(x, "shape") and np.ndim(x) >= 1 for x in leaves
+        ):
+            raise TypeError(
+                "data must be arrays (a pytree of arrays, e.g. a tuple (x, y), whose "
+                "first axis indexes examples) or an iterator of batches, got "
+                f"{type(data).__name__}."
+            )
+        sizes = {len(x) for x in leaves}
+        if len(sizes) != 1:
+            raise ValueError(
+                f"data's arrays must have the same number of examples (first axis), "
+                f"got {sorted(sizes)}."
+            )
+        (self.n,) = sizes
+        if batch_size is None:
+            batch_size = min(128, self.n)
+        if (
+            isinstance(batch_size, bool)
+            or not isinstance(batch_size, int)
+            or not (1 <= batch_size <= self.n)
+        ):
+            raise ValueError(
+                f"batch_size must be an integer from 1 to the number of examples "
+                f"({self.n}), got {batch_size!r}."
+            )
+        self.batch_size = batch_size
+        self.stream = None
+        self.arrays = jax.tree.map(jnp.asarray, data)
+
+    def describe(self) -> dict[str, Any]:
+        if self.arrays is None:
+            return {"data": "iterator"}
+        shapes = [f"{x.dtype}{list(x.shape)}" for x in jax.tree.leaves(self.arrays)]
+        return {"data": shapes, "batch_size": self.batch_size}
+
+    def take(self, length: int) -> PyTree | None:
+        """Up to `length` batches from the iterator, stacked; None when it is done."""
+        batches = []
+        for _ in range(length):
+            try:
+                batches.append(next(self.stream))
+            except StopIteration:
+                break
+        if not batches:
+            return None
+        try:
+            return jax.tree.map(
+                lambda *xs: np.stack([np.asarray(x) for x in xs]), *batches
+            )
+        except ValueError as e:
+            raise ValueError(
+                "The data iterator's batches must all have the same structure and "
+                f"shapes (they are stacked into chunks for lax.scan): {e}"
+            ) from e
+
+    def skip(self, count: int) -> None:
+        """Advance the iterator past the batches a checkpoint has already used."""
+        for i in range(count):
+            try:
+                next(self.stream)
+            except StopIteration:
+                raise ValueError(
+                    f"Resuming at step {count} needs to skip {count} batches of the "
+                    f"data iterator, but it ended after {i}."
+                ) from None
+
+
+def batch_indices(key: Array, impl, start, length: int, n: int, batch_size: int):
+    """Example indices of steps `start .. start + length`: shape (length, batch)."""
+    per_epoch = n // batch_size
+    steps = start + jnp.arange(length)
+    first = start // per_epoch
+    n_epochs = length // per_epoch + 2  # epochs a chunk can touch (static)
+    key = jr.wrap_key_data(key, impl=impl)
+    perms = jax.vmap(lambda e: jr.permutation(jr.fold_in(key, e), n))(
+        first + jnp.arange(n_epochs)
+    )
+
+    def rows(epoch, pos):
+        return jax.lax.dynamic_slice(
+            perms[epoch - first], (pos * batch_size,), (batch_size,)
+        )
+
+    return jax.vmap(rows)(steps // per_epoch, steps % per_epoch)
+
+
+def _aux_means(auxes: PyTree) -> dict[str, Array]:
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(auxes)[0]:
+        if eqx.is_inexact_array(leaf):
+            out[f"aux{jax.tree_util.keystr(path)}"] = jnp.mean(leaf, axis=0)
+    return out
+
+
+class Loop:
+    """The pieces of a run that do not change between chunks."""
+
+    def __init__(
+        self,
+        loss_fn: Callable,
+        model: Model,
+        tower,
+        data: Data,
+        *,
+        has_aux: bool,
+        on_nonfinite: str,
+        bounds,
+        key_impl,
+    ):
+        if on_nonfinite not in ON_NONFINITE:
+            raise ValueError(
+                f"on_nonfinite must be one of {ON_NONFINITE}, got {on_nonfinite!r}."
+            )
+        self.loss_fn, self.model, self.tower, self.data = loss_fn, model, tower, data
+        self.has_aux, self.on_nonfinite, self.key_impl = has_aux, on_nonfinite, key_impl
+        self.bounds = normalise_bounds(bounds, tower.init(model.params))
+
+    def init(self, params: PyTree, rest: PyTree, key: Array) -> Carry:
+        def scalar(v):  # separate buffers: the carry is donated
+            return jnp.full([], v, jnp.int32)
+
+        state = self.tower.init(params)
+        return Carry(params, rest, state, key, scalar(0), scalar(0), scalar(-1))
+
+    def step(self, c: Carry, batch) -> tuple[Carry, tuple[Array, Any]]:
+        loss, aux, grads, rest = self.model.value_and_grad(
+            self.loss_fn, self.has_aux, c.params, c.rest, batch
+        )
+        updates, opt_state = self.tower.update(grads, c.opt_state, c.params)
+        params = apply_updates(c.params, updates)
+        if self.bounds is not None:
+            opt_state = clamp(opt_state, self.bounds)
+        new = (params, rest, opt_state)
+        skipped, bad_step = c.skipped, c.bad_step
+        if self.on_nonfinite != "ignore":
+            ok = jnp.isfinite(loss) & all_finite((grads, updates, opt_state))
+            live = c.bad_step < 0 if self.on_nonfinite == "stop" else jnp.array(True)
+            new = select(ok & live, new, (c.params, c.rest, c.opt_state))
+            skipped = skipped + (~ok & live).astype(jnp.int32)
+            bad_step = jnp.where(~ok & (bad_step < 0), c.step, bad_step)
+        c = Carry(*new, c.key, c.step + 1, skipped, bad_step)
+        return c, (loss, aux)
+
+    def chunk(self, c: Carry, arrays, batches, length: int) -> tuple[Carry, dict]:
+        """`length` steps; returns the carry and this chunk's record."""
+        if batches is None:
+            d = self.data
+            idx = batch_indices(c.key, self.key_impl, c.step, length, d.n, d.batch_size)
+
+            def body(c, i):
+                return self.step(c, jax.tree.map(lambda a: a[i], arrays))
+
+            c, (losses, auxes) = jax.lax.scan(body, c, idx)
+        else:
+            c, (losses, auxes) = jax.lax.scan(self.step, c, batches)
+        record = {"loss": jnp.mean(losses), **_aux_means(auxes)}
+        record.update(hyper_record(c.opt_state))
+        record["skipped"] = c.skipped
+        return c, record
+
+    def evaluate(self, params, rest, eval_data, eval_fn) -> dict[str, Array]:
+        model = self.model.rebuild(params, rest)
+        if eval_fn is None:
+            out = self.loss_fn(model, eval_data)
+            out = out[0] if self.has_aux else out
+        else:
+            out = eval_fn(model, eval_data)
+        if isinstance(out, dict):
+            return {f"eval/{k}": jnp.asarray(v) for k, v in out.items()}
+        return {"eval": jnp.asarray(out)}

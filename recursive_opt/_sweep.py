@@ -1,0 +1,310 @@
+"""`ro.sweep`: a population of towers with different initial hyperparameters, run
+as one vmapped program, the population axis sharded across devices."""
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jaxtyping import PyTree
+
+from ._fit import _check_positive, stack_history
+from ._hyper import TRANSFORMS, hyper_fields
+from ._loop import Data, Loop, as_tower, normalise_key
+from ._model import Model, _is_nnx, data_to_keys, keys_to_data
+from ._pack import pack
+from ._stack import Stack, TowerState
+
+
+@dataclasses.dataclass
+class SweepResult:
+    """What `ro.sweep` returns; every array has the population axis first.
+
+    - `final_loss`: shape `(N,)`, each member's mean batch loss over its last
+        `log_every` steps (non-finite if it diverged there).
+    - `history`: as `FitResult.history`, each entry of shape `(N, records, ...)`.
+    - `params`, `state`: the members' parameters and tower states, stacked.
+    - `values`: the initial hyperparameter values swept, `name -> (N,)`; `seeds`.
+    - `skipped`: `(N,)` steps skipped by the divergence guard; `stopped_at`: `(N,)`
+        the first non-finite step of each member, or -1.
+    """
+
+    final_loss: np.ndarray
+    history: dict[str, np.ndarray]
+    params: PyTree
+    state: PyTree
+    values: dict[str, np.ndarray]
+    seeds: np.ndarray | None
+    skipped: np.ndarray
+    stopped_at: np.ndarray
+
+
+def set_hyperparams(
+    state: TowerState, level: int, values: dict[str, Any]
+) -> TowerState:
+    """`state` with level `level`'s hyperparameters set to the constrained `values`."""
+    contents = state.contents
+    opts = list(contents.opts)
+    k = level - 1
+    for name, value in values.items():
+        h = hyper_fields(opts[k])[name]
+        raw = TRANSFORMS[h.transform].inverse(
+            jnp.asarray(value, jnp.result_type(float))
+        )
+        new = jax.tree.map(
+            lambda r: jnp.broadcast_to(raw.astype(r.dtype), r.shape), h.raw
+        )
+        opts[k] = eqx.tree_at(lambda o: getattr(o, name).raw, opts[k], new)
+    contents = dataclasses.replace(contents, opts=tuple(opts))
+    return dataclasses.replace(state, packed=pack(contents))
+
+
+def _check_over(tower, state, over: dict, level: int) -> tuple[dict, int | None]:
+    if not over:
+        return {}, None
+    if not isinstance(tower, Stack):
+        raise TypeError(
+            "sweep `over` needs a recursive_opt optimiser or tower, whose "
+            "hyperparameters are arrays; got an optax transformation."
+        )
+    n_sets = 1 if state.tied else state.depth
+    if (
+        isinstance(level, bool)
+        or not isinstance(level, int)
+        or not 1 <= level <= n_sets
+    ):
+        extra = " (a tied tower has one shared set: level=1)" if state.tied else ""
+        raise ValueError(
+            f"level must be an integer from 1 to {n_sets}{extra}, got {level!r}."
+        )
+    fields = hyper_fields(state.opts[level - 1])
+    out, size = {}, None
+    for name, values in over.items():
+        if name not in fields:
+            raise ValueError(
+                f"over: {name!r} is not a hyperparameter of level {level} "
+                f"({type(state.opts[level - 1]).__name__}); it has {sorted(fields)}."
+            )
+        arr = np.asarray(values, dtype=np.float64)
+        if arr.ndim != 1 or len(arr) == 0:
+            raise ValueError(
+                f"over[{name!r}] must be a non-empty 1-D array, got shape {arr.shape}."
+            )
+        t = TRANSFORMS[fields[name].transform]
+        bad = arr[~(np.isfinite(arr) & t.valid(arr))]
+        if bad.size:
+            raise ValueError(
+                f"over[{name!r}] has values {bad.tolist()} outside the valid range "
+                f"({t.valid_range}) of the {fields[name].transform!r} transform."
+            )
+        if size is not None and len(arr) != size:
+            raise ValueError(
+                "Every array in `over` (and `seeds`) must have the same length."
+            )
+        size = len(arr)
+        out[name] = arr
+    return out, size
+
+
+def _fetch(tree: PyTree) -> PyTree:
+    """To host NumPy, gathering across processes when a leaf spans several hosts."""
+
+    def one(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+        return np.asarray(x)
+
+    return jax.tree.map(one, tree)
+
+
+def _is_init_fn(params: Any) -> bool:
+    return (
+        callable(params) and not isinstance(params, eqx.Module) and not _is_nnx(params)
+    )
+
+
+def _population(
+    loop: Loop, model: Model, params, over, level, seeds, n, key_data, impl
+):
+    """The population's carry, population axis first."""
+    if seeds is None:
+        base = loop.init(model.params, model.rest, key_data)
+        carries = jax.tree.map(lambda x: jnp.broadcast_to(x, (n,) + x.shape), base)
+    else:
+        members = []
+        for s in seeds:
+            k = jr.key(int(s), impl=impl)
+            m = Model(params(k)) if _is_init_fn(params) else model
+            members.append(loop.init(m.params, m.rest, jr.key_data(jr.fold_in(k, 1))))
+        carries = jax.tree.map(lambda *xs: jnp.stack(xs), *members)
+    if over:
+        state = jax.vmap(lambda s, v: set_hyperparams(s, level, v))(
+            carries.opt_state, over
+        )
+        carries = dataclasses.replace(carries, opt_state=state)
+    return carries
+
+
+def sweep(
+    loss_fn: Callable,
+    params: Any,
+    tower: Any,
+    data: Any,
+    *,
+    steps: int,
+    over: dict[str, Any] | None = None,
+    level: int = 1,
+    seeds: Sequence[int] | None = None,
+    batch_size: int | None = None,
+    key: Any = 0,
+    has_aux: bool = False,
+    log_every: int = 100,
+    eval_data: Any = None,
+    eval_fn: Callable | None = None,
+    on_nonfinite: str = "skip",
+    bounds: Any = None,
+    devices: Sequence[jax.Device] | None = None,
+    progress: bool = True,
+    desc: str | None = None,
+) -> SweepResult:
+    """Train N copies of a model whose towers start from different hyperparameters.
+
+    The N members run as one `jax.vmap`ped, jitted program. With several devices
+    the population axis is sharded across them (a 1-D `Mesh` named `"pop"`); N
+    need not divide the device count (the last member is repeated as padding).
+    Under `jax.distributed.initialize` the mesh spans every process's devices.
+
+    **Arguments** (the rest as in `ro.fit`):
+
+    - `over`: initial constrained values, `{"lr": array of N, ...}`, for the
+        hyperparameters of level `level` (1 = the optimiser of the model).
+    - `seeds`: N integer seeds. Member i then shuffles its data with its own key,
+        and if `params` is a function of a PRNG key it is initialised with
+        `params(jax.random.key(seed))`. Without seeds every member starts from the
+        same `params` and sees the same batches, so members differ only in `over`.
+    - `devices`: the devices to shard over (default: all).
+    - `on_nonfinite`: as in `fit`, except that `"stop"` freezes a diverged member
+        at its last finite state (see `stopped_at`) instead of raising.
+
+    **Returns:** a `SweepResult`; `final_loss` has shape `(N,)`.
+
+    ```python
+    res = ro.sweep(loss_fn, params, ro.Stack[2](ro.Adam(1e-3)), (x, y),
+                   steps=500, over={"lr": jnp.logspace(-4, 0, 12)})
+    res.final_loss  # (12,)
+    ```
+    """
+    _check_positive("steps", steps)
+    _check_positive("log_every", log_every)
+    if seeds is not None:
+        seeds = np.asarray(seeds)
+        if (
+            seeds.ndim != 1
+            or not np.issubdtype(seeds.dtype, np.integer)
+            or not len(seeds)
+        ):
+            raise ValueError(
+                f"seeds must be a non-empty 1-D array of integers, got {seeds!r}."
+            )
+    if _is_init_fn(params) and seeds is None:
+        raise ValueError("A params function (of a PRNG key) needs `seeds`.")
+    _, impl = normalise_key(key)
+    template = (
+        params(jr.key(int(seeds[0]), impl=impl)) if _is_init_fn(params) else params
+    )
+    model = Model(template)
+    tower = as_tower(tower)
+    source = Data(data, batch_size)
+    key_data, impl = normalise_key(key)
+    loop = Loop(
+        loss_fn,
+        model,
+        tower,
+        source,
+        has_aux=has_aux,
+        on_nonfinite=on_nonfinite,
+        bounds=bounds,
+        key_impl=impl,
+    )
+    state0 = tower.init(model.params)
+    over, n = _check_over(tower, state0, dict(over or {}), level)
+    if seeds is not None:
+        if n is not None and len(seeds) != n:
+            raise ValueError(
+                "Every array in `over` (and `seeds`) must have the same length."
+            )
+        n = len(seeds)
+    if n is None:
+        raise ValueError("sweep needs `over` (values to sweep) or `seeds`.")
+    carry = _population(loop, model, params, over, level, seeds, n, key_data, impl)
+
+    devices = list(devices) if devices is not None else jax.devices()
+    pad = (-n) % len(devices)
+    if pad:
+        carry = jax.tree.map(
+            lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)]), carry
+        )
+    mesh = Mesh(np.array(devices), ("pop",))
+    carry = jax.device_put(carry, NamedSharding(mesh, PartitionSpec("pop")))
+    arrays = jax.device_put(source.arrays, NamedSharding(mesh, PartitionSpec()))
+
+    def pop_chunk(c, arrays, batches, length):
+        return jax.vmap(lambda c: loop.chunk(c, arrays, batches, length))(c)
+
+    chunk = jax.jit(pop_chunk, static_argnums=3, donate_argnums=0)
+    evaluate = jax.jit(
+        jax.vmap(lambda p, r, d: loop.evaluate(p, r, d, eval_fn), (0, 0, None))
+    )
+    records = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, desc=desc, unit="step", dynamic_ncols=True)
+    done = 0
+    try:
+        while done < steps:
+            length = min(log_every, steps - done)
+            batches = None
+            if source.stream is not None:
+                batches = source.take(length)
+                if batches is None:
+                    raise ValueError(
+                        f"The data iterator ended after {done} of {steps} steps."
+                    )
+                length = len(jax.tree.leaves(batches)[0])
+            carry, record = chunk(carry, arrays, batches, length)
+            if eval_data is not None:
+                record.update(evaluate(carry.params, carry.rest, eval_data))
+            record = {k: v[:n] for k, v in _fetch(record).items()}
+            done += length
+            record["step"] = np.full(n, done)
+            records.append(record)
+            if bar is not None:
+                bar.set_postfix(
+                    {"median loss": f"{np.nanmedian(record['loss']):.4g}"},
+                    refresh=False,
+                )
+                bar.update(length)
+    finally:
+        if bar is not None:
+            bar.close()
+    history = {k: np.moveaxis(v, 0, 1) for k, v in stack_history(records).items()}
+    fetched = jax.tree.map(lambda x: x[:n], _fetch(keys_to_data(carry)))
+    carry = data_to_keys(fetched, carry)
+    return SweepResult(
+        final_loss=history["loss"][:, -1],
+        history=history,
+        params=model.rebuild(carry.params, carry.rest),
+        state=carry.opt_state,
+        values=over,
+        seeds=seeds,
+        skipped=carry.skipped,
+        stopped_at=carry.bad_step,
+    )

@@ -1,0 +1,201 @@
+"""ro.fit: the scanned loop against hand-written loops, history, models, the guard."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import optax
+import pytest
+
+import recursive_opt as ro
+from recursive_opt._loop import batch_indices
+
+QUAD = ro.make_quadratic(dim=6, n=96, n_test=32, seed=1)
+
+
+def linear_loss(params, batch):
+    x, y = batch
+    return jnp.mean((x @ params["w"] + params["b"] - y) ** 2)
+
+
+def linear_params():
+    return {"w": jnp.zeros(6, jnp.float32), "b": jnp.zeros([], jnp.float32)}
+
+
+def batches(n_batches, size=16, seed=0):
+    rng = np.random.default_rng(seed)
+    x, y = QUAD.train
+    for _ in range(n_batches):
+        idx = rng.choice(len(x), size, replace=False)
+        yield x[idx], y[idx]
+
+
+def test_arrays_are_sampled_in_reshuffled_epochs_without_replacement():
+    # loss = -sum_i w[id_i]: SGD(lr=1) adds one to w[id] for every example drawn.
+    n, batch = 40, 8
+    ids = np.arange(n)
+
+    def loss(p, b):
+        return -jnp.sum(p["w"][b])
+
+    p = {"w": jnp.zeros(n)}
+    sgd = ro.SGD(ro.hyper(1.0, transform="identity"))
+    for epochs in (1, 3):
+        res = ro.fit(loss, p, sgd, ids, steps=epochs * n // batch, batch_size=batch,
+                     progress=False, log_every=3)
+        np.testing.assert_array_equal(res.params["w"], epochs)
+    key, impl = jr.key_data(jr.key(0)), jr.key_impl(jr.key(0))
+    idx = np.asarray(batch_indices(key, impl, 0, 15, n, batch))
+    epochs = idx.reshape(3, n)
+    for e in epochs:
+        np.testing.assert_array_equal(np.sort(e), ids)
+    assert not np.array_equal(epochs[0], epochs[1])
+    # Chunks starting mid-epoch continue the same order.
+    later = np.asarray(batch_indices(key, impl, 7, 8, n, batch))
+    np.testing.assert_array_equal(later, idx[7:])
+
+
+def test_fit_matches_a_hand_written_loop():
+    tower = ro.Stack[2](ro.Adam(0.05))
+    res = ro.fit(linear_loss, linear_params(), tower, batches(30), steps=30,
+                 log_every=7, progress=False)
+    params, state = linear_params(), tower.init(linear_params())
+
+    @jax.jit
+    def step(params, state, b):
+        grads = jax.grad(linear_loss)(params, b)
+        updates, state = tower.update(grads, state, params)
+        return ro.apply_updates(params, updates), state
+
+    for b in batches(30):
+        params, state = step(params, state, b)
+    for a, b in zip(jax.tree.leaves(res.params), jax.tree.leaves(params)):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
+    for a, b in zip(ro.hyperparams(res.state), ro.hyperparams(state)):
+        np.testing.assert_allclose(a["lr"], b["lr"], rtol=1e-5)
+    assert res.step == 30 and res.skipped == 0
+
+
+def test_history_records_every_level_and_eval():
+    tower = ro.Stack[3](ro.SGD(0.05, momentum=0.5))
+    res = ro.fit(
+        lambda p, b: (linear_loss(p, b), {"pred": jnp.mean(b[0] @ p["w"])}),
+        linear_params(), tower, QUAD.train, steps=25, batch_size=16, log_every=10,
+        has_aux=True, eval_data=QUAD.test, progress=False,
+    )
+    h = res.history
+    np.testing.assert_array_equal(h["step"], [10, 20, 25])
+    assert h["loss"].shape == (3,) and h["loss"][-1] < h["loss"][0]
+    for level in (1, 2, 3):
+        assert h[f"level{level}/lr"].shape == (3,)
+        assert h[f"level{level}/momentum"].shape == (3,)
+    final = ro.hyperparams(res.state)
+    for level in range(3):
+        np.testing.assert_allclose(h[f"level{level + 1}/lr"][-1], final[level]["lr"])
+    np.testing.assert_allclose(h["eval"][-1], linear_loss(res.params, QUAD.test), rtol=1e-5)
+    assert h["aux['pred']"].shape == (3,)
+    np.testing.assert_array_equal(h["skipped"], 0)
+    assert np.isfinite(res.ms_per_step)
+
+
+def test_per_leaf_history_and_optax_transformations():
+    res = ro.fit(linear_loss, linear_params(), ro.Stack[2](ro.SGD(ro.hyper(0.1, per="leaf"))),
+                 QUAD.train, steps=5, batch_size=16, log_every=5, progress=False)
+    assert set(k for k in res.history if k.startswith("level1/lr")) == {
+        "level1/lr['b']", "level1/lr['w']"}
+    inject = optax.inject_hyperparams(optax.adam)(learning_rate=0.01)
+    res = ro.fit(linear_loss, linear_params(), inject, QUAD.train, steps=5,
+                 batch_size=16, log_every=5, progress=False)
+    np.testing.assert_allclose(res.history["level1/learning_rate"], [0.01])
+    res = ro.fit(linear_loss, linear_params(), optax.sgd(0.1), QUAD.train, steps=5,
+                 batch_size=16, log_every=5, progress=False)
+    assert not any(k.startswith("level") for k in res.history)
+
+
+def test_caller_params_survive_donation():
+    params = linear_params()
+    params["w"] = params["w"] + 1.0
+    ro.fit(linear_loss, params, ro.Adam(0.1), QUAD.train, steps=4, batch_size=16,
+           progress=False)
+    np.testing.assert_array_equal(params["w"], 1.0)  # still alive and unchanged
+
+
+def test_equinox_module(getkey):
+    class Net(eqx.Module):
+        mlp: eqx.nn.MLP
+        scale: jax.Array  # an integer array: kept, not trained
+        name: str = "net"
+
+        def __call__(self, x):
+            return jax.vmap(self.mlp)(x).squeeze(-1) * self.scale
+
+    net = Net(eqx.nn.MLP(6, 1, 8, 1, key=getkey()), jnp.array(1, jnp.int32))
+
+    def loss(model, batch):
+        return jnp.mean((model(batch[0]) - batch[1]) ** 2)
+
+    res = ro.fit(loss, net, ro.Stack[2](ro.Adam(0.01)), QUAD.train, steps=60,
+                 batch_size=32, log_every=20, progress=False)
+    assert isinstance(res.params, Net) and res.params.name == "net"
+    assert res.params.scale.dtype == jnp.int32
+    assert loss(res.params, QUAD.train) < 0.5 * loss(net, QUAD.train)
+
+
+def test_flax_nnx_module_with_batch_statistics():
+    nnx = pytest.importorskip("flax.nnx")
+
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.lin1 = nnx.Linear(6, 8, rngs=rngs)
+            self.bn = nnx.BatchNorm(8, rngs=rngs)
+            self.lin2 = nnx.Linear(8, 1, rngs=rngs)
+
+        def __call__(self, x):
+            return self.lin2(jnp.tanh(self.bn(self.lin1(x)))).squeeze(-1)
+
+    net = Net(nnx.Rngs(0))
+    before = np.asarray(net.lin1.kernel[...])
+
+    def loss(model, batch):
+        return jnp.mean((model(batch[0]) - batch[1]) ** 2)
+
+    res = ro.fit(loss, net, ro.Stack[2](ro.Adam(0.01)), QUAD.train, steps=40,
+                 batch_size=32, log_every=20, progress=False)
+    assert isinstance(res.params, Net)
+    np.testing.assert_array_equal(net.lin1.kernel[...], before)  # input untouched
+    assert not np.allclose(res.params.bn.mean[...], 0)  # batch statistics carried
+    assert res.history["loss"][-1] < res.history["loss"][0]
+
+
+def test_iterator_that_ends_early_warns_and_keeps_the_work():
+    with pytest.warns(UserWarning, match="ended after 12 steps"):
+        res = ro.fit(linear_loss, linear_params(), ro.SGD(0.05), batches(12),
+                     steps=20, log_every=5, progress=False)
+    assert res.step == 12
+    np.testing.assert_array_equal(res.history["step"], [5, 10, 12])
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"steps": 0}, "steps must be a positive integer"),
+        ({"steps": 5, "batch_size": 1000}, "batch_size must be"),
+        ({"steps": 5, "log_every": 3, "checkpoint_dir": "x", "checkpoint_every": 4},
+         "multiple of log_every"),
+        ({"steps": 5, "on_nonfinite": "retry"}, "on_nonfinite must be one of"),
+        ({"steps": 5, "bounds": {"lrr": (0, 1)}}, "'lrr' is not a hyperparameter"),
+        ({"steps": 5, "bounds": {"lr": (1, 0.1)}}, "low < high"),
+    ],
+)
+def test_fit_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ro.fit(linear_loss, linear_params(), ro.SGD(0.1), QUAD.train, progress=False,
+               **kwargs)
+
+
+def test_fit_rejects_what_is_not_data_or_an_optimiser():
+    with pytest.raises(TypeError, match="data must be arrays"):
+        ro.fit(linear_loss, linear_params(), ro.SGD(0.1), [1, 2], steps=2, progress=False)
+    with pytest.raises(TypeError, match="optax.GradientTransformation"):
+        ro.fit(linear_loss, linear_params(), "adam", QUAD.train, steps=2, progress=False)
