@@ -113,7 +113,7 @@ def load_latest(directory: str, like: PyTree, fprint: dict):
         return None
     step, path = found[-1]
     try:
-        with np.load(path, allow_pickle=False) as f:
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
             meta = json.loads(str(f["meta"]))
             blob = f["carry"].tobytes()
             history = {

@@ -85,7 +85,12 @@ class _Repeat:
     def __init__(self, depth: int):
         self.depth = depth
 
-    def __call__(self, opt: AbstractOptimiser, *, tie: bool = False) -> "Stack":
+    def __call__(self, opt: AbstractOptimiser, *more, tie: bool = False) -> "Stack":
+        if more:
+            raise TypeError(
+                f"Stack[{self.depth}](opt) repeats one optimiser {self.depth} times; "
+                f"for different levels list them: ro.Stack(level1, level2, ...)."
+            )
         return Stack(*([opt] * self.depth), tie=tie)
 
     def __repr__(self) -> str:

@@ -95,6 +95,11 @@ def test_depth_not_an_integer(depth):
         ro.Stack[depth]
 
 
+def test_repeat_takes_one_optimiser():
+    with pytest.raises(TypeError, match=r"for different levels list them: ro.Stack\("):
+        ro.Stack[2](ro.SGD(0.1), ro.SGD(0.01))
+
+
 def test_level_not_an_optimiser():
     import optax
 
