@@ -209,7 +209,9 @@ class Loop:
             )
         self.loss_fn, self.model, self.tower, self.data = loss_fn, model, tower, data
         self.has_aux, self.on_nonfinite, self.key_impl = has_aux, on_nonfinite, key_impl
-        self.bounds = normalise_bounds(bounds, tower.init(model.params))
+        self.bounds = None
+        if bounds is not None:
+            self.bounds = normalise_bounds(bounds, tower.init(model.params))
 
     def init(self, params: PyTree, rest: PyTree, key: Array) -> Carry:
         def scalar(v):  # separate buffers: the carry is donated

@@ -168,12 +168,14 @@ def test_flax_nnx_module_with_batch_statistics():
     assert res.history["loss"][-1] < res.history["loss"][0]
 
 
-def test_iterator_that_ends_early_warns_and_keeps_the_work():
+def test_iterator_that_ends_early_warns_and_keeps_the_work(capsys):
     with pytest.warns(UserWarning, match="ended after 12 steps"):
         res = ro.fit(linear_loss, linear_params(), ro.SGD(0.05), batches(12),
-                     steps=20, log_every=5, progress=False)
+                     steps=20, log_every=5, desc="run")
     assert res.step == 12
     np.testing.assert_array_equal(res.history["step"], [5, 10, 12])
+    bar = capsys.readouterr().err  # the progress bar: step, loss and level-1 lr
+    assert "run:" in bar and "12/20" in bar and "loss=" in bar and "lr=0.05" in bar
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,7 @@ def _make_params(shape_tree, seed):
     )
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(
     shape_tree=trees,
     depth=st.integers(1, 4),

@@ -20,12 +20,12 @@ OPTIONS = dict(steps=24, batch_size=16, log_every=8, progress=False)
 
 def test_members_equal_separate_fits():
     tower = ro.Stack[2](ro.SGD(0.01, momentum=0.5))
-    lrs = np.array([1e-3, 1e-2, 5e-2])
+    lrs = np.array([1e-3, 5e-2])
     res = ro.sweep(linear_loss, linear_params(), tower, QUAD.train, over={"lr": lrs},
                    eval_data=QUAD.test, **OPTIONS)
-    assert res.final_loss.shape == (3,)
-    assert res.history["loss"].shape == (3, 3)
-    assert res.history["level2/lr"].shape == (3, 3)
+    assert res.final_loss.shape == (2,)
+    assert res.history["loss"].shape == (2, 3)
+    assert res.history["level2/lr"].shape == (2, 3)
     for i, lr in enumerate(lrs):
         one = ro.fit(linear_loss, linear_params(),
                      ro.Stack(ro.SGD(lr, momentum=0.5), ro.SGD(0.01, momentum=0.5)),
@@ -162,3 +162,36 @@ def test_sharded_over_eight_cpu_devices_equals_one_device(tmp_path):
                          text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
     assert "sharded ok" in out.stdout
+
+
+def test_two_processes_on_localhost_equal_one(tmp_path):
+    """The documented multi-host example, run as two CPU processes with gloo."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    script = os.path.join(os.path.dirname(__file__), "..", "examples", "multihost_sweep.py")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, script, "--coordinator", f"localhost:{port}",
+             "--num-processes", "2", "--process-id", str(i), "--cpu-devices", "2",
+             "--steps", "20", "--x64", "--out", str(tmp_path / f"{i}.npy")],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for i in range(2)
+    ]
+    for p in procs:
+        out = p.communicate(timeout=300)[0].decode()
+        assert p.returncode == 0, out[-4000:]
+        assert "of 2, 4 devices" in out
+    a, b = np.load(tmp_path / "0.npy"), np.load(tmp_path / "1.npy")
+    np.testing.assert_array_equal(a, b)
+    # The same sweep in this single process (float64 here too).
+    x, y = ro.make_quadratic(dim=6, n=96, seed=1).train
+    x, y = x.astype(np.float64), y.astype(np.float64)
+    ref = ro.sweep(lambda p, bt: jnp.mean((bt[0] @ p["w"] - bt[1]) ** 2),
+                   {"w": jnp.zeros(6)}, ro.Stack[2](ro.Adam(1e-2)), (x, y), steps=20,
+                   batch_size=16, log_every=10, over={"lr": np.logspace(-3, -1, 6)},
+                   progress=False)
+    np.testing.assert_allclose(a, ref.final_loss, rtol=1e-10)

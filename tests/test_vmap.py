@@ -54,13 +54,14 @@ def test_vmap_over_tower_state(getkey):
         updates, s = tower.update(jax.grad(logistic.loss)(p), s, p)
         return ro.apply_updates(p, updates), s
 
-    p1, s1 = jax.jit(jax.vmap(step))(params, states)
+    batched = jax.jit(jax.vmap(step))
+    p1, s1 = batched(params, states)
     # Read a batched state outside vmap: one value per member (after a second
     # step: the first hypergradient is zero).
-    lrs = ro.hyperparams(jax.vmap(step)(p1, s1)[1])[0]["lr"]
+    lrs = ro.hyperparams(batched(p1, s1)[1])[0]["lr"]
     assert lrs.shape == (4,)
     assert len(set(np.asarray(lrs).tolist())) == 4
-    p_single, _ = step(
+    p_single, _ = jax.jit(step)(
         jax.tree.map(lambda x: x[2], params), jax.tree.map(lambda x: x[2], states)
     )
     chex.assert_trees_all_close(jax.tree.map(lambda x: x[2], p1), p_single, rtol=1e-9)

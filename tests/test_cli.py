@@ -1,0 +1,76 @@
+"""The recursive-opt command: demo, sweep, and one-line errors with exit code 2."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from recursive_opt._cli import main
+
+
+def test_demo_writes_table_and_plot(tmp_path, capsys):
+    assert main(["demo", "--steps", "30", "--out", str(tmp_path), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "Adam" in line]
+    assert [r.split("|")[1].strip() for r in rows] == [
+        "Adam", "Stack[2](Adam)", "Stack[3](Adam)", "Stack[3](Adam), tied"]
+    # Plain Adam reports one lr, Stack[3] three; the lr of a tower's level 1 moved.
+    lrs = {r.split("|")[1].strip(): r.split("|")[4].split(",") for r in rows}
+    assert len(lrs["Adam"]) == 1 and len(lrs["Stack[3](Adam)"]) == 3
+    assert float(lrs["Stack[3](Adam)"][0]) != pytest.approx(1e-3, rel=1e-4)
+    png = tmp_path / "demo.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_sweep_writes_table_and_plot(tmp_path, capsys):
+    args = ["sweep", "--heights", "1", "2", "--num", "3", "--steps", "20",
+            "--lr-min", "1e-3", "--lr-max", "1e-1", "--out", str(tmp_path), "--no-progress"]
+    assert main(args) == 0
+    table = (tmp_path / "sweep.md").read_text()
+    assert table.splitlines()[0] == "| initial lr | Stack[1](Adam) | Stack[2](Adam) |"
+    assert "| 1.00e-02 |" in table and "spread (max - min)" in table
+    assert (tmp_path / "sweep.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["demo", "--steps", "0"], "--steps: must be at least 1, got 0"),
+        (["demo", "--steps", "ten"], "--steps: 'ten' is not an integer"),
+        (["demo", "--lr", "-1"], "--lr: must be a positive number"),
+        (["demo", "--colour"], "unrecognized arguments: --colour"),
+        (["train"], "invalid choice: 'train'"),
+        ([], "the following arguments are required"),
+        (["sweep", "--lr-min", "1", "--lr-max", "0.1"], "--lr-min (1.0) must be below"),
+        (["sweep", "--tie"], "--tie needs heights of at least 2"),
+        (["sweep", "--optimiser", "lion"], "invalid choice: 'lion'"),
+    ],
+)
+def test_bad_options_are_one_line_and_exit_2(argv, match, capsys, tmp_path):
+    assert main(argv + ["--out", str(tmp_path)] if argv else argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("recursive-opt: error: ")
+    assert match in err
+
+
+def test_unwritable_out(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    assert main(["demo", "--out", str(blocker / "sub")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write to --out" in err
+
+
+def test_console_script_is_installed():
+    exe = shutil.which("recursive-opt") or os.path.join(os.path.dirname(sys.executable),
+                                                        "recursive-opt")
+    out = subprocess.run([exe, "demo", "--steps", "-3"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "recursive-opt: error: argument --steps: must be at least 1, got -3"]
+    out = subprocess.run([sys.executable, "-m", "recursive_opt", "--help"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "{demo,sweep}" in out.stdout
