@@ -89,6 +89,7 @@ def demo(steps: int, lr: float, out: str, progress: bool = True) -> dict:
             f"| {name} | {float(train['loss']):.4f} | "
             f"{float(res.history['eval/accuracy'][-1]):.3f} | "
             + ", ".join(f"{float(v):.2e}" for v in lrs)
+            + (" (shared by all levels)" if "tied" in name else "")
             + f" | {res.ms_per_step:.2f} |"
         )
     print(

@@ -30,7 +30,8 @@ class FitResult:
         outputs as `"aux..."`, and evaluations as `"eval"` or `"eval/<name>"`.
     - `skipped`: the number of steps the divergence guard skipped.
     - `step`: the number of steps taken.
-    - `ms_per_step`: wall-clock milliseconds per step, compilation excluded.
+    - `ms_per_step`: wall-clock milliseconds per step, the median over chunks
+        that did not compile (including the time to fetch each chunk's record).
     """
 
     params: Any
@@ -49,24 +50,24 @@ def _check_positive(name: str, value: Any, allow_none: bool = False) -> None:
 
 
 class _Timer:
-    """Milliseconds per step over chunks that did not compile."""
+    """Milliseconds per step: the median over chunks that did not compile."""
 
     def __init__(self):
-        self.seen, self.seconds, self.steps = set(), 0.0, 0
+        self.seen: set[int] = set()
+        self.rates: list[float] = []
         self.total, self.total_steps = 0.0, 0
 
     def add(self, length: int, seconds: float) -> None:
         self.total += seconds
         self.total_steps += length
         if length in self.seen:
-            self.seconds += seconds
-            self.steps += length
+            self.rates.append(seconds / length)
         self.seen.add(length)
 
     @property
     def ms_per_step(self) -> float:
-        if self.steps:
-            return 1e3 * self.seconds / self.steps
+        if self.rates:
+            return 1e3 * float(np.median(self.rates))
         return 1e3 * self.total / self.total_steps if self.total_steps else float("nan")
 
 
@@ -116,6 +117,8 @@ def fit(
         iterator of batches (on resume, the batches already used are skipped by
         drawing them again).
     - `steps`: the total number of steps.
+    - `key`: an int seed or a PRNG key for the data order (arrays only).
+    - `log_every`: steps per jitted chunk and per history record.
     - `eval_data`, `eval_fn`: evaluated at each record; `eval_fn(model, eval_data)`
         returns a scalar or a dict of scalars (default: `loss_fn`).
     - `on_nonfinite`: `"skip"` (default) leaves parameters and state as they were
