@@ -1,110 +1,171 @@
-"""Overhead of towers over plain optax, per jitted train step.
+"""Overhead of towers over plain optax, per jitted train step, by depth.
 
-The reference paper's MNIST MLP (784-128-10, tanh), batch 256, synthetic inputs.
-Each variant's whole train step (forward, backward, optimiser or tower update) is
-one jitted function with donated buffers. Variants are timed in alternating blocks
-in one process; the table reports the median ms/step over blocks and the median
-over rounds of the ratio to the plain optax optimiser of the same family timed in
-the same round (paired ratios are robust to the machine's load drifting).
+Each variant's whole train step (forward, backward, optimiser or tower update,
+parameter update) is one jitted function with donated buffers, called from Python
+as a user would. Variants run in alternating blocks in one process; the table
+gives the median over rounds of each variant's time divided by the plain optax
+optimiser of its family in the same round (paired ratios are robust to the load
+of a shared machine drifting). Families: SGD with momentum 0.9 and Adam; towers
+of depth 1..D of the same optimiser, untied and tied. Models: the reference
+paper's MLP (784-128-10, batch 256) and a ~4.8M-parameter MLP (784-2048-1536-10).
 
-    python benchmarks/overhead.py [--blocks 40] [--steps 20]
+    python benchmarks/overhead.py [--depths 6] [--blocks 30] [--large-blocks 6]
+        [--models paper,large] [--png benchmarks/overhead.png]
 """
 
 import argparse
-import platform
 import statistics
-import time
 
 import jax
-import jax.numpy as jnp
 import jax.random as jr
 import optax
+from _common import (
+    LARGE_MLP,
+    PAPER_MLP,
+    init_mlp,
+    machine,
+    make_step,
+    n_params,
+    paired_ratio,
+    pyplot,
+    save,
+    table,
+    time_alternating,
+)
 
 import recursive_opt as ro
 
-
-def init_mlp(key, sizes=(784, 128, 10)):
-    keys = jr.split(key, len(sizes) - 1)
-    return [
-        {"w": jr.normal(k, (a, b)) / jnp.sqrt(a), "b": jnp.zeros(b)}
-        for k, a, b in zip(keys, sizes[:-1], sizes[1:])
-    ]
-
-
-def loss_fn(params, x, y):
-    for layer in params[:-1]:
-        x = jnp.tanh(x @ layer["w"] + layer["b"])
-    logits = x @ params[-1]["w"] + params[-1]["b"]
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-
-def make_step(tx):
-    def step(params, state, x, y):
-        loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
-        updates, state = tx.update(grads, state, params)
-        return optax.apply_updates(params, updates), state, loss
-
-    return jax.jit(step, donate_argnums=(0, 1))
-
-
-VARIANTS = {
-    "optax sgd(momentum=0.9)": ("sgd", optax.sgd(0.01, momentum=0.9)),
-    "ro SGD(momentum=0.9)": ("sgd", ro.SGD(0.01, momentum=0.9).as_optax()),
-    "Stack[2] SGD-m": ("sgd", ro.Stack[2](ro.SGD(0.01, momentum=0.9)).as_optax()),
-    "Stack[3] SGD-m": ("sgd", ro.Stack[3](ro.SGD(0.01, momentum=0.9)).as_optax()),
-    "Stack[3] SGD-m tied": (
-        "sgd",
-        ro.Stack[3](ro.SGD(0.01, momentum=0.9), tie=True).as_optax(),
-    ),
-    "optax adam": ("adam", optax.adam(1e-3)),
-    "ro Adam": ("adam", ro.Adam(1e-3).as_optax()),
-    "Stack[2] Adam": ("adam", ro.Stack[2](ro.Adam(1e-3)).as_optax()),
-    "Stack[3] Adam": ("adam", ro.Stack[3](ro.Adam(1e-3)).as_optax()),
-    "Stack[3] Adam tied": ("adam", ro.Stack[3](ro.Adam(1e-3), tie=True).as_optax()),
+FAMILIES = {
+    "SGD-m": (optax.sgd(0.01, momentum=0.9), ro.SGD(0.01, momentum=0.9)),
+    "Adam": (optax.adam(1e-3), ro.Adam(1e-3)),
 }
-BASELINE = {"sgd": "optax sgd(momentum=0.9)", "adam": "optax adam"}
+GOALS = {"SGD-m": 1.15, "Adam": 1.30}
+
+
+def variants(max_depth: int):
+    """`name -> (family, optax transformation)`; the plain optax ones first."""
+    out = {}
+    for family, (plain, opt) in FAMILIES.items():
+        out[f"optax {family}"] = (family, plain)
+        for d in range(1, max_depth + 1):
+            out[f"{family} d={d}"] = (family, ro.Stack[d](opt).as_optax())
+            if d > 1:
+                out[f"{family} d={d} tied"] = (
+                    family,
+                    ro.Stack[d](opt, tie=True).as_optax(),
+                )
+    return out
+
+
+def measure(sizes, batch: int, max_depth: int, blocks: int, steps: int):
+    kx, ky, kp = jr.split(jr.key(0), 3)
+    x = jr.normal(kx, (batch, sizes[0]))
+    y = jr.randint(ky, (batch,), 0, sizes[-1])
+    runs, carries = {}, {}
+    table_variants = variants(max_depth)
+    for name, (_, tx) in table_variants.items():
+        params = init_mlp(kp, sizes)
+        step = make_step(tx)
+        carries[name] = step(params, tx.init(params), x, y)[:2]  # compile
+
+        def run(name=name, step=step):
+            params, state = carries[name]
+            for _ in range(steps):
+                params, state, _ = step(params, state, x, y)
+            jax.block_until_ready(params)
+            carries[name] = (params, state)
+
+        runs[name] = run
+    times = time_alternating(runs, blocks)
+    result = {}
+    for name, (family, _) in table_variants.items():
+        base = times[f"optax {family}"]
+        result[name] = (
+            1e3 * statistics.median(times[name]) / steps,
+            paired_ratio(times[name], base),
+        )
+    return result, n_params(init_mlp(kp, sizes))
+
+
+def report(label: str, result: dict, max_depth: int) -> str:
+    header = ["depth"]
+    for family in FAMILIES:
+        header += [f"{family} ms", f"{family} ratio", f"{family} tied ratio"]
+    rows = [
+        ["optax"]
+        + sum(([f"{result[f'optax {f}'][0]:.3f}", "1.000", ""] for f in FAMILIES), [])
+    ]
+    for d in range(1, max_depth + 1):
+        row = [d]
+        for f in FAMILIES:
+            ms, ratio = result[f"{f} d={d}"]
+            tied = result.get(f"{f} d={d} tied")
+            row += [f"{ms:.3f}", f"{ratio:.3f}", f"{tied[1]:.3f}" if tied else "-"]
+        rows.append(row)
+    goals = ", ".join(
+        f"{f} depth 3: {result[f'{f} d=3'][1]:.2f}x (goal {GOALS[f]:.2f}x)"
+        for f in FAMILIES
+        if f"{f} d=3" in result
+    )
+    return f"{label}\n\n{table(header, rows)}\n\n{goals}\n"
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--blocks", type=int, default=40)
-    parser.add_argument("--steps", type=int, default=20, help="steps per block")
+    parser.add_argument("--depths", type=int, default=6)
+    parser.add_argument("--blocks", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=10, help="steps per block")
+    parser.add_argument("--large-blocks", type=int, default=6)
+    parser.add_argument("--large-steps", type=int, default=3)
     parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--models", default="paper,large")
+    parser.add_argument("--png", default="benchmarks/overhead.png")
     args = parser.parse_args()
-
-    kx, ky, kp = jr.split(jr.key(0), 3)
-    x = jr.normal(kx, (args.batch, 784))
-    y = jr.randint(ky, (args.batch,), 0, 10)
-    runs = {}
-    for name, (_, tx) in VARIANTS.items():
-        params = init_mlp(kp)
-        step = make_step(tx)
-        carry = step(params, tx.init(params), x, y)[:2]  # compile
-        runs[name] = [step, carry]
-    times = {name: [] for name in VARIANTS}
-    for _ in range(args.blocks):
-        for name, run in runs.items():
-            step, (params, state) = run
-            jax.block_until_ready(params)
-            start = time.perf_counter()
-            for _ in range(args.steps):
-                params, state, _ = step(params, state, x, y)
-            jax.block_until_ready(params)
-            times[name].append((time.perf_counter() - start) / args.steps * 1e3)
-            run[1] = (params, state)
-
-    device = jax.devices()[0]
-    print(
-        f"\n{platform.processor() or platform.machine()}, {device.platform} "
-        f"({device.device_kind}), jax {jax.__version__}; MLP 784-128-10 tanh, "
-        f"batch {args.batch}; median of {args.blocks} blocks x {args.steps} steps\n"
-    )
-    print("| variant | ms/step | ratio to plain optax |")
-    print("|---|---|---|")
-    for name, (family, _) in VARIANTS.items():
-        med = statistics.median(times[name])
-        ratios = [t / b for t, b in zip(times[name], times[BASELINE[family]])]
-        print(f"| {name} | {med:.3f} | {statistics.median(ratios):.3f} |")
+    print(f"{machine()}; batch {args.batch}; median paired ratio to plain optax\n")
+    plots = {}
+    for model in args.models.split(","):
+        sizes = {"paper": PAPER_MLP, "large": LARGE_MLP}[model]
+        blocks, steps = (
+            (args.blocks, args.steps)
+            if model == "paper"
+            else (args.large_blocks, args.large_steps)
+        )
+        result, count = measure(sizes, args.batch, args.depths, blocks, steps)
+        label = (
+            f"MLP {'-'.join(map(str, sizes))} ({count / 1e6:.2f}M parameters), "
+            f"{blocks} blocks x {steps} steps"
+        )
+        print(report(label, result, args.depths), flush=True)
+        plots[label] = result
+    if args.png:
+        plt = pyplot()
+        fig, axes = plt.subplots(
+            1, len(plots), figsize=(5.5 * len(plots), 4), squeeze=False
+        )
+        for ax, (label, result) in zip(axes[0], plots.items()):
+            depths = range(1, args.depths + 1)
+            for i, f in enumerate(FAMILIES):
+                ax.plot(
+                    depths,
+                    [result[f"{f} d={d}"][1] for d in depths],
+                    "o-",
+                    color=f"C{i}",
+                    label=f"{f} untied",
+                )
+                tied = [d for d in depths if d > 1]
+                ax.plot(
+                    tied,
+                    [result[f"{f} d={d} tied"][1] for d in tied],
+                    "s--",
+                    color=f"C{i}",
+                    label=f"{f} tied",
+                )
+                ax.axhline(GOALS[f], color=f"C{i}", lw=0.8, ls=":")
+            ax.set(
+                xlabel="depth", ylabel="time / plain optax", title=label.split(",")[0]
+            )
+            ax.legend(fontsize=8)
+        save(fig, args.png)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,100 @@
+"""Shared pieces of the benchmark scripts: models, timing, tables, the machine."""
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import optax
+
+PAPER_MLP = (784, 128, 10)  # the reference paper's MNIST MLP
+LARGE_MLP = (784, 2048, 1536, 10)  # about 4.8M parameters
+
+
+def init_mlp(key, sizes=PAPER_MLP, dtype=jnp.float32):
+    keys = jr.split(key, len(sizes) - 1)
+    return [
+        {"w": jr.normal(k, (a, b), dtype) / jnp.sqrt(a), "b": jnp.zeros(b, dtype)}
+        for k, a, b in zip(keys, sizes[:-1], sizes[1:])
+    ]
+
+
+def mlp(params, x):
+    for layer in params[:-1]:
+        x = jnp.tanh(x @ layer["w"] + layer["b"])
+    return x @ params[-1]["w"] + params[-1]["b"]
+
+
+def mlp_loss(params, x, y):
+    logits = mlp(params, x)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+
+def n_params(params) -> int:
+    return sum(x.size for x in jax.tree.leaves(params))
+
+
+def make_step(tx: optax.GradientTransformation, loss=mlp_loss):
+    """The whole jitted train step, with donated parameters and state."""
+
+    def step(params, state, x, y):
+        value, grads = jax.value_and_grad(loss)(params, x, y)
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state, value
+
+    return jax.jit(step, donate_argnums=(0, 1))
+
+
+def time_alternating(
+    runs: dict[str, Callable[[], None]], blocks: int
+) -> dict[str, list[float]]:
+    """Seconds of each run's block, the runs alternating block by block."""
+    times = {name: [] for name in runs}
+    for _ in range(blocks):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def paired_ratio(times: list[float], base: list[float]) -> float:
+    """Median over rounds of time / baseline time in the same round."""
+    return statistics.median(t / b for t, b in zip(times, base))
+
+
+def machine() -> str:
+    device = jax.devices()[0]
+    cores = os.cpu_count()
+    kind = device.device_kind if device.platform != "cpu" else "CPU"
+    return (
+        f"{platform.machine()} {cores} cores, {device.platform} ({kind}) x "
+        f"{jax.device_count()}, jax {jax.__version__}"
+    )
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        lines.append("| " + " | ".join(str(c) for c in row) + " |")
+    return "\n".join(lines)
+
+
+def save(fig, path: str) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}")
+
+
+def pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
