@@ -12,7 +12,6 @@ linear in depth, read from the ratio of the last interval's slope to the first's
 import argparse
 import time
 
-import jax
 import jax.random as jr
 import numpy as np
 from _common import init_mlp, machine, make_step, pyplot, save, table
