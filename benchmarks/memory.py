@@ -2,7 +2,9 @@
 
 State bytes are the sum of the state's array sizes (after `init`, so exactly what
 persists between steps). They are reported as extra bytes over plain optax and in
-units of the model's parameter bytes (P). Goal: a tower adds at most one
+units of the model's parameter bytes (P). `per="element"` at every level multiplies
+the hyperparameters at each level (level k+1 has one per coordinate of level k's
+hyperparameters); "element at level 1" is the sensible per-coordinate tower. Goal: a tower adds at most one
 gradient-sized buffer plus level 1's previous state, whatever its depth: 3 P for
 Adam (its two moments + one) and 2 P for SGD-momentum. XLA's compiled memory
 statistics of the whole train step (arguments, outputs, temporaries) are shown
@@ -86,12 +88,17 @@ def main():
                 "",
             ]
         )
-        for per in ("tree", "leaf", "element"):
+        for per in ("tree", "leaf", "element", "element at level 1"):
             for tie in (False, True):
                 for d in depths:
-                    if tie and d == 1:
+                    if tie and (d == 1 or per == "element at level 1"):
                         continue
-                    tower = ro.Stack[d](make(per), tie=tie)
+                    if per == "element" and d > 3:
+                        continue  # grows 3x per level for Adam: see above
+                    if per == "element at level 1":
+                        tower = ro.Stack(make("element"), *[make("tree")] * (d - 1))
+                    else:
+                        tower = ro.Stack[d](make(per), tie=tie)
                     state = nbytes(tower.init(params))
                     extra = state - base
                     xla = compiled_bytes(tower.as_optax(), params, x, y)
@@ -104,7 +111,8 @@ def main():
                             f"{state / p_bytes:.2f} P",
                             f"{extra / p_bytes:+.2f} P",
                             "" if xla is None else xla[0],
-                            "yes" if extra <= goal else "no",
+                            # Scalar hyperparameters and counters aside.
+                            "yes" if extra <= goal + 0.01 * p_bytes else "no",
                         ]
                     )
     print(

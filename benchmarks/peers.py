@@ -5,7 +5,7 @@ Tasks: an MLP on scikit-learn's digits; logistic regression on its breast-cancer
 data; a character-level MLP language model on Python's own standard-library
 source; least squares on 10-D quadratics (condition number 100). Every optimiser
 runs the whole grid as one vmapped, jitted program (each member a separate run
-from the same initial weights and batches); a step whose loss or update is not
+from the same initial weights and batches, drawn uniformly with replacement); a step whose loss or update is not
 finite is skipped, as `ro.fit` does. Per task and optimiser: the median, worst
 and best final training loss (whole training set) over the grid, and the median
 test metric. "Adam, tuned" is the best grid point of plain Adam, i.e. what a grid
@@ -183,7 +183,7 @@ def run_grid(task: Task, make_tx: Callable, lrs, steps: int):
 
         def body(carry, key):
             params, state = carry
-            idx = jr.choice(key, n, (task.batch,), replace=False)
+            idx = jr.randint(key, (task.batch,), 0, n)  # with replacement: cheap
             loss, grads = jax.value_and_grad(task.loss)(params, (x[idx], y[idx]))
             updates, new_state = tx.update(grads, state, params)
             new = (optax.apply_updates(params, updates), new_state)

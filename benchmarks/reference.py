@@ -12,7 +12,7 @@ second moment at eps, we at 0 like optax).
 
 Needs the `reference` extra: pip install -e ".[reference]" (torch==2.13.0, CPU).
 
-    python benchmarks/reference.py [--blocks 10] [--steps 5] [--check-steps 100]
+    python benchmarks/reference.py [--blocks 20] [--steps 10] [--check-steps 100]
 """
 
 import argparse
@@ -141,8 +141,8 @@ class Theirs:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--blocks", type=int, default=10)
-    parser.add_argument("--steps", type=int, default=5, help="steps per block")
+    parser.add_argument("--blocks", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=10, help="steps per block")
     parser.add_argument("--check-steps", type=int, default=100)
     args = parser.parse_args()
     try:
@@ -160,14 +160,16 @@ def main():
                 Theirs(torch, gdtuo, theirs(gdtuo, family, depth), w),
             )
             # Sanity: the same trajectory from the same start.
-            loss_a = a.run(x[: args.check_steps], y[: args.check_steps])
+            # Batches as device arrays, as torch.from_numpy shares them without a copy.
+            jx, jy = list(jnp.asarray(x)), list(jnp.asarray(y))
+            loss_a = a.run(jx[: args.check_steps], jy[: args.check_steps])
             loss_b = b.run(x[: args.check_steps], y[: args.check_steps])
             lr_a, lr_b = a.lr(), b.lr()
             xs, ys = x[: args.steps], y[: args.steps]
             times_a, times_b = [], []
             for _ in range(args.blocks):
                 start = time.perf_counter()
-                a.run(xs, ys)
+                a.run(jx[: args.steps], jy[: args.steps])
                 times_a.append(time.perf_counter() - start)
                 start = time.perf_counter()
                 b.run(xs, ys)

@@ -78,18 +78,14 @@ class Inputs(eqx.Module):
 
 def step_jacobian(opt, grads, state, params) -> tuple[Updates, OptState, Jacobian]:
     """One update of `opt`, and its diagonal Jacobian w.r.t. each tuned value."""
-    hp = broadcast_values(opt, grads)
-
-    def rule_at(name):
-        return lambda v: opt.rule(grads, state, params, {**hp, name: v})
-
     names = tuple(tuned_raw(opt))
-    columns = []
-    for name in names:
-        ones = jax.tree.map(jnp.ones_like, hp[name])
-        (updates, new_state), (column, _) = jax.jvp(rule_at(name), (hp[name],), (ones,))
-        columns.append(column)
-    return updates, new_state, Jacobian(_stack_names(columns), names)
+    hp = broadcast_values(opt, grads)
+    updates, new_state, columns = opt.rule_jacobian(grads, state, params, hp, names)
+    return (
+        updates,
+        new_state,
+        Jacobian(_stack_names([columns[n] for n in names]), names),
+    )
 
 
 def step_inputs(opt, grads, state, params) -> tuple[Updates, OptState, Inputs]:

@@ -18,7 +18,9 @@ from .test_fit import QUAD, batches, linear_loss, linear_params
 
 
 def assert_runs_identical(a, b):
-    for x, y in zip(jax.tree.leaves((a.params, a.state)), jax.tree.leaves((b.params, b.state))):
+    for x, y in zip(
+        jax.tree.leaves((a.params, a.state)), jax.tree.leaves((b.params, b.state))
+    ):
         np.testing.assert_array_equal(x, y)
     assert a.history.keys() == b.history.keys()
     for k in a.history:
@@ -28,9 +30,15 @@ def assert_runs_identical(a, b):
 def run(directory, steps, tower=None, data=None, **kwargs):
     options = dict(batch_size=16, log_every=5, checkpoint_every=10, progress=False)
     options.update(kwargs)
-    return ro.fit(linear_loss, linear_params(), tower or ro.Stack[2](ro.Adam(0.05)),
-                  QUAD.train if data is None else data, steps=steps,
-                  checkpoint_dir=directory, **options)
+    return ro.fit(
+        linear_loss,
+        linear_params(),
+        tower or ro.Stack[2](ro.Adam(0.05)),
+        QUAD.train if data is None else data,
+        steps=steps,
+        checkpoint_dir=directory,
+        **options,
+    )
 
 
 def test_resume_continues_exactly(tmp_path):
@@ -120,8 +128,9 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
 
     def start(directory, out, **kwargs):
-        return subprocess.Popen([sys.executable, str(script), str(directory), str(out)],
-                                env=env, **kwargs)
+        return subprocess.Popen(
+            [sys.executable, str(script), str(directory), str(out)], env=env, **kwargs
+        )
 
     def finish(process):
         out = process.communicate(timeout=300)[0]

@@ -13,9 +13,15 @@ from recursive_opt._cli import main
 def test_demo_writes_table_and_plot(tmp_path, capsys):
     assert main(["demo", "--steps", "30", "--out", str(tmp_path), "--no-progress"]) == 0
     out = capsys.readouterr().out
-    rows = [line for line in out.splitlines() if line.startswith("| ") and "Adam" in line]
+    rows = [
+        line for line in out.splitlines() if line.startswith("| ") and "Adam" in line
+    ]
     assert [r.split("|")[1].strip() for r in rows] == [
-        "Adam", "Stack[2](Adam)", "Stack[3](Adam)", "Stack[3](Adam), tied"]
+        "Adam",
+        "Stack[2](Adam)",
+        "Stack[3](Adam)",
+        "Stack[3](Adam), tied",
+    ]
     # Plain Adam reports one lr, Stack[3] three; the lr of a tower's level 1 moved.
     lrs = {r.split("|")[1].strip(): r.split("|")[4].split(",") for r in rows}
     assert len(lrs["Adam"]) == 1 and len(lrs["Stack[3](Adam)"]) == 3
@@ -25,8 +31,23 @@ def test_demo_writes_table_and_plot(tmp_path, capsys):
 
 
 def test_sweep_writes_table_and_plot(tmp_path, capsys):
-    args = ["sweep", "--heights", "1", "2", "--num", "3", "--steps", "20",
-            "--lr-min", "1e-3", "--lr-max", "1e-1", "--out", str(tmp_path), "--no-progress"]
+    args = [
+        "sweep",
+        "--heights",
+        "1",
+        "2",
+        "--num",
+        "3",
+        "--steps",
+        "20",
+        "--lr-min",
+        "1e-3",
+        "--lr-max",
+        "1e-1",
+        "--out",
+        str(tmp_path),
+        "--no-progress",
+    ]
     assert main(args) == 0
     table = (tmp_path / "sweep.md").read_text()
     assert table.splitlines()[0] == "| initial lr | Stack[1](Adam) | Stack[2](Adam) |"
@@ -64,13 +85,20 @@ def test_unwritable_out(tmp_path, capsys):
 
 
 def test_console_script_is_installed():
-    exe = shutil.which("recursive-opt") or os.path.join(os.path.dirname(sys.executable),
-                                                        "recursive-opt")
-    out = subprocess.run([exe, "demo", "--steps", "-3"], capture_output=True, text=True,
-                         timeout=120)
+    exe = shutil.which("recursive-opt") or os.path.join(
+        os.path.dirname(sys.executable), "recursive-opt"
+    )
+    out = subprocess.run(
+        [exe, "demo", "--steps", "-3"], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
-        "recursive-opt: error: argument --steps: must be at least 1, got -3"]
-    out = subprocess.run([sys.executable, "-m", "recursive_opt", "--help"],
-                         capture_output=True, text=True, timeout=120)
+        "recursive-opt: error: argument --steps: must be at least 1, got -3"
+    ]
+    out = subprocess.run(
+        [sys.executable, "-m", "recursive_opt", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0 and "{demo,sweep}" in out.stdout

@@ -33,8 +33,10 @@ def write_idx(path, array, gz=False):
 @pytest.mark.parametrize("gz", [False, True])
 def test_mnist_idx_files(tmp_path, gz):
     rng = np.random.default_rng(0)
-    images = {s: rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-              for s, n in (("train", 7), ("t10k", 3))}
+    images = {
+        s: rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        for s, n in (("train", 7), ("t10k", 3))
+    }
     labels = {s: rng.integers(0, 10, len(images[s]), dtype=np.uint8) for s in images}
     suffix = ".gz" if gz else ""
     for s in images:
@@ -42,12 +44,14 @@ def test_mnist_idx_files(tmp_path, gz):
         write_idx(tmp_path / f"{s}-labels-idx1-ubyte{suffix}", labels[s], gz)
     ds = ro.load_mnist(tmp_path)
     assert ds.train[0].shape == (7, 784) and ds.test[0].shape == (3, 784)
-    np.testing.assert_allclose(ds.train[0][2], images["train"][2].ravel() / 255.0,
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        ds.train[0][2], images["train"][2].ravel() / 255.0, rtol=1e-6
+    )
     np.testing.assert_array_equal(ds.test[1], labels["t10k"])
     assert ro.load_mnist(tmp_path, flatten=False).train[0].shape == (7, 28, 28)
-    np.testing.assert_array_equal(ro.read_idx(tmp_path / f"t10k-labels-idx1-ubyte{suffix}"),
-                                  labels["t10k"])
+    np.testing.assert_array_equal(
+        ro.read_idx(tmp_path / f"t10k-labels-idx1-ubyte{suffix}"), labels["t10k"]
+    )
 
 
 def test_idx_float_data_and_errors(tmp_path):
@@ -67,10 +71,12 @@ def test_idx_float_data_and_errors(tmp_path):
 
 def test_mnist_npz(tmp_path):
     rng = np.random.default_rng(1)
-    arrays = {"x_train": rng.integers(0, 256, (5, 28, 28), dtype=np.uint8),
-              "y_train": np.arange(5), "x_test": rng.integers(0, 256, (2, 28, 28),
-                                                              dtype=np.uint8),
-              "y_test": np.arange(2)}
+    arrays = {
+        "x_train": rng.integers(0, 256, (5, 28, 28), dtype=np.uint8),
+        "y_train": np.arange(5),
+        "x_test": rng.integers(0, 256, (2, 28, 28), dtype=np.uint8),
+        "y_test": np.arange(2),
+    }
     np.savez(tmp_path / "mnist.npz", **arrays)
     ds = ro.load_mnist(tmp_path / "mnist.npz")
     assert ds.train[0].shape == (5, 784) and ds.train[0].max() <= 1

@@ -42,8 +42,16 @@ def test_arrays_are_sampled_in_reshuffled_epochs_without_replacement():
     p = {"w": jnp.zeros(n)}
     sgd = ro.SGD(ro.hyper(1.0, transform="identity"))
     for epochs in (1, 3):
-        res = ro.fit(loss, p, sgd, ids, steps=epochs * n // batch, batch_size=batch,
-                     progress=False, log_every=3)
+        res = ro.fit(
+            loss,
+            p,
+            sgd,
+            ids,
+            steps=epochs * n // batch,
+            batch_size=batch,
+            progress=False,
+            log_every=3,
+        )
         np.testing.assert_array_equal(res.params["w"], epochs)
     key, impl = jr.key_data(jr.key(0)), jr.key_impl(jr.key(0))
     idx = np.asarray(batch_indices(key, impl, 0, 15, n, batch))
@@ -58,8 +66,15 @@ def test_arrays_are_sampled_in_reshuffled_epochs_without_replacement():
 
 def test_fit_matches_a_hand_written_loop():
     tower = ro.Stack[2](ro.Adam(0.05))
-    res = ro.fit(linear_loss, linear_params(), tower, batches(30), steps=30,
-                 log_every=7, progress=False)
+    res = ro.fit(
+        linear_loss,
+        linear_params(),
+        tower,
+        batches(30),
+        steps=30,
+        log_every=7,
+        progress=False,
+    )
     params, state = linear_params(), tower.init(linear_params())
 
     @jax.jit
@@ -81,8 +96,15 @@ def test_history_records_every_level_and_eval():
     tower = ro.Stack[3](ro.SGD(0.05, momentum=0.5))
     res = ro.fit(
         lambda p, b: (linear_loss(p, b), {"pred": jnp.mean(b[0] @ p["w"])}),
-        linear_params(), tower, QUAD.train, steps=25, batch_size=16, log_every=10,
-        has_aux=True, eval_data=QUAD.test, progress=False,
+        linear_params(),
+        tower,
+        QUAD.train,
+        steps=25,
+        batch_size=16,
+        log_every=10,
+        has_aux=True,
+        eval_data=QUAD.test,
+        progress=False,
     )
     h = res.history
     np.testing.assert_array_equal(h["step"], [10, 20, 25])
@@ -93,31 +115,66 @@ def test_history_records_every_level_and_eval():
     final = ro.hyperparams(res.state)
     for level in range(3):
         np.testing.assert_allclose(h[f"level{level + 1}/lr"][-1], final[level]["lr"])
-    np.testing.assert_allclose(h["eval"][-1], linear_loss(res.params, QUAD.test), rtol=1e-5)
+    np.testing.assert_allclose(
+        h["eval"][-1], linear_loss(res.params, QUAD.test), rtol=1e-5
+    )
     assert h["aux['pred']"].shape == (3,)
     np.testing.assert_array_equal(h["skipped"], 0)
     assert np.isfinite(res.ms_per_step)
 
 
 def test_per_leaf_history_and_optax_transformations():
-    res = ro.fit(linear_loss, linear_params(), ro.Stack[2](ro.SGD(ro.hyper(0.1, per="leaf"))),
-                 QUAD.train, steps=5, batch_size=16, log_every=5, progress=False)
+    res = ro.fit(
+        linear_loss,
+        linear_params(),
+        ro.Stack[2](ro.SGD(ro.hyper(0.1, per="leaf"))),
+        QUAD.train,
+        steps=5,
+        batch_size=16,
+        log_every=5,
+        progress=False,
+    )
     assert set(k for k in res.history if k.startswith("level1/lr")) == {
-        "level1/lr['b']", "level1/lr['w']"}
+        "level1/lr['b']",
+        "level1/lr['w']",
+    }
     inject = optax.inject_hyperparams(optax.adam)(learning_rate=0.01)
-    res = ro.fit(linear_loss, linear_params(), inject, QUAD.train, steps=5,
-                 batch_size=16, log_every=5, progress=False)
+    res = ro.fit(
+        linear_loss,
+        linear_params(),
+        inject,
+        QUAD.train,
+        steps=5,
+        batch_size=16,
+        log_every=5,
+        progress=False,
+    )
     np.testing.assert_allclose(res.history["level1/learning_rate"], [0.01])
-    res = ro.fit(linear_loss, linear_params(), optax.sgd(0.1), QUAD.train, steps=5,
-                 batch_size=16, log_every=5, progress=False)
+    res = ro.fit(
+        linear_loss,
+        linear_params(),
+        optax.sgd(0.1),
+        QUAD.train,
+        steps=5,
+        batch_size=16,
+        log_every=5,
+        progress=False,
+    )
     assert not any(k.startswith("level") for k in res.history)
 
 
 def test_caller_params_survive_donation():
     params = linear_params()
     params["w"] = params["w"] + 1.0
-    ro.fit(linear_loss, params, ro.Adam(0.1), QUAD.train, steps=4, batch_size=16,
-           progress=False)
+    ro.fit(
+        linear_loss,
+        params,
+        ro.Adam(0.1),
+        QUAD.train,
+        steps=4,
+        batch_size=16,
+        progress=False,
+    )
     np.testing.assert_array_equal(params["w"], 1.0)  # still alive and unchanged
 
 
@@ -135,8 +192,16 @@ def test_equinox_module(getkey):
     def loss(model, batch):
         return jnp.mean((model(batch[0]) - batch[1]) ** 2)
 
-    res = ro.fit(loss, net, ro.Stack[2](ro.Adam(0.01)), QUAD.train, steps=60,
-                 batch_size=32, log_every=20, progress=False)
+    res = ro.fit(
+        loss,
+        net,
+        ro.Stack[2](ro.Adam(0.01)),
+        QUAD.train,
+        steps=60,
+        batch_size=32,
+        log_every=20,
+        progress=False,
+    )
     assert isinstance(res.params, Net) and res.params.name == "net"
     assert res.params.scale.dtype == jnp.int32
     assert loss(res.params, QUAD.train) < 0.5 * loss(net, QUAD.train)
@@ -160,8 +225,16 @@ def test_flax_nnx_module_with_batch_statistics():
     def loss(model, batch):
         return jnp.mean((model(batch[0]) - batch[1]) ** 2)
 
-    res = ro.fit(loss, net, ro.Stack[2](ro.Adam(0.01)), QUAD.train, steps=40,
-                 batch_size=32, log_every=20, progress=False)
+    res = ro.fit(
+        loss,
+        net,
+        ro.Stack[2](ro.Adam(0.01)),
+        QUAD.train,
+        steps=40,
+        batch_size=32,
+        log_every=20,
+        progress=False,
+    )
     assert isinstance(res.params, Net)
     np.testing.assert_array_equal(net.lin1.kernel[...], before)  # input untouched
     assert not np.allclose(res.params.bn.mean[...], 0)  # batch statistics carried
@@ -170,8 +243,15 @@ def test_flax_nnx_module_with_batch_statistics():
 
 def test_iterator_that_ends_early_warns_and_keeps_the_work(capsys):
     with pytest.warns(UserWarning, match="ended after 12 steps"):
-        res = ro.fit(linear_loss, linear_params(), ro.SGD(0.05), batches(12),
-                     steps=20, log_every=5, desc="run")
+        res = ro.fit(
+            linear_loss,
+            linear_params(),
+            ro.SGD(0.05),
+            batches(12),
+            steps=20,
+            log_every=5,
+            desc="run",
+        )
     assert res.step == 12
     np.testing.assert_array_equal(res.history["step"], [5, 10, 12])
     bar = capsys.readouterr().err  # the progress bar: step, loss and level-1 lr
@@ -183,8 +263,10 @@ def test_iterator_that_ends_early_warns_and_keeps_the_work(capsys):
     [
         ({"steps": 0}, "steps must be a positive integer"),
         ({"steps": 5, "batch_size": 1000}, "batch_size must be"),
-        ({"steps": 5, "log_every": 3, "checkpoint_dir": "x", "checkpoint_every": 4},
-         "multiple of log_every"),
+        (
+            {"steps": 5, "log_every": 3, "checkpoint_dir": "x", "checkpoint_every": 4},
+            "multiple of log_every",
+        ),
         ({"steps": 5, "on_nonfinite": "retry"}, "on_nonfinite must be one of"),
         ({"steps": 5, "bounds": {"lrr": (0, 1)}}, "'lrr' is not a hyperparameter"),
         ({"steps": 5, "bounds": {"lr": (1, 0.1)}}, "low < high"),
@@ -192,12 +274,22 @@ def test_iterator_that_ends_early_warns_and_keeps_the_work(capsys):
 )
 def test_fit_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        ro.fit(linear_loss, linear_params(), ro.SGD(0.1), QUAD.train, progress=False,
-               **kwargs)
+        ro.fit(
+            linear_loss,
+            linear_params(),
+            ro.SGD(0.1),
+            QUAD.train,
+            progress=False,
+            **kwargs,
+        )
 
 
 def test_fit_rejects_what_is_not_data_or_an_optimiser():
     with pytest.raises(TypeError, match="data must be arrays"):
-        ro.fit(linear_loss, linear_params(), ro.SGD(0.1), [1, 2], steps=2, progress=False)
+        ro.fit(
+            linear_loss, linear_params(), ro.SGD(0.1), [1, 2], steps=2, progress=False
+        )
     with pytest.raises(TypeError, match="optax.GradientTransformation"):
-        ro.fit(linear_loss, linear_params(), "adam", QUAD.train, steps=2, progress=False)
+        ro.fit(
+            linear_loss, linear_params(), "adam", QUAD.train, steps=2, progress=False
+        )

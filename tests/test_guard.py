@@ -20,16 +20,26 @@ def poisoned(n_batches, bad):
 def test_nonfinite_steps_are_skipped_exactly():
     tower = ro.Stack[2](ro.Adam(0.05))
     bad = {3, 4, 9}
-    res = ro.fit(linear_loss, linear_params(), tower, poisoned(12, bad), steps=12,
-                 log_every=4, progress=False)
+    res = ro.fit(
+        linear_loss,
+        linear_params(),
+        tower,
+        poisoned(12, bad),
+        steps=12,
+        log_every=4,
+        progress=False,
+    )
     # The same run without the poisoned batches: identical parameters and state.
     clean = (b for i, b in enumerate(batches(12)) if i not in bad)
-    ref = ro.fit(linear_loss, linear_params(), tower, clean, steps=9, log_every=3,
-                 progress=False)
+    ref = ro.fit(
+        linear_loss, linear_params(), tower, clean, steps=9, log_every=3, progress=False
+    )
     assert res.skipped == 3
     np.testing.assert_array_equal(res.history["skipped"], [1, 2, 3])
-    for a, b in zip(jax.tree.leaves((res.params, res.state)),
-                    jax.tree.leaves((ref.params, ref.state))):
+    for a, b in zip(
+        jax.tree.leaves((res.params, res.state)),
+        jax.tree.leaves((ref.params, ref.state)),
+    ):
         np.testing.assert_array_equal(a, b)
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(res.params))
 
@@ -37,26 +47,52 @@ def test_nonfinite_steps_are_skipped_exactly():
 def test_stop_raises_naming_the_step_and_keeps_the_last_good_state():
     tower = ro.Stack[2](ro.SGD(0.05))
     with pytest.raises(ro.DivergenceError, match=r"Step 5 \(counting from 0\)") as info:
-        ro.fit(linear_loss, linear_params(), tower, poisoned(12, {5}), steps=12,
-               log_every=4, on_nonfinite="stop", progress=False)
+        ro.fit(
+            linear_loss,
+            linear_params(),
+            tower,
+            poisoned(12, {5}),
+            steps=12,
+            log_every=4,
+            on_nonfinite="stop",
+            progress=False,
+        )
     assert info.value.step == 5
-    ref = ro.fit(linear_loss, linear_params(), tower, batches(5), steps=5,
-                 progress=False)
-    for a, b in zip(jax.tree.leaves(info.value.result.params), jax.tree.leaves(ref.params)):
+    ref = ro.fit(
+        linear_loss, linear_params(), tower, batches(5), steps=5, progress=False
+    )
+    for a, b in zip(
+        jax.tree.leaves(info.value.result.params), jax.tree.leaves(ref.params)
+    ):
         np.testing.assert_array_equal(a, b)
 
 
 def test_ignore_lets_nans_through():
-    res = ro.fit(linear_loss, linear_params(), ro.SGD(0.05), poisoned(4, {1}), steps=4,
-                 on_nonfinite="ignore", progress=False)
+    res = ro.fit(
+        linear_loss,
+        linear_params(),
+        ro.SGD(0.05),
+        poisoned(4, {1}),
+        steps=4,
+        on_nonfinite="ignore",
+        progress=False,
+    )
     assert np.isnan(res.params["w"]).all() and res.skipped == 0
 
 
 def test_divergence_is_kept_finite_by_the_guard():
     # A learning rate far too large for this quadratic: the loss overflows, then
     # every step is skipped.
-    res = ro.fit(linear_loss, linear_params(), ro.SGD(1e3, momentum=0.9),
-                 QUAD.train, steps=40, batch_size=32, log_every=10, progress=False)
+    res = ro.fit(
+        linear_loss,
+        linear_params(),
+        ro.SGD(1e3, momentum=0.9),
+        QUAD.train,
+        steps=40,
+        batch_size=32,
+        log_every=10,
+        progress=False,
+    )
     assert res.skipped > 0
     assert all(np.isfinite(x).all() for x in jax.tree.leaves((res.params, res.state)))
 
@@ -64,18 +100,43 @@ def test_divergence_is_kept_finite_by_the_guard():
 def test_bounds_keep_hyperparameters_in_range():
     # An upper level with a large lr drives level 1's lr up quickly.
     tower = ro.Stack(ro.SGD(0.01), ro.SGD(30.0))
-    free = ro.fit(linear_loss, linear_params(), tower, QUAD.train, steps=30,
-                  batch_size=32, log_every=1, progress=False)
+    free = ro.fit(
+        linear_loss,
+        linear_params(),
+        tower,
+        QUAD.train,
+        steps=30,
+        batch_size=32,
+        log_every=1,
+        progress=False,
+    )
     assert free.history["level1/lr"].max() > 0.05
-    res = ro.fit(linear_loss, linear_params(), tower, QUAD.train, steps=30,
-                 batch_size=32, log_every=1, bounds=[{"lr": (1e-3, 0.05)}, None],
-                 progress=False)
+    res = ro.fit(
+        linear_loss,
+        linear_params(),
+        tower,
+        QUAD.train,
+        steps=30,
+        batch_size=32,
+        log_every=1,
+        bounds=[{"lr": (1e-3, 0.05)}, None],
+        progress=False,
+    )
     lr = res.history["level1/lr"]
     assert lr.max() == pytest.approx(0.05, rel=1e-6) and lr.min() >= 1e-3 * (1 - 1e-6)
     np.testing.assert_allclose(res.history["level2/lr"], 30.0, rtol=1e-6)
     # A dict bounds every level: level 2's lr of 30 is clamped too.
-    res = ro.fit(linear_loss, linear_params(), tower, QUAD.train, steps=3,
-                 batch_size=32, log_every=1, bounds={"lr": (None, 0.05)}, progress=False)
+    res = ro.fit(
+        linear_loss,
+        linear_params(),
+        tower,
+        QUAD.train,
+        steps=3,
+        batch_size=32,
+        log_every=1,
+        bounds={"lr": (None, 0.05)},
+        progress=False,
+    )
     np.testing.assert_allclose(res.history["level2/lr"], 0.05, rtol=1e-6)
 
 
@@ -88,8 +149,9 @@ def test_clamp_lands_exactly_on_the_bound(transform):
     np.testing.assert_allclose(h["momentum"], 0.5, rtol=1e-6)
     np.testing.assert_allclose(h["lr"], 0.3, rtol=1e-6)  # untouched
     bounds = normalise_bounds({"momentum": (0.7, 0.9)}, state)
-    np.testing.assert_allclose(ro.hyperparams(clamp(state, bounds))[0]["momentum"], 0.7,
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        ro.hyperparams(clamp(state, bounds))[0]["momentum"], 0.7, rtol=1e-6
+    )
 
 
 def test_bound_errors():

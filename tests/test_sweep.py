@@ -21,20 +21,34 @@ OPTIONS = dict(steps=24, batch_size=16, log_every=8, progress=False)
 def test_members_equal_separate_fits():
     tower = ro.Stack[2](ro.SGD(0.01, momentum=0.5))
     lrs = np.array([1e-3, 5e-2])
-    res = ro.sweep(linear_loss, linear_params(), tower, QUAD.train, over={"lr": lrs},
-                   eval_data=QUAD.test, **OPTIONS)
+    res = ro.sweep(
+        linear_loss,
+        linear_params(),
+        tower,
+        QUAD.train,
+        over={"lr": lrs},
+        eval_data=QUAD.test,
+        **OPTIONS,
+    )
     assert res.final_loss.shape == (2,)
     assert res.history["loss"].shape == (2, 3)
     assert res.history["level2/lr"].shape == (2, 3)
     for i, lr in enumerate(lrs):
-        one = ro.fit(linear_loss, linear_params(),
-                     ro.Stack(ro.SGD(lr, momentum=0.5), ro.SGD(0.01, momentum=0.5)),
-                     QUAD.train, eval_data=QUAD.test, **OPTIONS)
+        one = ro.fit(
+            linear_loss,
+            linear_params(),
+            ro.Stack(ro.SGD(lr, momentum=0.5), ro.SGD(0.01, momentum=0.5)),
+            QUAD.train,
+            eval_data=QUAD.test,
+            **OPTIONS,
+        )
         for k in one.history:
-            np.testing.assert_allclose(res.history[k][i], one.history[k], rtol=1e-5,
-                                       err_msg=k)
-        np.testing.assert_allclose(res.params["w"][i], one.params["w"], rtol=1e-5,
-                                   atol=1e-7)
+            np.testing.assert_allclose(
+                res.history[k][i], one.history[k], rtol=1e-5, err_msg=k
+            )
+        np.testing.assert_allclose(
+            res.params["w"][i], one.params["w"], rtol=1e-5, atol=1e-7
+        )
     np.testing.assert_array_equal(res.final_loss, res.history["loss"][:, -1])
     np.testing.assert_array_equal(res.values["lr"], lrs)
 
@@ -45,14 +59,26 @@ def test_sweep_an_upper_level_and_several_hyperparameters():
     data = tuple(np.asarray(a, np.float64) for a in QUAD.train)
     params = jax.tree.map(lambda x: x.astype(jnp.float64), linear_params())
     tower = ro.Stack[3](ro.Adam(0.01))
-    res = ro.sweep(linear_loss, params, tower, data, level=2,
-                   over={"lr": [1e-4, 1e-2], "b1": [0.5, 0.9]}, **OPTIONS)
-    one = ro.fit(linear_loss, params,
-                 ro.Stack(ro.Adam(0.01), ro.Adam(1e-4, b1=0.5), ro.Adam(0.01)),
-                 data, **OPTIONS)
+    res = ro.sweep(
+        linear_loss,
+        params,
+        tower,
+        data,
+        level=2,
+        over={"lr": [1e-4, 1e-2], "b1": [0.5, 0.9]},
+        **OPTIONS,
+    )
+    one = ro.fit(
+        linear_loss,
+        params,
+        ro.Stack(ro.Adam(0.01), ro.Adam(1e-4, b1=0.5), ro.Adam(0.01)),
+        data,
+        **OPTIONS,
+    )
     for k in one.history:
-        np.testing.assert_allclose(res.history[k][0], one.history[k], rtol=1e-10,
-                                   err_msg=k)
+        np.testing.assert_allclose(
+            res.history[k][0], one.history[k], rtol=1e-10, err_msg=k
+        )
     np.testing.assert_allclose(res.history["level2/b1"][:, 0], [0.5, 0.9], rtol=0.05)
 
 
@@ -60,19 +86,33 @@ def test_seeds_initialise_and_shuffle_per_member():
     def init(key):
         return {"w": jax.random.normal(key, (6,)), "b": jnp.zeros([])}
 
-    res = ro.sweep(linear_loss, init, ro.Adam(0.01), QUAD.train, seeds=[0, 1, 0],
-                   **OPTIONS)
+    res = ro.sweep(
+        linear_loss, init, ro.Adam(0.01), QUAD.train, seeds=[0, 1, 0], **OPTIONS
+    )
     np.testing.assert_array_equal(res.params["w"][0], res.params["w"][2])
     assert not np.allclose(res.params["w"][0], res.params["w"][1])
     # Seeds with a fixed starting point: only the data order differs.
-    res = ro.sweep(linear_loss, linear_params(), ro.Adam(0.01), QUAD.train,
-                   seeds=[3, 4], over={"lr": [0.01, 0.01]}, **OPTIONS)
+    res = ro.sweep(
+        linear_loss,
+        linear_params(),
+        ro.Adam(0.01),
+        QUAD.train,
+        seeds=[3, 4],
+        over={"lr": [0.01, 0.01]},
+        **OPTIONS,
+    )
     assert not np.allclose(res.params["w"][0], res.params["w"][1])
 
 
 def test_a_diverging_member_does_not_spoil_the_others():
-    res = ro.sweep(linear_loss, linear_params(), ro.SGD(0.01), QUAD.train,
-                   over={"lr": [0.01, 1e4]}, **OPTIONS)
+    res = ro.sweep(
+        linear_loss,
+        linear_params(),
+        ro.SGD(0.01),
+        QUAD.train,
+        over={"lr": [0.01, 1e4]},
+        **OPTIONS,
+    )
     assert res.skipped[0] == 0 and res.skipped[1] > 0
     assert np.isfinite(res.final_loss[0])
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(res.params))
@@ -97,14 +137,29 @@ def test_set_hyperparams_per_element():
 )
 def test_sweep_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        ro.sweep(linear_loss, linear_params(), ro.Stack[2](ro.SGD(0.1)), QUAD.train,
-                 steps=2, progress=False, **kwargs)
+        ro.sweep(
+            linear_loss,
+            linear_params(),
+            ro.Stack[2](ro.SGD(0.1)),
+            QUAD.train,
+            steps=2,
+            progress=False,
+            **kwargs,
+        )
 
 
 def test_tied_towers_have_one_level():
     with pytest.raises(ValueError, match="tied tower has one shared set"):
-        ro.sweep(linear_loss, linear_params(), ro.Stack[3](ro.SGD(0.1), tie=True),
-                 QUAD.train, steps=2, over={"lr": [0.1]}, level=2, progress=False)
+        ro.sweep(
+            linear_loss,
+            linear_params(),
+            ro.Stack[3](ro.SGD(0.1), tie=True),
+            QUAD.train,
+            steps=2,
+            over={"lr": [0.1]},
+            level=2,
+            progress=False,
+        )
 
 
 SHARDED = textwrap.dedent(
@@ -158,8 +213,13 @@ def test_sharded_over_eight_cpu_devices_equals_one_device(tmp_path):
     script.write_text(SHARDED)
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     env["JAX_PLATFORMS"] = "cpu"
-    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
-                         text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, str(script)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
     assert "sharded ok" in out.stdout
 
@@ -171,14 +231,33 @@ def test_two_processes_on_localhost_equal_one(tmp_path):
     with socket.socket() as s:
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
-    script = os.path.join(os.path.dirname(__file__), "..", "examples", "multihost_sweep.py")
+    script = os.path.join(
+        os.path.dirname(__file__), "..", "examples", "multihost_sweep.py"
+    )
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     procs = [
         subprocess.Popen(
-            [sys.executable, script, "--coordinator", f"localhost:{port}",
-             "--num-processes", "2", "--process-id", str(i), "--cpu-devices", "2",
-             "--steps", "20", "--x64", "--out", str(tmp_path / f"{i}.npy")],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                script,
+                "--coordinator",
+                f"localhost:{port}",
+                "--num-processes",
+                "2",
+                "--process-id",
+                str(i),
+                "--cpu-devices",
+                "2",
+                "--steps",
+                "20",
+                "--x64",
+                "--out",
+                str(tmp_path / f"{i}.npy"),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         for i in range(2)
     ]
     for p in procs:
@@ -190,8 +269,15 @@ def test_two_processes_on_localhost_equal_one(tmp_path):
     # The same sweep in this single process (float64 here too).
     x, y = ro.make_quadratic(dim=6, n=96, seed=1).train
     x, y = x.astype(np.float64), y.astype(np.float64)
-    ref = ro.sweep(lambda p, bt: jnp.mean((bt[0] @ p["w"] - bt[1]) ** 2),
-                   {"w": jnp.zeros(6)}, ro.Stack[2](ro.Adam(1e-2)), (x, y), steps=20,
-                   batch_size=16, log_every=10, over={"lr": np.logspace(-3, -1, 6)},
-                   progress=False)
+    ref = ro.sweep(
+        lambda p, bt: jnp.mean((bt[0] @ p["w"] - bt[1]) ** 2),
+        {"w": jnp.zeros(6)},
+        ro.Stack[2](ro.Adam(1e-2)),
+        (x, y),
+        steps=20,
+        batch_size=16,
+        log_every=10,
+        over={"lr": np.logspace(-3, -1, 6)},
+        progress=False,
+    )
     np.testing.assert_allclose(a, ref.final_loss, rtol=1e-10)

@@ -68,17 +68,69 @@ class Adam(AbstractOptimiser):
         return AdamState(jnp.zeros([], jnp.int32), zeros, zeros)
 
     def rule(self, grads, state, params, hp):
-        mu = jax.tree.map(ema, grads, state.mu, hp["b1"])
-        nu = jax.tree.map(lambda g, v, b2: ema(g**2, v, b2), grads, state.nu, hp["b2"])
+        updates, state, _ = self.rule_jacobian(grads, state, params, hp, ())
+        return updates, state
+
+    def rule_jacobian(self, grads, state, params, hp, names):
+        # One pass computes the update and, in closed form, its derivative with
+        # respect to each named hyperparameter: they share the moments, the square
+        # root and the denominator (generic forward mode re-evaluates the rule per
+        # name, which dominates a tower's cost on large models).
         count = optax.safe_increment(state.count)
-        mu_hat = jax.tree.map(lambda m, b1: bias_correction(m, b1, count), mu, hp["b1"])
-        nu_hat = jax.tree.map(lambda v, b2: bias_correction(v, b2, count), nu, hp["b2"])
-        direction = jax.tree.map(
-            lambda m, v, eps: m / (safe_sqrt(v) + eps), mu_hat, nu_hat, hp["eps"]
+        wd = hp.get("weight_decay") if self.weight_decay is not None else None
+
+        def leaf(g, m0, v0, p, lr, b1, b2, eps, wd):
+            m, v = ema(g, m0, b1), ema(g**2, v0, b2)
+            m_hat, v_hat = bias_correction(m, b1, count), bias_correction(v, b2, count)
+            root = safe_sqrt(v_hat)
+            direction = m_hat / (root + eps)
+            if wd is not None:
+                direction = direction + wd * p
+            columns = {}
+            if names:
+                denom = root + eps
+                t = count.astype(g.dtype)
+                c1, c2 = 1 - b1**count, 1 - b2**count
+                for name in names:
+                    if name == "lr":
+                        col = -direction
+                    elif name == "b1":
+                        dm_hat = (m0 - g) / c1 + m * t * b1 ** (count - 1) / c1**2
+                        col = -lr * dm_hat / denom
+                    elif name == "b2":
+                        dv_hat = (v0 - g**2) / c2 + v * t * b2 ** (count - 1) / c2**2
+                        positive = v_hat > 0
+                        droot = jnp.where(
+                            positive, dv_hat / (2 * jnp.where(positive, root, 1)), 0
+                        )
+                        col = lr * m_hat / denom**2 * droot
+                    elif name == "eps":
+                        col = lr * m_hat / denom**2
+                    else:  # weight_decay
+                        col = -lr * p
+                    columns[name] = col
+            return -lr * direction, m, v, columns
+
+        if params is None:
+            params = jax.tree.map(lambda _: None, grads)
+        if wd is None:
+            wd = jax.tree.map(lambda _: None, grads)
+        out = jax.tree.map(
+            leaf,
+            grads,
+            state.mu,
+            state.nu,
+            params,
+            hp["lr"],
+            hp["b1"],
+            hp["b2"],
+            hp["eps"],
+            wd,
+            is_leaf=lambda x: x is None,
         )
-        if self.weight_decay is not None:
-            direction = jax.tree.map(
-                lambda d, p, wd: d + wd * p, direction, params, hp["weight_decay"]
-            )
-        updates = jax.tree.map(lambda d, lr: -lr * d, direction, hp["lr"])
-        return updates, AdamState(count, mu, nu)
+        is_out = lambda x: isinstance(x, tuple)  # noqa: E731
+        pick = lambda i: jax.tree.map(lambda o: o[i], out, is_leaf=is_out)  # noqa: E731
+        columns = {
+            n: jax.tree.map(lambda o: o[3][n], out, is_leaf=is_out) for n in names
+        }
+        return pick(0), AdamState(count, pick(1), pick(2)), columns

@@ -59,14 +59,29 @@ class SGD(AbstractOptimiser):
         return SGDState(jax.tree.map(jnp.zeros_like, params))
 
     def rule(self, grads, state, params, hp):
+        updates, state, _ = self.rule_jacobian(grads, state, params, hp, ())
+        return updates, state
+
+    def rule_jacobian(self, grads, state, params, hp, names):
+        # The update and, in closed form, its derivatives (see Adam).
+        lr = hp["lr"]
         if self.momentum is None:
-            direction, trace = grads, None
+            columns = {"lr": jax.tree.map(jnp.negative, grads)} if names else {}
+            return jax.tree.map(lambda g, a: -a * g, grads, lr), SGDState(None), columns
+        mom = hp["momentum"]
+        trace = jax.tree.map(lambda g, t, m: g + m * t, grads, state.trace, mom)
+        if self.nesterov:
+            direction = jax.tree.map(lambda g, t, m: g + m * t, grads, trace, mom)
+            # d/dm of g + m * (g + m * t0) = trace + m * t0
+            d_direction = jax.tree.map(
+                lambda t, t0, m: t + m * t0, trace, state.trace, mom
+            )
         else:
-            mom = hp["momentum"]
-            trace = jax.tree.map(lambda g, t, m: g + m * t, grads, state.trace, mom)
-            if self.nesterov:
-                direction = jax.tree.map(lambda g, t, m: g + m * t, grads, trace, mom)
-            else:
-                direction = trace
-        updates = jax.tree.map(lambda d, lr: -lr * d, direction, hp["lr"])
-        return updates, SGDState(trace)
+            direction, d_direction = trace, state.trace
+        columns = {}
+        if "lr" in names:
+            columns["lr"] = jax.tree.map(jnp.negative, direction)
+        if "momentum" in names:
+            columns["momentum"] = jax.tree.map(lambda d, a: -a * d, d_direction, lr)
+        updates = jax.tree.map(lambda d, a: -a * d, direction, lr)
+        return updates, SGDState(trace), columns
