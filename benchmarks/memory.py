@@ -4,8 +4,9 @@ State bytes are the sum of the state's array sizes (after `init`, so exactly wha
 persists between steps). They are reported as extra bytes over plain optax and in
 units of the model's parameter bytes (P). `per="element"` at every level multiplies
 the hyperparameters at each level (level k+1 has one per coordinate of level k's
-hyperparameters); "element at level 1" is the sensible per-coordinate tower. Goal: a tower adds at most one
-gradient-sized buffer plus level 1's previous state, whatever its depth: 3 P for
+hyperparameters); "element at level 1" is the sensible per-coordinate tower.
+Goal: a tower adds at most one gradient-sized buffer plus level 1's previous
+state, whatever its depth: 3 P for
 Adam (its two moments + one) and 2 P for SGD-momentum. XLA's compiled memory
 statistics of the whole train step (arguments, outputs, temporaries) are shown
 where the backend reports them.

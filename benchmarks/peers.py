@@ -5,8 +5,8 @@ Tasks: an MLP on scikit-learn's digits; logistic regression on its breast-cancer
 data; a character-level MLP language model on Python's own standard-library
 source; least squares on 10-D quadratics (condition number 100). Every optimiser
 runs the whole grid as one vmapped, jitted program (each member a separate run
-from the same initial weights and batches, drawn uniformly with replacement); a step whose loss or update is not
-finite is skipped, as `ro.fit` does. Per task and optimiser: the median, worst
+from the same initial weights and batches, drawn uniformly with replacement); a
+step whose loss or update is not finite is skipped, as `ro.fit` does. Per task and optimiser: the median, worst
 and best final training loss (whole training set) over the grid, and the median
 test metric. "Adam, tuned" is the best grid point of plain Adam, i.e. what a grid
 search buys with |grid| runs.
