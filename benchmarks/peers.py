@@ -6,10 +6,10 @@ data; a character-level MLP language model on Python's own standard-library
 source; least squares on 10-D quadratics (condition number 100). Every optimiser
 runs the whole grid as one vmapped, jitted program (each member a separate run
 from the same initial weights and batches, drawn uniformly with replacement); a
-step whose loss or update is not finite is skipped, as `ro.fit` does. Per task and optimiser: the median, worst
-and best final training loss (whole training set) over the grid, and the median
-test metric. "Adam, tuned" is the best grid point of plain Adam, i.e. what a grid
-search buys with |grid| runs.
+step whose loss or update is not finite is skipped, as `ro.fit` does. Per task
+and optimiser: the median, worst and best final training loss (whole training
+set) over the grid, and the median test metric. "Adam, tuned" is the best grid
+point of plain Adam, i.e. what a grid search buys with |grid| runs.
 
 The learning-rate-free optimisers take the grid value as their `learning_rate`
 (a multiplier, 1 by default); towers take it as level 1's initial lr, and their
