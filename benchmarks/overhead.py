@@ -9,7 +9,7 @@ of a shared machine drifting). Families: SGD with momentum 0.9 and Adam; towers
 of depth 1..D of the same optimiser, untied and tied. Models: the reference
 paper's MLP (784-128-10, batch 256) and a ~4.8M-parameter MLP (784-2048-1536-10).
 
-    python benchmarks/overhead.py [--depths 6] [--blocks 30] [--large-blocks 6]
+    python benchmarks/overhead.py [--depths 6] [--blocks 30] [--large-blocks 10]
         [--models paper,large] [--png benchmarks/overhead.png]
 """
 
@@ -115,8 +115,8 @@ def main():
     parser.add_argument("--depths", type=int, default=6)
     parser.add_argument("--blocks", type=int, default=30)
     parser.add_argument("--steps", type=int, default=10, help="steps per block")
-    parser.add_argument("--large-blocks", type=int, default=6)
-    parser.add_argument("--large-steps", type=int, default=3)
+    parser.add_argument("--large-blocks", type=int, default=10)
+    parser.add_argument("--large-steps", type=int, default=4)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--models", default="paper,large")
     parser.add_argument("--png", default="benchmarks/overhead.png")

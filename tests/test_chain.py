@@ -183,13 +183,18 @@ def test_log_lr_hypergradient_is_multiplicative():
         ro.SGD(0.1, momentum=0.8),
         ro.SGD(0.1, momentum=ro.hyper(0.8, per="element"), nesterov=True),
         ro.Adam(0.01, b1=0.8, b2=0.95),
+        ro.Adam(0.01, b1=0.01, b2=0.05),  # small decays: (m - g) / b1 loses digits
+        ro.SGD(0.1, momentum=0.01),
         ro.Adam(
             ro.hyper(0.01, per="element"),
             eps=ro.hyper(1e-3, tune=True),
             weight_decay=ro.hyper(0.1, tune=True),
         ),
     ],
-    ids=["sgd", "sgd_momentum", "sgd_nesterov_element", "adam", "adamw_eps_element"],
+    ids=[
+        "sgd", "sgd_momentum", "sgd_nesterov_element", "adam", "adam_small_decays",
+        "sgd_small_momentum", "adamw_eps_element",
+    ],
 )
 def test_closed_form_jacobians_match_forward_mode(opt, getkey):
     """Adam's and SGD's `rule_jacobian` equal the generic forward-mode default."""

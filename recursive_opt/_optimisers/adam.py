@@ -95,10 +95,15 @@ class Adam(AbstractOptimiser):
                     if name == "lr":
                         col = -direction
                     elif name == "b1":
-                        dm_hat = (m0 - g) / c1 + m * t * b1 ** (count - 1) / c1**2
+                        # d m / d b1 = m0 - g = (m - g) / b1: written with the new
+                        # moment so that the old one is dead once the new one is
+                        # written (else XLA copies it to update it in place).
+                        dm_hat = (m - g) / b1 / c1 + m * t * b1 ** (count - 1) / c1**2
                         col = -lr * dm_hat / denom
                     elif name == "b2":
-                        dv_hat = (v0 - g**2) / c2 + v * t * b2 ** (count - 1) / c2**2
+                        dv_hat = (v - g**2) / b2 / c2 + v * t * b2 ** (
+                            count - 1
+                        ) / c2**2
                         positive = v_hat > 0
                         droot = jnp.where(
                             positive, dv_hat / (2 * jnp.where(positive, root, 1)), 0

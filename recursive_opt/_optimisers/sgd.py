@@ -70,14 +70,15 @@ class SGD(AbstractOptimiser):
             return jax.tree.map(lambda g, a: -a * g, grads, lr), SGDState(None), columns
         mom = hp["momentum"]
         trace = jax.tree.map(lambda g, t, m: g + m * t, grads, state.trace, mom)
+        # d trace / d m = t0 = (trace - g) / m, written with the new trace so that
+        # the old one is dead once the new one is written (else XLA copies it).
+        d_trace = jax.tree.map(lambda t, g, m: (t - g) / m, trace, grads, mom)
         if self.nesterov:
             direction = jax.tree.map(lambda g, t, m: g + m * t, grads, trace, mom)
             # d/dm of g + m * (g + m * t0) = trace + m * t0
-            d_direction = jax.tree.map(
-                lambda t, t0, m: t + m * t0, trace, state.trace, mom
-            )
+            d_direction = jax.tree.map(lambda t, dt, m: t + m * dt, trace, d_trace, mom)
         else:
-            direction, d_direction = trace, state.trace
+            direction, d_direction = trace, d_trace
         columns = {}
         if "lr" in names:
             columns["lr"] = jax.tree.map(jnp.negative, direction)
