@@ -77,7 +77,7 @@ def test_sweep_an_upper_level_and_several_hyperparameters():
     )
     for k in one.history:
         np.testing.assert_allclose(
-            res.history[k][0], one.history[k], rtol=1e-10, err_msg=k
+            res.history[k][0], one.history[k], rtol=1e-8, err_msg=k
         )
     np.testing.assert_allclose(res.history["level2/b1"][:, 0], [0.5, 0.9], rtol=0.05)
 
@@ -200,8 +200,11 @@ SHARDED = textwrap.dedent(
         one = ro.sweep(loss, params, tower, data, devices=jax.devices()[:1], **kw)
         assert many.final_loss.shape == (n,)
         for k in one.history:
-            np.testing.assert_allclose(many.history[k], one.history[k], rtol=1e-10, err_msg=k)
-        np.testing.assert_allclose(many.params["w"], one.params["w"], rtol=1e-10)
+            np.testing.assert_allclose(many.history[k], one.history[k], rtol=1e-8, err_msg=k)
+        # Differently compiled float64 programs round differently; Adam's normalised
+        # steps amplify that to ~1e-10 after 20 steps. A wrong member would be off
+        # by O(1): the lrs differ by 100x.
+        np.testing.assert_allclose(many.params["w"], one.params["w"], rtol=1e-8)
         assert len(set(many.history["level1/lr"][:, -1])) == n  # members differ
     print("sharded ok")
     """
@@ -280,4 +283,4 @@ def test_two_processes_on_localhost_equal_one(tmp_path):
         over={"lr": np.logspace(-3, -1, 6)},
         progress=False,
     )
-    np.testing.assert_allclose(a, ref.final_loss, rtol=1e-10)
+    np.testing.assert_allclose(a, ref.final_loss, rtol=1e-8)
