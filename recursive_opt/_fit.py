@@ -12,7 +12,7 @@ from jaxtyping import PyTree
 
 from . import _checkpoint
 from ._guard import DivergenceError
-from ._loop import Carry, Data, Loop, as_tower, normalise_key
+from ._loop import Carry, Loop
 from ._model import Model, copy_arrays
 
 
@@ -153,19 +153,18 @@ def fit(
     model = Model(params)
     # The chunks donate their carry: never the caller's own arrays.
     model.params, model.rest = copy_arrays((model.params, model.rest))
-    tower = as_tower(tower)
-    source = Data(data, batch_size)
-    key_data, impl = normalise_key(key)
-    loop = Loop(
+    loop, key_data = Loop.build(
         loss_fn,
         model,
         tower,
-        source,
+        data,
+        batch_size,
+        key,
         has_aux=has_aux,
         on_nonfinite=on_nonfinite,
         bounds=bounds,
-        key_impl=impl,
     )
+    source = loop.data
     carry = loop.init(model.params, model.rest, key_data)
     arrays = source.arrays
     chunk = jax.jit(loop.chunk, static_argnums=3, donate_argnums=0)
@@ -211,17 +210,14 @@ def fit(
     bar = _progress(progress, steps, done, desc)
     try:
         while done < steps:
-            length = min(log_every, steps - done)
-            batches = None
-            if source.stream is not None:
-                batches = source.take(length)
-                if batches is None:
-                    warnings.warn(
-                        f"The data iterator ended after {done} steps of {steps}.",
-                        stacklevel=2,
-                    )
-                    break
-                length = len(jax.tree.leaves(batches)[0])
+            nxt = loop.next_chunk(done, steps, log_every)
+            if nxt is None:
+                warnings.warn(
+                    f"The data iterator ended after {done} steps of {steps}.",
+                    stacklevel=2,
+                )
+                break
+            length, batches = nxt
             start_time = time.perf_counter()
             carry, record = chunk(carry, arrays, batches, length)
             record = jax.device_get(record)

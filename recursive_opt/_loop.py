@@ -213,6 +213,25 @@ class Loop:
         if bounds is not None:
             self.bounds = normalise_bounds(bounds, tower.init(model.params))
 
+    @classmethod
+    def build(cls, loss_fn, model: Model, tower, data, batch_size, key, **options):
+        """A loop from `fit`/`sweep`'s arguments; also returns the raw key data."""
+        key_data, impl = normalise_key(key)
+        source = Data(data, batch_size)
+        loop = cls(loss_fn, model, as_tower(tower), source, key_impl=impl, **options)
+        return loop, key_data
+
+    def next_chunk(self, done: int, steps: int, log_every: int):
+        """`(length, batches)` of the next chunk; batches is None for arrays and
+        the whole result None when an iterator has run out."""
+        length = min(log_every, steps - done)
+        if self.data.stream is None:
+            return length, None
+        batches = self.data.take(length)
+        if batches is None:
+            return None
+        return len(jax.tree.leaves(batches)[0]), batches
+
     def init(self, params: PyTree, rest: PyTree, key: Array) -> Carry:
         def scalar(v):  # separate buffers: the carry is donated
             return jnp.full([], v, jnp.int32)

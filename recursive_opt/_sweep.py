@@ -16,7 +16,7 @@ from jaxtyping import PyTree
 
 from ._fit import _check_positive, stack_history
 from ._hyper import TRANSFORMS, hyper_fields
-from ._loop import Data, Loop, as_tower, normalise_key
+from ._loop import Loop, normalise_key
 from ._model import Model, _is_nnx, data_to_keys, keys_to_data
 from ._pack import pack
 from ._stack import Stack, TowerState
@@ -219,19 +219,18 @@ def sweep(
         params(jr.key(int(seeds[0]), impl=impl)) if _is_init_fn(params) else params
     )
     model = Model(template)
-    tower = as_tower(tower)
-    source = Data(data, batch_size)
-    key_data, impl = normalise_key(key)
-    loop = Loop(
+    loop, key_data = Loop.build(
         loss_fn,
         model,
         tower,
-        source,
+        data,
+        batch_size,
+        key,
         has_aux=has_aux,
         on_nonfinite=on_nonfinite,
         bounds=bounds,
-        key_impl=impl,
     )
+    tower, source = loop.tower, loop.data
     state0 = tower.init(model.params)
     over, n = _check_over(tower, state0, dict(over or {}), level)
     if seeds is not None:
@@ -270,15 +269,12 @@ def sweep(
     done = 0
     try:
         while done < steps:
-            length = min(log_every, steps - done)
-            batches = None
-            if source.stream is not None:
-                batches = source.take(length)
-                if batches is None:
-                    raise ValueError(
-                        f"The data iterator ended after {done} of {steps} steps."
-                    )
-                length = len(jax.tree.leaves(batches)[0])
+            nxt = loop.next_chunk(done, steps, log_every)
+            if nxt is None:
+                raise ValueError(
+                    f"The data iterator ended after {done} of {steps} steps."
+                )
+            length, batches = nxt
             carry, record = chunk(carry, arrays, batches, length)
             if eval_data is not None:
                 record.update(evaluate(carry.params, carry.rest, eval_data))
