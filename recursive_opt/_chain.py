@@ -1,5 +1,18 @@
 """The one-step hypergradient chain: what a level keeps of its last update, and
-the hypergradient of its hyperparameters that it gives the level above."""
+the hypergradient of its hyperparameters that it gives the level above.
+
+Rules are elementwise in their hyperparameters (coordinate i of the update
+depends on coordinate i of each broadcast value), so d update / d hp is one array
+per tuned hyperparameter, shaped like the updates: a column. The hypergradient is
+each column contracted with the cotangent from below. A level keeps either the
+columns of its last update (`Jacobian`) or, when its optimiser recomputes them
+cheaply from a step's gradients and new state (`recompute_jacobian`), just those
+gradients (`LastStep`). Both are valid when the update was made at the
+hyperparameters' *current* values: every untied level, and a tied tower's model
+step. A tied tower's self-update keeps its `Inputs` and is re-evaluated.
+"""
+
+from collections.abc import Callable
 
 import equinox as eqx
 import jax
@@ -10,50 +23,83 @@ from ._custom_types import HyperParams, OptState, Updates
 from ._hyper import broadcast, broadcast_values, tuned_raw, with_raw
 from ._optimiser import AbstractOptimiser
 
+# (the leaf's record, its cotangent, whether each name's value is a scalar there)
+#   -> each name's cotangent: a scalar (a sum over the leaf) or an array
+LeafProducts = Callable[[PyTree, Array, tuple[bool, ...]], tuple[Array, ...]]
+
+
+def _hypergrad(
+    opt: AbstractOptimiser,
+    names: tuple[str, ...],
+    cotangent: PyTree[Array],
+    record: PyTree,
+    products: LeafProducts,
+) -> HyperParams:
+    """d raw hp of `sum(cotangent * update)`, from each leaf's columns."""
+
+    def spread(raw):  # raw values -> their values laid over the leaves
+        o = with_raw(opt, raw)
+        return {n: broadcast(getattr(o, n).value, cotangent) for n in names}
+
+    spread_values, vjp = jax.vjp(spread, tuned_raw(opt))
+
+    def leaf(cot, rec, *values):
+        return products(rec, cot, tuple(jnp.ndim(v) == 0 for v in values))
+
+    treedef = jax.tree.structure(cotangent)
+    per_leaf = treedef.flatten_up_to(
+        jax.tree.map(leaf, cotangent, record, *[spread_values[n] for n in names])
+    )
+    cot_values = {
+        n: treedef.unflatten([t[i] for t in per_leaf]) for i, n in enumerate(names)
+    }
+    return vjp(cot_values)[0]
+
 
 class Jacobian(eqx.Module):
-    """The diagonal Jacobian of a level's last update w.r.t. its hyperparameters.
-
-    Rules are elementwise in their hyperparameters (coordinate i of the update
-    depends on coordinate i of each broadcast value), so d update / d hp is one
-    array per tuned hyperparameter, shaped like the updates. It is computed in
-    forward mode inside the update itself, so the next step's hypergradient is one
-    multiply-and-reduce rather than a re-evaluation of the rule and its VJP.
-    Valid when the update was made at the hyperparameters' *current* values: every
-    untied level, and a tied tower's model step.
-    """
+    """A level's last columns d update / d hp."""
 
     # Shaped like the updates, with a leading axis over the tuned names: one array
-    # per leaf keeps the state's leaf count (and jit's dispatch cost) down.
+    # per leaf keeps the state's leaf count (and jit's dispatch cost) down, and
+    # the scalar values' hypergradients are one matrix-vector product per leaf.
     jac: PyTree[Array]
     names: tuple[str, ...] = eqx.field(static=True)
 
-    def hypergrad(self, opt: AbstractOptimiser, cotangent: PyTree) -> HyperParams:
-        def spread(raw):  # raw values -> their values laid over the leaves
-            o = with_raw(opt, raw)
-            return {n: broadcast(getattr(o, n).value, cotangent) for n in self.names}
+    def hypergrad(
+        self, opt: AbstractOptimiser, state: OptState, cotangent: PyTree
+    ) -> HyperParams:
+        del state
 
-        spread_values, vjp = jax.vjp(spread, tuned_raw(opt))
+        def products(jac, cot, scalar):
+            if any(scalar):
+                dots = jac.reshape(len(scalar), -1) @ cot.reshape(-1)
+            return tuple(dots[i] if s else jac[i] * cot for i, s in enumerate(scalar))
 
-        def leaf_cotangents(jac, cot, *values):
-            # d update / d value_i of this leaf, contracted with the cotangent: a
-            # matrix-vector product for the scalar values (one pass over `jac`),
-            # an elementwise product for the per-element ones.
-            if any(jnp.ndim(v) == 0 for v in values):
-                dots = jac.reshape(len(values), -1) @ cot.reshape(-1)
+        return _hypergrad(opt, self.names, cotangent, self.jac, products)
+
+
+class LastStep(eqx.Module):
+    """A level's last gradients (and parameters, if its rule reads them), from
+    which and its new state its optimiser recomputes the columns."""
+
+    grads: PyTree[Array]
+    params: PyTree[Array] | None
+    names: tuple[str, ...] = eqx.field(static=True)
+
+    def hypergrad(
+        self, opt: AbstractOptimiser, state: OptState, cotangent: PyTree
+    ) -> HyperParams:
+        hp = broadcast_values(opt, self.grads)
+        columns = opt.jacobian_after(self.grads, state, self.params, hp, self.names)
+        # Per leaf, the tuple of its columns in the order of `names`.
+        record = jax.tree.map(lambda *cs: cs, *[columns[n] for n in self.names])
+
+        def products(cols, cot, scalar):
             return tuple(
-                dots[i] if jnp.ndim(v) == 0 else jac[i] * cot
-                for i, v in enumerate(values)
+                jnp.sum(c * cot) if s else c * cot for c, s in zip(cols, scalar)
             )
 
-        values = [spread_values[n] for n in self.names]
-        per_leaf = jax.tree.map(leaf_cotangents, self.jac, cotangent, *values)
-        is_tuple = lambda x: isinstance(x, tuple)  # noqa: E731
-        cot_values = {
-            n: jax.tree.map(lambda t: t[i], per_leaf, is_leaf=is_tuple)
-            for i, n in enumerate(self.names)
-        }
-        return vjp(cot_values)[0]
+        return _hypergrad(opt, self.names, cotangent, record, products)
 
 
 class Inputs(eqx.Module):
@@ -67,7 +113,11 @@ class Inputs(eqx.Module):
     state: OptState
     params: PyTree[Array] | None  # kept only for rules that read their parameters
 
-    def hypergrad(self, opt: AbstractOptimiser, cotangent: PyTree) -> HyperParams:
+    def hypergrad(
+        self, opt: AbstractOptimiser, state: OptState, cotangent: PyTree
+    ) -> HyperParams:
+        del state  # the state after the update; the one before it is kept
+
         def update_at(raw):
             return with_raw(opt, raw).update(self.grads, self.state, self.params)[0]
 
@@ -76,16 +126,46 @@ class Inputs(eqx.Module):
         return vjp(cotangent)[0]
 
 
-def step_jacobian(opt, grads, state, params) -> tuple[Updates, OptState, Jacobian]:
-    """One update of `opt`, and its diagonal Jacobian w.r.t. each tuned value."""
+def has_closed_form(opt: AbstractOptimiser) -> bool:
+    return type(opt).jacobian_after is not AbstractOptimiser.jacobian_after
+
+
+def forward_mode_jacobian(
+    opt, grads, state, params, hp, names
+) -> tuple[Updates, OptState, dict[str, PyTree[Array]]]:
+    """`opt.rule`, and its columns by forward mode, one name at a time."""
+    columns, out = {}, None
+    for name in names:
+        ones = jax.tree.map(jnp.ones_like, hp[name])
+
+        def rule_at(value, name=name):
+            return opt.rule(grads, state, params, {**hp, name: value})
+
+        out, (columns[name], _) = jax.jvp(rule_at, (hp[name],), (ones,))
+    if out is None:
+        out = opt.rule(grads, state, params, hp)
+    return *out, columns
+
+
+def step_record(
+    opt, grads, state, params
+) -> tuple[Updates, OptState, LastStep | Jacobian]:
+    """One update of `opt`, and what the next step's hypergradient needs of it."""
     names = tuple(tuned_raw(opt))
+    if opt.recompute_jacobian:
+        updates, new_state = opt.update(grads, state, params)
+        kept = params if opt.uses_params else None
+        return updates, new_state, LastStep(grads, kept, names)
     hp = broadcast_values(opt, grads)
-    updates, new_state, columns = opt.rule_jacobian(grads, state, params, hp, names)
-    return (
-        updates,
-        new_state,
-        Jacobian(_stack_names([columns[n] for n in names]), names),
-    )
+    if has_closed_form(opt):
+        updates, new_state = opt.rule(grads, state, params, hp)
+        columns = opt.jacobian_after(grads, new_state, params, hp, names)
+    else:
+        updates, new_state, columns = forward_mode_jacobian(
+            opt, grads, state, params, hp, names
+        )
+    jac = jax.tree.map(lambda *cs: jnp.stack(cs), *[columns[n] for n in names])
+    return updates, new_state, Jacobian(jac, names)
 
 
 def step_inputs(opt, grads, state, params) -> tuple[Updates, OptState, Inputs]:
@@ -93,15 +173,15 @@ def step_inputs(opt, grads, state, params) -> tuple[Updates, OptState, Inputs]:
     return updates, new_state, Inputs(grads, state, params if opt.uses_params else None)
 
 
-def _stack_names(columns: list[PyTree[Array]]) -> PyTree[Array]:
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *columns)
-
-
-def no_jacobian(opt, target) -> Jacobian:
-    """The Jacobian record before any step: zeros, so the first hypergradient is 0."""
+def initial_record(opt, target) -> LastStep | Jacobian:
+    """The record before any step: zeros, so the first hypergradient is 0."""
     names = tuple(tuned_raw(opt))
-    zeros = jax.tree.map(jnp.zeros_like, target)
-    return Jacobian(_stack_names([zeros] * len(names)), names)
+    if opt.recompute_jacobian:
+        zeros = jax.tree.map(jnp.zeros_like, target)
+        kept = jax.tree.map(jnp.zeros_like, target) if opt.uses_params else None
+        return LastStep(zeros, kept, names)
+    stacked = jax.tree.map(lambda x: jnp.zeros((len(names), *x.shape), x.dtype), target)
+    return Jacobian(stacked, names)
 
 
 def zero_unless(flag: Bool[Array, ""], tree: PyTree[Array]) -> PyTree[Array]:

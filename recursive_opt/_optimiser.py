@@ -1,10 +1,9 @@
 """The optimiser contract: Equinox modules whose hyperparameters are array leaves."""
 
 import abc
+from typing import ClassVar
 
 import equinox as eqx
-import jax
-import jax.numpy as jnp
 import optax
 from jaxtyping import Array, PyTree
 
@@ -26,9 +25,13 @@ class AbstractOptimiser(eqx.Module):
         `name -> pytree shaped like grads`, already in the gradients' dtypes. A
         tower differentiates through `hp`, so the rule must be differentiable in it,
         and elementwise in it: coordinate i of the updates may depend on coordinate
-        i of each (broadcast) value only. (A tower keeps d updates / d hp as one
-        array per hyperparameter.)
+        i of each (broadcast) value only, so d updates / d hp is one array per
+        hyperparameter, shaped like the updates.
     - `uses_params`: whether `rule` reads `params` (weight decay).
+
+    Optionally, `jacobian_after` gives d updates / d hp in closed form (else a
+    tower uses forward mode), and `recompute_jacobian = True` says that closed
+    form is cheap enough to recompute at the next step instead of storing it.
 
     Users call `init(params)`, which checks `params` and calls `init_state`, and
     `update(grads, state, params=None)`, which lays the module's own
@@ -37,6 +40,11 @@ class AbstractOptimiser(eqx.Module):
     """
 
     uses_params: eqx.AbstractVar[bool]
+    # With a closed-form `jacobian_after` that is cheap next to reading stored
+    # arrays (products and sums only, as for SGD), a tower keeps each step's
+    # gradients and recomputes d updates / d hp when the next step needs it;
+    # otherwise it keeps d updates / d hp itself, one array per tuned name.
+    recompute_jacobian: ClassVar[bool] = False
 
     @abc.abstractmethod
     def init_state(self, params: Params) -> OptState:
@@ -52,34 +60,23 @@ class AbstractOptimiser(eqx.Module):
     ) -> tuple[Updates, OptState]:
         """One step at hyperparameter values `hp` (see the class docstring)."""
 
-    def rule_jacobian(
+    def jacobian_after(
         self,
         grads: Grads,
         state: OptState,
         params: Params | None,
         hp: dict[str, PyTree[Array]],
         names: tuple[str, ...],
-    ) -> tuple[Updates, OptState, dict[str, PyTree[Array]]]:
-        """`rule`, and d updates / d hp[name] for each of `names` (elementwise).
+    ) -> dict[str, PyTree[Array]]:
+        """d updates / d hp[name] of the step that took `grads` (and `params`) and
+        returned `state` (the *new* state), for each of `names`, elementwise.
 
-        The default differentiates `rule` in forward mode, one name at a time. An
-        optimiser may override it with a closed form that shares work between the
-        derivatives (Adam and SGD do: on large models the generic version costs
-        several evaluations of the rule); tests check overrides against this.
+        Optional: a closed form (Adam and SGD have one). Without it a tower
+        differentiates `rule` in forward mode, one name at a time, which on large
+        models costs several evaluations of the rule. Tests check closed forms
+        against forward mode. The default raises `NotImplementedError`.
         """
-        columns = {}
-        for name in names:
-            ones = jax.tree.map(jnp.ones_like, hp[name])
-
-            def rule_at(value, name=name):
-                return self.rule(grads, state, params, {**hp, name: value})
-
-            (updates, new_state), (columns[name], _) = jax.jvp(
-                rule_at, (hp[name],), (ones,)
-            )
-        if not names:
-            updates, new_state = self.rule(grads, state, params, hp)
-        return updates, new_state, columns
+        raise NotImplementedError
 
     def init(self, params: Params) -> OptState:
         """The optimiser state for `params`, a pytree of floating-point arrays."""

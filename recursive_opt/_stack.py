@@ -12,9 +12,10 @@ from jaxtyping import Array, Int, PyTree
 from ._chain import (
     Inputs,
     Jacobian,
-    no_jacobian,
+    LastStep,
+    initial_record,
     step_inputs,
-    step_jacobian,
+    step_record,
     zero_unless,
 )
 from ._custom_types import Grads, OptState, Params, Updates
@@ -34,7 +35,7 @@ from ._pack import Packed, pack, unpack
 class _Contents(eqx.Module):
     opts: tuple[AbstractOptimiser, ...]
     states: tuple[OptState, ...]
-    saved: tuple[Jacobian | Inputs, ...]
+    saved: tuple[LastStep | Jacobian | Inputs, ...]
     count: Int[Array, ""]
 
 
@@ -73,7 +74,7 @@ class TowerState(eqx.Module):
         return self.contents.states
 
     @property
-    def saved(self) -> tuple[Jacobian | Inputs, ...]:
+    def saved(self) -> tuple[LastStep | Jacobian | Inputs, ...]:
         return self.contents.saved
 
     @property
@@ -185,7 +186,7 @@ class Stack(eqx.Module):
         if self.tie:
             h = targets[1]
             saved = (
-                no_jacobian(opt, params),
+                initial_record(opt, params),
                 Inputs(
                     jax.tree.map(jnp.zeros_like, h),
                     states[1],
@@ -193,7 +194,7 @@ class Stack(eqx.Module):
                 ),
             )
         else:  # the top level's update is never differentiated
-            saved = tuple(no_jacobian(o, t) for o, t in zip(opts[:-1], targets[:-1]))
+            saved = tuple(initial_record(o, t) for o, t in zip(opts[:-1], targets[:-1]))
         contents = _Contents(opts, states, saved, jnp.zeros([], jnp.int32))
         param_shapes = tuple(p.shape for p in params)
         return TowerState(
@@ -248,7 +249,7 @@ class Stack(eqx.Module):
         # Hypergradients of every level, from the previous step's updates.
         G = [grads]
         for k in range(d - 1):
-            G.append(state.saved[k].hypergrad(state.opts[k], G[k]))
+            G.append(state.saved[k].hypergrad(state.opts[k], state.states[k], G[k]))
         G[1:] = [zero_unless(has_prev, g) for g in G[1:]]
         # Top down: each level's hyperparameters change before the level below
         # uses them.
@@ -256,7 +257,7 @@ class Stack(eqx.Module):
         for k in reversed(range(d)):
             target = params if k == 0 else tuned_raw(opts[k - 1])
             if k < d - 1:
-                updates, states[k], saved[k] = step_jacobian(
+                updates, states[k], saved[k] = step_record(
                     opts[k], G[k], states[k], target
                 )
             else:
@@ -269,16 +270,16 @@ class Stack(eqx.Module):
         (opt,) = state.opts
         saved_model, saved_self = state.saved
         # G2 from the model step, G3.. from the self-update; summed over uses.
-        G = saved_model.hypergrad(opt, grads)
+        G = saved_model.hypergrad(opt, state.states[0], grads)
         total = G
         for _ in range(self.depth - 2):
-            G = saved_self.hypergrad(opt, G)
+            G = saved_self.hypergrad(opt, state.states[1], G)
             total = jax.tree.map(jnp.add, total, G)
         total = zero_unless(state.count > 0, total)
         h = tuned_raw(opt)
         h_updates, self_state, saved_self = step_inputs(opt, total, state.states[1], h)
         opt = with_raw(opt, apply_updates(h, h_updates))
-        updates, model_state, saved_model = step_jacobian(
+        updates, model_state, saved_model = step_record(
             opt, grads, state.states[0], params
         )
         return updates, (opt,), (model_state, self_state), (saved_model, saved_self)

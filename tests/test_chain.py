@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import recursive_opt as ro
+from recursive_opt._chain import forward_mode_jacobian
 from recursive_opt._hyper import broadcast_values, resolve, tuned_raw
 
 from .helpers import (
@@ -192,21 +193,83 @@ def test_log_lr_hypergradient_is_multiplicative():
         ),
     ],
     ids=[
-        "sgd", "sgd_momentum", "sgd_nesterov_element", "adam", "adam_small_decays",
-        "sgd_small_momentum", "adamw_eps_element",
+        "sgd",
+        "sgd_momentum",
+        "sgd_nesterov_element",
+        "adam",
+        "adam_small_decays",
+        "sgd_small_momentum",
+        "adamw_eps_element",
     ],
 )
 def test_closed_form_jacobians_match_forward_mode(opt, getkey):
-    """Adam's and SGD's `rule_jacobian` equal the generic forward-mode default."""
+    """Adam's and SGD's `jacobian_after`, from a step's gradients and the state it
+    returned, equal forward mode through that step's rule."""
     params = {"w": jax.random.normal(getkey(), (5,)), "z": jnp.zeros(3)}
     opt = resolve(opt, params)
     names = tuple(tuned_raw(opt))
     state = opt.init(params)
+    hp = broadcast_values(opt, params)
+    # Before any step (zero state and gradients), every column is exactly 0.
+    before = opt.jacobian_after(
+        zeros := jax.tree.map(jnp.zeros_like, params), state, zeros, hp, names
+    )
+    assert all(np.all(c == 0) for c in jax.tree.leaves(before))
     for _ in range(3):  # the unused leaf `z` keeps v = 0: the safe square root
         grads = {"w": jax.random.normal(getkey(), (5,)), "z": jnp.zeros(3)}
-        hp = broadcast_values(opt, grads)
-        fast = opt.rule_jacobian(grads, state, params, hp, names)
-        slow = ro.AbstractOptimiser.rule_jacobian(opt, grads, state, params, hp, names)
+        updates, new_state, slow = forward_mode_jacobian(
+            opt, grads, state, params, hp, names
+        )
+        chex.assert_trees_all_close(
+            (updates, new_state), opt.update(grads, state, params), rtol=1e-15
+        )
+        fast = opt.jacobian_after(grads, new_state, params, hp, names)
+        assert tuple(fast) == names
         chex.assert_trees_all_close(fast, slow, rtol=1e-12, atol=1e-15)
-        assert all(np.all(np.isfinite(c)) for c in jax.tree.leaves(fast[2]))
-        state = fast[1]
+        assert all(np.all(np.isfinite(c)) for c in jax.tree.leaves(fast))
+        params, state = ro.apply_updates(params, updates), new_state
+
+
+LR_ELEMENT = ro.hyper(0.05, per="element")
+MOMENTUM_ELEMENT = ro.hyper(0.5, per="element")
+
+
+class _SGDKeepingColumns(ro.SGD):
+    recompute_jacobian = False
+
+
+class _AdamRecomputing(ro.Adam):
+    recompute_jacobian = True
+
+
+@pytest.mark.parametrize("tie", [False, True])
+@pytest.mark.parametrize(
+    "opt, flipped",
+    [
+        (
+            ro.SGD(LR_ELEMENT, momentum=MOMENTUM_ELEMENT, nesterov=True),
+            _SGDKeepingColumns(LR_ELEMENT, momentum=MOMENTUM_ELEMENT, nesterov=True),
+        ),
+        (
+            ro.Adam(0.01, eps=ro.hyper(1e-3, tune=True), weight_decay=0.1),
+            _AdamRecomputing(0.01, eps=ro.hyper(1e-3, tune=True), weight_decay=0.1),
+        ),
+    ],
+    ids=["sgd", "adamw"],
+)
+def test_kept_gradients_and_kept_columns_agree(opt, flipped, tie):
+    """A level that keeps its last gradients (and recomputes its columns from
+    them and its new state) steps exactly as one that keeps its columns."""
+    assert opt.recompute_jacobian != flipped.recompute_jacobian
+    runs = [_library(ro.Stack[3](o, tie=tie), logistic) for o in (opt, flipped)]
+    (x, state), (x_flipped, state_flipped) = runs
+    kinds = {type(s).__name__ for s in state.saved + state_flipped.saved}
+    assert {"LastStep", "Jacobian"} <= kinds
+    chex.assert_trees_all_close(x, x_flipped, rtol=1e-12)
+    chex.assert_trees_all_close(
+        ro.hyperparams(state), ro.hyperparams(state_flipped), rtol=1e-12
+    )
+    # The hyperparameters moved: the comparison is not of two untouched towers.
+    lr0 = jax.tree.leaves(resolve(opt, x).lr.value)
+    lr = jax.tree.leaves(ro.hyperparams(state)[0]["lr"])
+    assert not all(np.allclose(a, b, rtol=1e-6) for a, b in zip(lr, lr0))

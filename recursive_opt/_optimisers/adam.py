@@ -68,74 +68,73 @@ class Adam(AbstractOptimiser):
         return AdamState(jnp.zeros([], jnp.int32), zeros, zeros)
 
     def rule(self, grads, state, params, hp):
-        updates, state, _ = self.rule_jacobian(grads, state, params, hp, ())
-        return updates, state
-
-    def rule_jacobian(self, grads, state, params, hp, names):
-        # One pass computes the update and, in closed form, its derivative with
-        # respect to each named hyperparameter: they share the moments, the square
-        # root and the denominator (generic forward mode re-evaluates the rule per
-        # name, which dominates a tower's cost on large models).
         count = optax.safe_increment(state.count)
-        wd = hp.get("weight_decay") if self.weight_decay is not None else None
 
         def leaf(g, m0, v0, p, lr, b1, b2, eps, wd):
             m, v = ema(g, m0, b1), ema(g**2, v0, b2)
-            m_hat, v_hat = bias_correction(m, b1, count), bias_correction(v, b2, count)
-            root = safe_sqrt(v_hat)
-            direction = m_hat / (root + eps)
-            if wd is not None:
-                direction = direction + wd * p
-            columns = {}
-            if names:
-                denom = root + eps
-                t = count.astype(g.dtype)
-                c1, c2 = 1 - b1**count, 1 - b2**count
-                for name in names:
-                    if name == "lr":
-                        col = -direction
-                    elif name == "b1":
-                        # d m / d b1 = m0 - g = (m - g) / b1: written with the new
-                        # moment so that the old one is dead once the new one is
-                        # written (else XLA copies it to update it in place).
-                        dm_hat = (m - g) / b1 / c1 + m * t * b1 ** (count - 1) / c1**2
-                        col = -lr * dm_hat / denom
-                    elif name == "b2":
-                        dv_hat = (v - g**2) / b2 / c2 + v * t * b2 ** (
-                            count - 1
-                        ) / c2**2
-                        positive = v_hat > 0
-                        droot = jnp.where(
-                            positive, dv_hat / (2 * jnp.where(positive, root, 1)), 0
-                        )
-                        col = lr * m_hat / denom**2 * droot
-                    elif name == "eps":
-                        col = lr * m_hat / denom**2
-                    else:  # weight_decay
-                        col = -lr * p
-                    columns[name] = col
-            return -lr * direction, m, v, columns
+            direction = _direction(m, v, p, count, b1, b2, eps, wd)[-1]
+            return -lr * direction, m, v
 
-        if params is None:
-            params = jax.tree.map(lambda _: None, grads)
-        if wd is None:
-            wd = jax.tree.map(lambda _: None, grads)
-        out = jax.tree.map(
-            leaf,
-            grads,
-            state.mu,
-            state.nu,
-            params,
-            hp["lr"],
-            hp["b1"],
-            hp["b2"],
-            hp["eps"],
-            wd,
-            is_leaf=lambda x: x is None,
-        )
-        is_out = lambda x: isinstance(x, tuple)  # noqa: E731
-        pick = lambda i: jax.tree.map(lambda o: o[i], out, is_leaf=is_out)  # noqa: E731
-        columns = {
-            n: jax.tree.map(lambda o: o[3][n], out, is_leaf=is_out) for n in names
-        }
-        return pick(0), AdamState(count, pick(1), pick(2)), columns
+        updates, mu, nu = self._map(leaf, grads, state.mu, state.nu, params, hp)
+        return updates, AdamState(count, mu, nu)
+
+    def jacobian_after(self, grads, state, params, hp, names):
+        # In closed form from the step's gradients and the moments it wrote, with
+        # d m / d b1 = m0 - g = (m - g) / b1 (and the same for v), so the old
+        # moments need not be kept. Divisions by scalars are multiplications by
+        # their reciprocals and each column has one or two divisions per
+        # coordinate: on large models these columns are a tower's main extra cost.
+        # Before any step (count 0, all zeros) every column is 0.
+        count = jnp.maximum(state.count, 1)
+
+        def leaf(g, m, v, p, lr, b1, b2, eps, wd):
+            t = count.astype(g.dtype)
+            c1, c2 = 1 - b1**count, 1 - b2**count
+            v_hat = v * (1 / c2)
+            root = jnp.sqrt(v_hat)
+            s = 1 / (root + eps)  # d direction / d m_hat
+            m_hat = m * (1 / c1)
+            columns = []
+            for name in names:
+                if name == "lr":
+                    col = -(m_hat * s if wd is None else m_hat * s + wd * p)
+                elif name == "b1":
+                    a1, a2 = 1 / (b1 * c1), t * b1 ** (count - 1) / c1**2
+                    col = (-lr) * s * ((m - g) * a1 + m * a2)
+                elif name == "b2":
+                    a1, a2 = 1 / (b2 * c2), t * b2 ** (count - 1) / c2**2
+                    dv_hat = (v - g * g) * a1 + v * a2
+                    # d root / d v_hat = 1 / (2 root); where v_hat = 0 (g and v
+                    # all 0), dv_hat = 0 too and the floor keeps 0 / 0 away.
+                    floor = jnp.sqrt(jnp.finfo(g.dtype).tiny)
+                    col = (lr * 0.5) * m_hat * s * s * dv_hat / jnp.maximum(root, floor)
+                elif name == "eps":
+                    col = lr * m_hat * s * s
+                else:  # weight_decay
+                    col = -lr * p
+                columns.append(col)
+            return tuple(columns)
+
+        columns = self._map(leaf, grads, state.mu, state.nu, params, hp)
+        return dict(zip(names, columns))
+
+    def _map(self, leaf, grads, mu, nu, params, hp):
+        """`leaf` over the leaves; its outputs (a tuple) as one tree each."""
+        leaves, treedef = jax.tree.flatten(grads)
+        nones = [None] * len(leaves)
+        wd = hp.get("weight_decay") if self.weight_decay is not None else None
+        args = [
+            treedef.flatten_up_to(x) if x is not None else nones
+            for x in (mu, nu, params, hp["lr"], hp["b1"], hp["b2"], hp["eps"], wd)
+        ]
+        outs = [leaf(*xs) for xs in zip(leaves, *args)]
+        return tuple(treedef.unflatten(o) for o in zip(*outs))
+
+
+def _direction(m, v, p, count, b1, b2, eps, wd):
+    m_hat, v_hat = bias_correction(m, b1, count), bias_correction(v, b2, count)
+    root = safe_sqrt(v_hat)
+    direction = m_hat / (root + eps)
+    if wd is not None:
+        direction = direction + wd * p
+    return m_hat, v_hat, root, direction

@@ -1,3 +1,5 @@
+from typing import ClassVar
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -36,6 +38,7 @@ class SGD(AbstractOptimiser):
     momentum: Hyper | None
     nesterov: bool = eqx.field(static=True)
     uses_params: bool = eqx.field(static=True)
+    recompute_jacobian: ClassVar[bool] = True  # columns are products and sums
 
     def __init__(
         self,
@@ -59,19 +62,23 @@ class SGD(AbstractOptimiser):
         return SGDState(jax.tree.map(jnp.zeros_like, params))
 
     def rule(self, grads, state, params, hp):
-        updates, state, _ = self.rule_jacobian(grads, state, params, hp, ())
-        return updates, state
-
-    def rule_jacobian(self, grads, state, params, hp, names):
-        # The update and, in closed form, its derivatives (see Adam).
         lr = hp["lr"]
         if self.momentum is None:
-            columns = {"lr": jax.tree.map(jnp.negative, grads)} if names else {}
-            return jax.tree.map(lambda g, a: -a * g, grads, lr), SGDState(None), columns
+            return jax.tree.map(lambda g, a: -a * g, grads, lr), SGDState(None)
         mom = hp["momentum"]
         trace = jax.tree.map(lambda g, t, m: g + m * t, grads, state.trace, mom)
-        # d trace / d m = t0 = (trace - g) / m, written with the new trace so that
-        # the old one is dead once the new one is written (else XLA copies it).
+        direction = trace
+        if self.nesterov:
+            direction = jax.tree.map(lambda g, t, m: g + m * t, grads, trace, mom)
+        return jax.tree.map(lambda d, a: -a * d, direction, lr), SGDState(trace)
+
+    def jacobian_after(self, grads, state, params, hp, names):
+        # In closed form from the step's gradients and the buffer it wrote:
+        # d trace / d m = t0 = (trace - g) / m.
+        lr = hp["lr"]
+        if self.momentum is None:
+            return {"lr": jax.tree.map(jnp.negative, grads)}
+        mom, trace = hp["momentum"], state.trace
         d_trace = jax.tree.map(lambda t, g, m: (t - g) / m, trace, grads, mom)
         if self.nesterov:
             direction = jax.tree.map(lambda g, t, m: g + m * t, grads, trace, mom)
@@ -79,10 +86,8 @@ class SGD(AbstractOptimiser):
             d_direction = jax.tree.map(lambda t, dt, m: t + m * dt, trace, d_trace, mom)
         else:
             direction, d_direction = trace, d_trace
-        columns = {}
-        if "lr" in names:
-            columns["lr"] = jax.tree.map(jnp.negative, direction)
-        if "momentum" in names:
-            columns["momentum"] = jax.tree.map(lambda d, a: -a * d, d_direction, lr)
-        updates = jax.tree.map(lambda d, a: -a * d, direction, lr)
-        return updates, SGDState(trace), columns
+        columns = {
+            "lr": jax.tree.map(jnp.negative, direction),
+            "momentum": jax.tree.map(lambda d, a: -a * d, d_direction, lr),
+        }
+        return {n: columns[n] for n in names}
