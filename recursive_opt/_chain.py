@@ -61,7 +61,7 @@ class Jacobian(eqx.Module):
 
     # Shaped like the updates, with a leading axis over the tuned names: one array
     # per leaf keeps the state's leaf count (and jit's dispatch cost) down, and
-    # the scalar values' hypergradients are one matrix-vector product per leaf.
+    # the scalar values' hypergradients are one reduction per leaf.
     jac: PyTree[Array]
     names: tuple[str, ...] = eqx.field(static=True)
 
@@ -71,8 +71,8 @@ class Jacobian(eqx.Module):
         del state
 
         def products(jac, cot, scalar):
-            if any(scalar):
-                dots = jac.reshape(len(scalar), -1) @ cot.reshape(-1)
+            if any(scalar):  # one reduction (a matrix-vector product copies `cot`)
+                dots = jnp.sum(jac * cot[None], axis=tuple(range(1, jac.ndim)))
             return tuple(dots[i] if s else jac[i] * cot for i, s in enumerate(scalar))
 
         return _hypergrad(opt, self.names, cotangent, self.jac, products)

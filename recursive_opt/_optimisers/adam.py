@@ -91,7 +91,7 @@ class Adam(AbstractOptimiser):
             t = count.astype(g.dtype)
             c1, c2 = 1 - b1**count, 1 - b2**count
             v_hat = v * (1 / c2)
-            root = jnp.sqrt(v_hat)
+            root = safe_sqrt(v_hat)
             s = 1 / (root + eps)  # d direction / d m_hat
             m_hat = m * (1 / c1)
             columns = []
