@@ -56,12 +56,26 @@ def _hypergrad(
     return vjp(cot_values)[0]
 
 
+# Leaves with at least this many elements are contracted by reductions, smaller
+# ones by matrix-vector products. On XLA:CPU a product copies its vector first (a
+# pass over the leaf, measurable on multi-million-element leaves), and each
+# reduction has a fixed cost (measurable on models with many small leaves).
+_LARGE = 2**18
+
+
+def _dots(stacked: Array, cot: Array) -> Array:
+    """`stacked[i] . cot` for each i."""
+    if cot.size < _LARGE:
+        return stacked.reshape(len(stacked), -1) @ cot.reshape(-1)
+    return jnp.sum(stacked * cot[None], axis=tuple(range(1, stacked.ndim)))
+
+
 class Jacobian(eqx.Module):
     """A level's last columns d update / d hp."""
 
     # Shaped like the updates, with a leading axis over the tuned names: one array
     # per leaf keeps the state's leaf count (and jit's dispatch cost) down, and
-    # the scalar values' hypergradients are one reduction per leaf.
+    # the scalar values' hypergradients are one contraction per leaf.
     jac: PyTree[Array]
     names: tuple[str, ...] = eqx.field(static=True)
 
@@ -71,8 +85,7 @@ class Jacobian(eqx.Module):
         del state
 
         def products(jac, cot, scalar):
-            if any(scalar):  # one reduction (a matrix-vector product copies `cot`)
-                dots = jnp.sum(jac * cot[None], axis=tuple(range(1, jac.ndim)))
+            dots = _dots(jac, cot) if any(scalar) else None
             return tuple(dots[i] if s else jac[i] * cot for i, s in enumerate(scalar))
 
         return _hypergrad(opt, self.names, cotangent, self.jac, products)
@@ -95,8 +108,13 @@ class LastStep(eqx.Module):
         record = jax.tree.map(lambda *cs: cs, *[columns[n] for n in self.names])
 
         def products(cols, cot, scalar):
+            if cot.size >= _LARGE:  # not `_dots`: stacking would write a new array
+                return tuple(
+                    jnp.sum(c * cot) if s else c * cot for c, s in zip(cols, scalar)
+                )
+            dots = _dots(jnp.stack(cols), cot) if any(scalar) else None
             return tuple(
-                jnp.sum(c * cot) if s else c * cot for c, s in zip(cols, scalar)
+                dots[i] if s else c * cot for i, (c, s) in enumerate(zip(cols, scalar))
             )
 
         return _hypergrad(opt, self.names, cotangent, record, products)

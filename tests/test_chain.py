@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import recursive_opt as ro
+from recursive_opt import _chain
 from recursive_opt._chain import forward_mode_jacobian
 from recursive_opt._hyper import broadcast_values, resolve, tuned_raw
 
@@ -273,3 +274,20 @@ def test_kept_gradients_and_kept_columns_agree(opt, flipped, tie):
     lr0 = jax.tree.leaves(resolve(opt, x).lr.value)
     lr = jax.tree.leaves(ro.hyperparams(state)[0]["lr"])
     assert not all(np.allclose(a, b, rtol=1e-6) for a, b in zip(lr, lr0))
+
+
+@pytest.mark.parametrize(
+    "opt",
+    [ro.SGD(0.05, momentum=0.5), ro.Adam(0.01), ro.RMSProp(0.01)],
+    ids=["sgd_momentum", "adam", "rmsprop"],
+)
+def test_large_leaf_contractions_match_small_leaf_ones(opt, monkeypatch):
+    """Leaves of at least `_LARGE` elements are contracted by reductions instead
+    of matrix-vector products: the brute-force tests use small leaves only."""
+    small = _library(ro.Stack[3](opt), logistic)
+    monkeypatch.setattr(_chain, "_LARGE", 1)
+    large = _library(ro.Stack[3](opt), logistic)
+    chex.assert_trees_all_close(small[0], large[0], rtol=1e-12)
+    chex.assert_trees_all_close(
+        ro.hyperparams(small[1]), ro.hyperparams(large[1]), rtol=1e-12
+    )
