@@ -19,7 +19,7 @@ from ._chain import (
     zero_unless,
 )
 from ._custom_types import Grads, OptState, Params, Updates
-from ._hyper import resolve, tuned_raw, values, with_raw
+from ._hyper import hyper_fields, resolve, tuned_raw, values, with_raw
 from ._optax import (
     apply_updates,
     as_optax,
@@ -158,6 +158,7 @@ class Stack(eqx.Module):
                         f"({type(opt).__name__}) differs from level 1 "
                         f"({type(first).__name__}). Use tie=False for different levels."
                     )
+            _check_tied_pers(first)
         self.levels = tuple(levels)
         self.tie = bool(tie) and len(levels) > 1
 
@@ -287,6 +288,23 @@ class Stack(eqx.Module):
     def as_optax(self) -> optax.GradientTransformation:
         """This tower as an `optax.GradientTransformation` (plain closures)."""
         return as_optax(self)
+
+
+def _check_tied_pers(opt: AbstractOptimiser) -> None:
+    # A tied set updates itself: a per-leaf or per-element value (one per leaf of
+    # the model) applies to each tuned hyperparameter's own per-leaf values, which
+    # a per-tree tuned hyperparameter (one scalar) does not have.
+    fields = hyper_fields(opt)
+    per_leaf = sorted(n for n, h in fields.items() if h.per != "tree")
+    per_tree = sorted(n for n, h in fields.items() if h.per == "tree" and h.tune)
+    if per_leaf and per_tree:
+        raise ValueError(
+            "Stack(tie=True): the tied hyperparameters update themselves, so a "
+            f"per-leaf or per-element hyperparameter ({', '.join(per_leaf)}) needs "
+            f"every tuned one to be per-leaf or per-element too; "
+            f"{', '.join(per_tree)} {'is' if len(per_tree) == 1 else 'are'} "
+            "per='tree'. Declare them with the same `per`, or use tie=False."
+        )
 
 
 def _identical(a: AbstractOptimiser, b: AbstractOptimiser) -> bool:

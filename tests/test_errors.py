@@ -1,5 +1,6 @@
 """Bad input gets a clear error that names what is wrong."""
 
+import jax
 import jax.numpy as jnp
 import pytest
 
@@ -121,6 +122,30 @@ def test_tie_needs_identical_levels():
     ):
         ro.Stack(ro.SGD(0.1), ro.SGD(0.1), ro.SGD(0.2), tie=True)
     ro.Stack(ro.SGD(0.1), ro.SGD(0.1), tie=True)  # equal values are identical
+
+
+def test_tie_needs_matching_pers():
+    """A tied set updates itself: a per-element value cannot act on a per-tree
+    tuned hyperparameter. Said at construction, not at the first update."""
+    with pytest.raises(
+        ValueError, match=r"per-element hyperparameter \(momentum\).*lr is per='tree'"
+    ):
+        ro.Stack[2](ro.SGD(0.1, momentum=ro.hyper(0.5, per="element")), tie=True)
+    with pytest.raises(ValueError, match=r"\(eps\).*b1, b2, lr are per='tree'"):
+        ro.Stack[3](ro.Adam(eps=ro.hyper(1e-8, tune=False, per="leaf")), tie=True)
+    # Allowed: matching pers (leaf and element mix), or untied.
+    params = {"w": jnp.ones(3), "b": jnp.ones(2)}
+    for tower in [
+        ro.Stack[2](
+            ro.SGD(ro.hyper(0.1, per="leaf"), momentum=ro.hyper(0.5, per="element")),
+            tie=True,
+        ),
+        ro.Stack[2](ro.SGD(0.1, momentum=ro.hyper(0.5, per="element"))),
+    ]:
+        state = tower.init(params)
+        for _ in range(2):
+            updates, state = tower.update(params, state)
+        assert all(jnp.all(jnp.isfinite(u)) for u in jax.tree.leaves(updates))
 
 
 def test_nothing_to_tune():
