@@ -100,43 +100,27 @@ def test_divergence_is_kept_finite_by_the_guard():
 def test_bounds_keep_hyperparameters_in_range():
     # An upper level with a large lr drives level 1's lr up quickly.
     tower = ro.Stack(ro.SGD(0.01), ro.SGD(30.0))
-    free = ro.fit(
-        linear_loss,
-        linear_params(),
-        tower,
-        QUAD.train,
-        steps=30,
-        batch_size=32,
-        log_every=1,
-        progress=False,
-    )
-    assert free.history["level1/lr"].max() > 0.05
-    res = ro.fit(
-        linear_loss,
-        linear_params(),
-        tower,
-        QUAD.train,
-        steps=30,
-        batch_size=32,
-        log_every=1,
-        bounds=[{"lr": (1e-3, 0.05)}, None],
-        progress=False,
-    )
+
+    def fit(steps, bounds=None):
+        return ro.fit(
+            linear_loss,
+            linear_params(),
+            tower,
+            QUAD.train,
+            steps=steps,
+            batch_size=32,
+            log_every=1,
+            bounds=bounds,
+            progress=False,
+        )
+
+    assert fit(30).history["level1/lr"].max() > 0.05
+    res = fit(30, bounds=[{"lr": (1e-3, 0.05)}, None])
     lr = res.history["level1/lr"]
     assert lr.max() == pytest.approx(0.05, rel=1e-6) and lr.min() >= 1e-3 * (1 - 1e-6)
     np.testing.assert_allclose(res.history["level2/lr"], 30.0, rtol=1e-6)
     # A dict bounds every level: level 2's lr of 30 is clamped too.
-    res = ro.fit(
-        linear_loss,
-        linear_params(),
-        tower,
-        QUAD.train,
-        steps=3,
-        batch_size=32,
-        log_every=1,
-        bounds={"lr": (None, 0.05)},
-        progress=False,
-    )
+    res = fit(3, bounds={"lr": (None, 0.05)})
     np.testing.assert_allclose(res.history["level2/lr"], 0.05, rtol=1e-6)
 
 
