@@ -72,7 +72,7 @@ class Adam(AbstractOptimiser):
 
         def leaf(g, m0, v0, p, lr, b1, b2, eps, wd):
             m, v = ema(g, m0, b1), ema(g**2, v0, b2)
-            direction = _direction(m, v, p, count, b1, b2, eps, wd)[-1]
+            direction = _direction(m, v, p, count, b1, b2, eps, wd)
             return -lr * direction, m, v
 
         updates, mu, nu = self._map(leaf, grads, state.mu, state.nu, params, hp)
@@ -133,8 +133,5 @@ class Adam(AbstractOptimiser):
 
 def _direction(m, v, p, count, b1, b2, eps, wd):
     m_hat, v_hat = bias_correction(m, b1, count), bias_correction(v, b2, count)
-    root = safe_sqrt(v_hat)
-    direction = m_hat / (root + eps)
-    if wd is not None:
-        direction = direction + wd * p
-    return m_hat, v_hat, root, direction
+    direction = m_hat / (safe_sqrt(v_hat) + eps)
+    return direction if wd is None else direction + wd * p
