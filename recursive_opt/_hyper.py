@@ -102,6 +102,9 @@ class Hyper(eqx.Module):
     transform: str = eqx.field(static=True)
     tune: bool = eqx.field(static=True)
     per: str = eqx.field(static=True)
+    # Whether the user declared it with `ro.hyper`/`ro.fixed` (not a plain float):
+    # `Stack[d](opt)` keeps such a declaration, and fixes undeclared non-lr ones.
+    declared: bool = eqx.field(static=True, default=False)
 
     @property
     def value(self) -> PyTree[Array]:
@@ -144,7 +147,8 @@ def declare(
     """Turn a float or a [`recursive_opt.hyper`][] declaration into a `Hyper`."""
     if isinstance(value, Hyper):
         return value
-    if isinstance(value, HyperSpec):
+    declared = isinstance(value, HyperSpec)
+    if declared:
         spec = value
         transform = spec.transform or default_transform
         value, tune, per = spec.value, spec.tune, spec.per
@@ -157,7 +161,7 @@ def declare(
     # The rules cast hyperparameters to the parameters' dtype.
     dtype = jnp.result_type(float)
     raw = TRANSFORMS[transform].inverse(jnp.asarray(value, dtype=dtype))
-    return Hyper(raw, transform, tune, per)
+    return Hyper(raw, transform, tune, per, declared)
 
 
 def is_zero(value: Any) -> bool:
@@ -210,7 +214,7 @@ def _resolve_one(h: Hyper, target: PyTree[Array]) -> Hyper:
         raw = jax.tree.map(
             lambda x: jnp.broadcast_to(h.raw.astype(x.dtype), x.shape), target
         )
-    return Hyper(raw, h.transform, h.tune, h.per)
+    return dataclasses.replace(h, raw=raw)
 
 
 def resolve(opt, target: PyTree[Array]):

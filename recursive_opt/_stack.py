@@ -19,6 +19,7 @@ from ._chain import (
     zero_unless,
 )
 from ._custom_types import Grads, OptState, Params, Updates
+from ._defaults import default_levels
 from ._hyper import hyper_fields, resolve, tuned_raw, values, with_raw
 from ._optax import (
     apply_updates,
@@ -89,10 +90,18 @@ class _Repeat:
     def __call__(self, opt: AbstractOptimiser, *more, tie: bool = False) -> "Stack":
         if more:
             raise TypeError(
-                f"Stack[{self.depth}](opt) repeats one optimiser {self.depth} times; "
-                f"for different levels list them: ro.Stack(level1, level2, ...)."
+                f"Stack[{self.depth}](opt) takes one optimiser, level 1, and puts the "
+                "library's default levels above it; to choose every level, list "
+                "them: ro.Stack(level1, level2, ...)."
             )
-        return Stack(*([opt] * self.depth), tie=tie)
+        if not isinstance(opt, AbstractOptimiser):
+            raise TypeError(
+                f"Stack[{self.depth}](opt) needs a recursive_opt optimiser (e.g. "
+                f"ro.SGD, ro.Adam), got {type(opt).__name__}."
+            )
+        if tie:  # one shared pytree: every level is `opt`
+            return Stack(*([opt] * self.depth), tie=True)
+        return Stack(*default_levels(opt, self.depth))
 
     def __repr__(self) -> str:
         return f"Stack[{self.depth}]"
@@ -103,11 +112,14 @@ class Stack(eqx.Module):
 
     `Stack(opt1, opt2, ...)` lists the levels bottom first: level 1 optimises the
     model, level k+1 the raw (unconstrained) tuned hyperparameters of level k, and
-    the top level's hyperparameters are fixed. `Stack[d](opt)` is `d` copies of
-    `opt`. With `tie=True` all levels share one hyperparameter pytree, which then
-    optimises itself; its hypergradient is the sum over its uses, truncated at depth
-    `d`. Hypergradients are one-step (see the design notes): `update` needs only
-    the model's gradients.
+    the top level's hyperparameters are fixed. `Stack[d](opt)` is the tuning-free
+    default: `opt` at level 1 with its learning rate tuned (other hyperparameters
+    stay fixed unless declared with `ro.hyper`), `Adam(0.1)` at level 2 and
+    `Adam(0.01)` above, each on the log learning rate of the level below (see
+    `_defaults.py` for why). With `tie=True` all levels are `opt` and share one
+    hyperparameter pytree, which then optimises itself; its hypergradient is the
+    sum over its uses, truncated at depth `d`. Hypergradients are one-step (see
+    the design notes): `update` needs only the model's gradients.
 
     **Arguments:**
 
@@ -115,7 +127,7 @@ class Stack(eqx.Module):
     - `tie`: share one hyperparameter pytree between identical levels.
 
     ```python
-    tower = ro.Stack[3](ro.Adam(1e-3))
+    tower = ro.Stack[3](ro.Adam())  # any initial lr in 1e-5..1 works
     state = tower.init(params)
     updates, state = tower.update(grads, state, params)
     ro.hyperparams(state)  # [{"lr": ..., "b1": ...}, ...], bottom level first

@@ -104,6 +104,11 @@ PROBLEMS = [_quadratic(), _logistic()]
 PROBLEM_IDS = [p.name for p in PROBLEMS]
 
 
+def copies(depth, opt, tie=False):
+    """A tower of `depth` copies of `opt` (`Stack[d]` puts default levels above)."""
+    return ro.Stack(*[opt] * depth, tie=tie)
+
+
 def run_tower(tower, loss, params, steps):
     """Train with a jitted step; returns (params, state, losses)."""
     state = tower.init(params)

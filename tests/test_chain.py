@@ -18,6 +18,7 @@ from .helpers import (
     PROBLEMS,
     brute_force_tied,
     brute_force_untied,
+    copies,
 )
 
 STEPS = 6
@@ -284,9 +285,9 @@ def test_kept_gradients_and_kept_columns_agree(opt, flipped, tie):
 def test_large_leaf_contractions_match_small_leaf_ones(opt, monkeypatch):
     """Leaves of at least `_LARGE` elements are contracted by reductions instead
     of matrix-vector products: the brute-force tests use small leaves only."""
-    small = _library(ro.Stack[3](opt), logistic)
+    small = _library(copies(3, opt), logistic)
     monkeypatch.setattr(_chain, "_LARGE", 1)
-    large = _library(ro.Stack[3](opt), logistic)
+    large = _library(copies(3, opt), logistic)
     chex.assert_trees_all_close(small[0], large[0], rtol=1e-12)
     chex.assert_trees_all_close(
         ro.hyperparams(small[1]), ro.hyperparams(large[1]), rtol=1e-12

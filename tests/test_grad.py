@@ -7,13 +7,13 @@ import pytest
 
 import recursive_opt as ro
 
-from .helpers import PROBLEMS
+from .helpers import PROBLEMS, copies
 
 logistic = PROBLEMS[1]
 
 
 def _final_loss(lr, b1, tie):
-    tower = ro.Stack[3](ro.Adam(lr, b1=b1), tie=tie)
+    tower = copies(3, ro.Adam(lr, b1=b1), tie)
     params = logistic.init(jax.random.key(0))
 
     def body(carry, _):

@@ -7,7 +7,7 @@ import pytest
 
 import recursive_opt as ro
 
-from .helpers import CATALOGUE, CATALOGUE_IDS, PROBLEMS
+from .helpers import CATALOGUE, CATALOGUE_IDS, PROBLEMS, copies
 
 logistic = PROBLEMS[1]
 
@@ -16,7 +16,7 @@ logistic = PROBLEMS[1]
 @pytest.mark.parametrize("entry", CATALOGUE, ids=CATALOGUE_IDS)
 def test_traces_once(entry, tie, getkey):
     num_traces = 0
-    tower = ro.Stack[3](entry.make("leaf"), tie=tie)
+    tower = copies(3, entry.make("leaf"), tie)
 
     @jax.jit
     def step(params, state):
@@ -33,7 +33,7 @@ def test_traces_once(entry, tie, getkey):
 
 
 def test_jit_matches_eager(getkey):
-    tower = ro.Stack[3](ro.SGD(0.05, momentum=0.9))
+    tower = copies(3, ro.SGD(0.05, momentum=0.9))
     params = logistic.init(getkey())
     eager_p, jit_p = params, params
     eager_s = jit_s = tower.init(params)
@@ -74,7 +74,7 @@ def test_scan_over_steps(getkey):
 @pytest.mark.parametrize("tie", [False, True])
 def test_state_and_params_can_be_donated(tie, getkey):
     """No two leaves of a fresh state share a buffer (with each other or params)."""
-    tower = ro.Stack[3](ro.Adam(1e-2, weight_decay=1e-3), tie=tie)
+    tower = copies(3, ro.Adam(1e-2, weight_decay=1e-3), tie)
 
     def step(params, state):
         updates, state = tower.update(jax.grad(logistic.loss)(params), state, params)

@@ -10,7 +10,14 @@ import pytest
 import recursive_opt as ro
 from recursive_opt._hyper import tuned_raw
 
-from .helpers import CATALOGUE, CATALOGUE_IDS, PROBLEM_IDS, PROBLEMS, run_tower
+from .helpers import (
+    CATALOGUE,
+    CATALOGUE_IDS,
+    PROBLEM_IDS,
+    PROBLEMS,
+    copies,
+    run_tower,
+)
 
 
 def _run_optax(tx, loss, params, steps):
@@ -68,7 +75,7 @@ def test_unused_leaf_keeps_everything_finite(entry, tie, getkey):
 
     params = {"used": jnp.zeros(3), "unused": jnp.ones((2, 2))}
     for per in ["tree", "element"]:
-        tower = ro.Stack[3](entry.make(per), tie=tie)
+        tower = copies(3, entry.make(per), tie)
         params_out, state, losses = run_tower(tower, loss, params, 20)
         chex.assert_tree_all_finite((params_out, state, losses))
         if entry.name != "adamw":  # weight decay moves every leaf
@@ -88,7 +95,7 @@ def test_hyperparameters_keep_parameter_dtype(getkey):
     """x64 is on: float64 hyperparameters must not promote float32 parameters."""
     params = {"w": jnp.ones((4, 3), jnp.float32), "h": jnp.ones(3, jnp.bfloat16)}
     for opt in [ro.Adam(1e-2, weight_decay=0.01), ro.SGD(0.1, momentum=0.9)]:
-        tower = ro.Stack[2](opt)
+        tower = copies(2, opt)
         state = tower.init(params)
         grads = jax.tree.map(lambda p: jnp.full_like(p, 0.5), params)
         for _ in range(3):

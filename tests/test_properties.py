@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 import recursive_opt as ro
 
-from .helpers import CATALOGUE
+from .helpers import CATALOGUE, copies
 
 shapes = st.lists(st.integers(1, 3), min_size=0, max_size=3).map(tuple)
 trees = st.recursive(
@@ -44,7 +44,7 @@ def _make_params(shape_tree, seed):
 )
 def test_towers_on_random_trees(shape_tree, depth, per, tie, entry, seed):
     params = _make_params(shape_tree, seed)
-    tower = ro.Stack[depth](entry.make(per), tie=tie)
+    tower = copies(depth, entry.make(per), tie)
     state0 = state = tower.init(params)
     for i in range(3):
         grads = jax.tree.map(lambda p: jnp.sin(p + i) + 0.1, params)

@@ -9,7 +9,7 @@ import pytest
 import recursive_opt as ro
 from recursive_opt._pack import pack, unpack
 
-from .helpers import CATALOGUE, CATALOGUE_IDS, PROBLEMS, run_tower
+from .helpers import CATALOGUE, CATALOGUE_IDS, PROBLEMS, copies, run_tower
 
 logistic = PROBLEMS[1]
 
@@ -59,7 +59,7 @@ def test_state_structure_is_fixed(depth, tie, getkey):
 
 
 def test_untied_top_level_is_fixed_and_lower_levels_move(getkey):
-    tower = ro.Stack[3](ro.SGD(0.05, momentum=0.9))
+    tower = copies(3, ro.SGD(0.05, momentum=0.9))
     _, state, _ = run_tower(tower, logistic.loss, logistic.init(getkey()), 30)
     hp = ro.hyperparams(state)
     assert len(hp) == 3

@@ -1,0 +1,61 @@
+"""The levels `Stack[d](opt)` puts above `opt`: towers that need no tuning.
+
+Chosen by measurement over many tasks and twelve initial learning rates from 1e-5
+to 1 (`benchmarks/tuning_free.py`), and for these reasons:
+
+- Level 1 tunes its learning rate only (and whatever the user declared with
+  `ro.hyper`). One-step hypergradients of momentum and second-moment decays move
+  them fast and greedily: tuning them made every task worse.
+- Level 2 is Adam on the log learning rate: an Adam step does not depend on the
+  hypergradient's scale, which changes by orders of magnitude between problems
+  and during training, so one step size serves every problem. Its lr 0.1 moves
+  level 1's lr by up to 10 % a step: 5 decades in about 115 steps, fast enough to
+  recover from any start in 1e-5..1 within a few hundred steps. At 0.01 (the
+  reference's scale) a 1e-5 start never reaches a good lr in 400 steps.
+- b2 = 0.99 at the upper levels: hypergradients shrink by orders of magnitude as
+  training converges, and a long second-moment memory (0.999) would keep the
+  early, large ones and freeze the learning rate.
+- Levels 3 and above are Adam(0.01) on the log learning rate of the level below:
+  they slowly adapt how fast level 2 moves (faster while its hypergradient keeps
+  one sign, slower while it flips). A fast top level (0.03-0.1) was noisier.
+"""
+
+import dataclasses
+
+import equinox as eqx
+
+from ._hyper import fixed, hyper_fields
+from ._optimiser import AbstractOptimiser
+from ._optimisers.adam import Adam
+
+LEVEL2_LR = 0.1
+HIGHER_LR = 0.01
+
+
+def upper_level(level: int) -> Adam:
+    """The default optimiser at `level` (>= 2) of `Stack[d](opt)`."""
+    lr = LEVEL2_LR if level == 2 else HIGHER_LR
+    return Adam(lr, b1=fixed(0.9), b2=fixed(0.99))
+
+
+def learning_rate_only(opt: AbstractOptimiser) -> AbstractOptimiser:
+    """`opt` with its undeclared tuned hyperparameters other than `lr` fixed."""
+    names = [
+        n
+        for n, h in hyper_fields(opt).items()
+        if n != "lr" and h.tune and not h.declared
+    ]
+    if not names:
+        return opt
+    return eqx.tree_at(
+        lambda o: [getattr(o, n) for n in names],
+        opt,
+        [dataclasses.replace(getattr(opt, n), tune=False) for n in names],
+    )
+
+
+def default_levels(opt: AbstractOptimiser, depth: int) -> tuple[AbstractOptimiser, ...]:
+    """The levels of an untied `Stack[depth](opt)`, bottom first."""
+    if depth == 1:
+        return (opt,)
+    return (learning_rate_only(opt), *(upper_level(k) for k in range(2, depth + 1)))
