@@ -97,8 +97,16 @@ def test_depth_not_an_integer(depth):
 
 
 def test_repeat_takes_one_optimiser():
-    with pytest.raises(TypeError, match=r"for different levels list them: ro.Stack\("):
+    import optax
+
+    with pytest.raises(
+        TypeError, match=r"to choose every level, list them: ro.Stack\("
+    ):
         ro.Stack[2](ro.SGD(0.1), ro.SGD(0.01))
+    with pytest.raises(
+        TypeError, match=r"Stack\[2\]\(opt\) needs a recursive_opt optimiser"
+    ):
+        ro.Stack[2](optax.sgd(0.1))
 
 
 def test_level_not_an_optimiser():

@@ -1,0 +1,418 @@
+"""Do towers need tuning? Default towers from any initial lr, against a grid-searched
+Adam and the learning-rate-free optimisers at their defaults.
+
+Tasks: the four of `peers.py` (digits MLP, breast-cancer logistic regression, a
+character MLP, a 10-D quadratic), a small CNN on the 8x8 digit images, a
+character-level recurrent network, an ill-conditioned least-squares problem
+(condition 1e4, no noise), a regression MLP and a small-data classifier (wine,
+120 training examples). Every method takes the same steps on the same batches
+(`peers.run_grid`: one vmapped program per method over the initial lrs). Per
+task: the final training loss (whole training set) of
+
+- the default towers `Stack[2](Adam(lr))`, `Stack[3](Adam(lr))`, tied
+  `Stack[3](Adam(lr), tie=True)` and `Stack[3](SGD(lr, momentum=0.9))`, over 12
+  initial lrs from 1e-5 to 1, and the zero-argument `Stack[3](Adam())`;
+- Adam over the same grid (its best point is "tuned Adam", what a 12-run grid
+  search buys, and its median);
+- `optax.contrib` at their defaults: prodigy, dadapt_adamw, dog,
+  mechanize(adam(1e-3)), schedule_free_adamw(1e-3), cocob.
+
+Each as a ratio to tuned Adam's loss; losses below 1e-4 count as 1e-4 (solved).
+Then an ablation (what each design choice of the default bought) and the reference
+paper's protocol (digits, 600 steps, batch 128, heights 2-4).
+
+    python benchmarks/tuning_free.py [--steps 400] [--tasks all]
+        [--no-ablation] [--png benchmarks/tuning_free.png]
+"""
+
+import argparse
+import sysconfig
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import optax
+from _common import init_mlp, machine, mlp, pyplot, table
+from peers import (
+    Task,
+    _accuracy,
+    _ce,
+    breast_cancer_task,
+    char_task,
+    digits_task,
+    quadratic_task,
+    run_grid,
+)
+
+import recursive_opt as ro
+
+LRS = np.logspace(-5, 0, 12)
+SOLVED = 1e-4
+
+
+def cnn_task():
+    d = ro.load_digits()
+    k1, k2, k3 = jr.split(jr.key(4), 3)
+    params = {
+        "c1": jr.normal(k1, (3, 3, 1, 8)) / 3.0,
+        "c2": jr.normal(k2, (3, 3, 8, 16)) / jnp.sqrt(72.0),
+        "out": init_mlp(k3, (4 * 4 * 16, 10))[0],
+    }
+
+    def logits(p, x):
+        h = x.reshape(-1, 8, 8, 1)
+        dn = ("NHWC", "HWIO", "NHWC")
+        h = jnp.tanh(
+            jax.lax.conv_general_dilated(h, p["c1"], (1, 1), "SAME", None, None, dn)
+        )
+        h = jnp.tanh(
+            jax.lax.conv_general_dilated(h, p["c2"], (2, 2), "SAME", None, None, dn)
+        )
+        return h.reshape(h.shape[0], -1) @ p["out"]["w"] + p["out"]["b"][None]
+
+    return Task(
+        "digits CNN",
+        d.train,
+        d.test,
+        params,
+        lambda p, b: _ce(logits(p, b[0]), b[1]),
+        _accuracy(logits),
+        "test accuracy",
+        128,
+    )
+
+
+def rnn_task(context: int = 16, hidden: int = 64, max_chars: int = 100_000):
+    src = sysconfig.get_paths()["stdlib"]
+    with open(f"{src}/argparse.py", encoding="utf-8") as f:
+        text = f.read()[:max_chars]
+    vocab = sorted(set(text))
+    ids = np.array([vocab.index(c) for c in text], np.int32)
+    windows = np.lib.stride_tricks.sliding_window_view(ids, context + 1)[::3]
+    x, y = windows[:, :-1], windows[:, -1]
+    split = int(0.9 * len(x))
+    k1, k2, k3 = jr.split(jr.key(5), 3)
+    n = len(vocab)
+    params = {
+        "embed": jr.normal(k1, (n, 16)) * 0.3,
+        "wx": jr.normal(k2, (16, hidden)) / 4.0,
+        "wh": jr.normal(k3, (hidden, hidden)) / jnp.sqrt(hidden),
+        "b": jnp.zeros(hidden),
+        "out": init_mlp(jr.key(6), (hidden, n))[0],
+    }
+
+    def logits(p, x):
+        def cell(h, e):
+            return jnp.tanh(e @ p["wx"] + h @ p["wh"] + p["b"][None]), None
+
+        h0 = jnp.zeros((x.shape[0], hidden))
+        h, _ = jax.lax.scan(cell, h0, jnp.swapaxes(p["embed"][x], 0, 1))
+        return h @ p["out"]["w"] + p["out"]["b"][None]
+
+    loss = lambda p, b: _ce(logits(p, b[0]), b[1])  # noqa: E731
+    return Task(
+        f"char RNN ({n} symbols)",
+        (x[:split], y[:split]),
+        (x[split:], y[split:]),
+        params,
+        loss,
+        loss,
+        "test loss (nats/char)",
+        64,
+    )
+
+
+def least_squares_task():
+    d = ro.make_quadratic(dim=20, n=512, condition=1e4, noise=0.0, seed=1)
+    loss = lambda p, b: jnp.mean((b[0] @ p["w"] - b[1]) ** 2)  # noqa: E731
+    return Task(
+        "ill-conditioned least squares",
+        d.train,
+        d.test,
+        {"w": jnp.zeros(20)},
+        loss,
+        loss,
+        "test MSE",
+        64,
+    )
+
+
+def regression_task():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1200, 8)).astype(np.float32)
+    a = rng.normal(size=8).astype(np.float32)
+    y = np.sin(2 * x @ a / np.sqrt(8)) + 0.5 * np.tanh(x[:, 0] * x[:, 1])
+    y = (y + 0.05 * rng.normal(size=1200)).astype(np.float32)
+    loss = lambda p, b: jnp.mean((mlp(p, b[0])[:, 0] - b[1]) ** 2)  # noqa: E731
+    return Task(
+        "regression MLP",
+        (x[:1000], y[:1000]),
+        (x[1000:], y[1000:]),
+        init_mlp(jr.key(2), (8, 64, 64, 1)),
+        loss,
+        loss,
+        "test MSE",
+        64,
+    )
+
+
+def wine_task():
+    from sklearn.datasets import load_wine
+
+    data = load_wine()
+    x, y = data.data.astype(np.float32), data.target.astype(np.int32)
+    order = np.random.default_rng(0).permutation(len(x))
+    train, test = order[:120], order[120:]
+    x = (x - x[train].mean(0)) / (x[train].std(0) + 1e-8)
+    return Task(
+        "small-data wine MLP",
+        (x[train], y[train]),
+        (x[test], y[test]),
+        init_mlp(jr.key(3), (13, 32, 3)),
+        lambda p, b: _ce(mlp(p, b[0]), b[1]),
+        _accuracy(mlp),
+        "test accuracy",
+        32,
+    )
+
+
+TASKS = {
+    "digits": digits_task,
+    "cancer": breast_cancer_task,
+    "char": char_task,
+    "quadratic": quadratic_task,
+    "cnn": cnn_task,
+    "rnn": rnn_task,
+    "lsq": least_squares_task,
+    "regression": regression_task,
+    "wine": wine_task,
+}
+
+
+def _lr_only(lr):
+    return ro.Adam(lr, b1=ro.fixed(0.9), b2=ro.fixed(0.999))
+
+
+def _upper(lr, b2=0.99):
+    return ro.Adam(lr, b1=ro.fixed(0.9), b2=ro.fixed(b2))
+
+
+def towers() -> dict:
+    """Swept over the initial lr: the default towers and plain Adam."""
+    return {
+        "Adam (grid)": optax.adam,
+        "Stack[2](Adam(lr))": lambda lr: ro.Stack[2](ro.Adam(lr)).as_optax(),
+        "Stack[3](Adam(lr))": lambda lr: ro.Stack[3](ro.Adam(lr)).as_optax(),
+        "Stack[3](Adam(lr), tie=True)": lambda lr: ro.Stack[3](
+            ro.Adam(lr), tie=True
+        ).as_optax(),
+        "Stack[3](SGD(lr, momentum=0.9))": lambda lr: ro.Stack[3](
+            ro.SGD(lr, momentum=0.9)
+        ).as_optax(),
+    }
+
+
+def defaults() -> dict:
+    """Run once (the grid value is ignored): things a user runs untuned."""
+    c = optax.contrib
+    return {
+        "Stack[3](Adam())": lambda _: ro.Stack[3](ro.Adam()).as_optax(),
+        "prodigy": lambda _: c.prodigy(),
+        "dadapt_adamw": lambda _: c.dadapt_adamw(),
+        "dog": lambda _: c.dog(),
+        "mechanize(adam(1e-3))": lambda _: c.mechanize(optax.adam(1e-3)),
+        "schedule_free_adamw(1e-3)": lambda _: c.schedule_free_adamw(1e-3),
+        "cocob": lambda _: c.cocob(),
+    }
+
+
+def ablation() -> dict:
+    """What each choice of the default bought (all Stack[3] unless named)."""
+    ident = lambda v: ro.hyper(v, transform="identity")  # noqa: E731
+    return {
+        "copies of Adam(lr) (the old Stack[3])": lambda lr: ro.Stack(
+            *[ro.Adam(lr)] * 3
+        ).as_optax(),
+        "reference style: raw lr, Adam(1e-3), Adam(1e-4)": lambda lr: ro.Stack(
+            ro.Adam(ident(lr)), ro.Adam(ident(1e-3)), ro.Adam(ident(1e-4))
+        ).as_optax(),
+        "log lr, Adam(0.01) x2, lr+b1+b2 tuned": lambda lr: ro.Stack(
+            ro.Adam(lr), ro.Adam(0.01), ro.Adam(0.01)
+        ).as_optax(),
+        "log lr, Adam(0.01) x2, lr only": lambda lr: ro.Stack(
+            _lr_only(lr), _upper(0.01), _upper(0.01)
+        ).as_optax(),
+        "default levels, lr+b1+b2 tuned": lambda lr: ro.Stack(
+            ro.Adam(lr), _upper(0.1), _upper(0.01)
+        ).as_optax(),
+        "default levels, upper b2 0.999": lambda lr: ro.Stack(
+            _lr_only(lr), _upper(0.1, 0.999), _upper(0.01, 0.999)
+        ).as_optax(),
+        "default levels, top Adam(0.1)": lambda lr: ro.Stack(
+            _lr_only(lr), _upper(0.1), _upper(0.1)
+        ).as_optax(),
+        "default (Stack[3](Adam(lr)))": lambda lr: ro.Stack[3](ro.Adam(lr)).as_optax(),
+    }
+
+
+def ratios(loss: np.ndarray, best: float) -> np.ndarray:
+    loss = np.where(np.isfinite(loss), loss, np.inf)
+    return np.maximum(loss, SOLVED) / max(best, SOLVED)
+
+
+def fmt(r: float) -> str:
+    return "inf" if not np.isfinite(r) else (f"{r:.2f}" if r < 100 else f"{r:.3g}")
+
+
+def reference_protocol(steps: int = 600) -> list[list]:
+    """The reference paper's digits protocol; its package's medians were 8.0e-4,
+    5.5e-4 and 5.0e-4 at heights 2, 3 and 4 (REFERENCES.md)."""
+    task = digits_task()
+    rows = []
+    for h, ref in zip((2, 3, 4), (8.0e-4, 5.5e-4, 5.0e-4)):
+        make = lambda lr, h=h: ro.Stack[h](ro.Adam(lr)).as_optax()  # noqa: E731
+        loss = run_grid(task, make, LRS, steps)[0]
+        loss = np.where(np.isfinite(loss), loss, np.inf)
+        rows.append([h, f"{np.median(loss):.2e}", f"{np.max(loss):.3g}", f"{ref:.1e}"])
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--tasks", default="all")
+    parser.add_argument("--no-ablation", action="store_true")
+    parser.add_argument("--png", default="benchmarks/tuning_free.png")
+    args = parser.parse_args()
+    keys = list(TASKS) if args.tasks == "all" else args.tasks.split(",")
+    grid, once, abl = towers(), defaults(), ({} if args.no_ablation else ablation())
+    results = {}  # task name -> {method: (losses, metrics)}
+    for key in keys:
+        task = TASKS[key]()
+        res = results[task.name] = {"metric": task.metric_name}
+        for name, make in {**grid, **abl}.items():
+            res[name] = run_grid(task, make, LRS, args.steps)
+        for name, make in once.items():
+            res[name] = run_grid(task, make, LRS[:1], args.steps)
+        best = np.nanmin(
+            np.where(np.isfinite(res["Adam (grid)"][0]), res["Adam (grid)"][0], np.nan)
+        )
+        res["best"] = best
+        print(f"{task.name}: tuned Adam {best:.4g}", flush=True)
+    print(f"\n{machine()}; {args.steps} steps; 12 initial lrs from 1e-5 to 1\n")
+    summary_header = ["method"] + [t for t in results]
+    summary = []
+    for name in [*grid, *once]:
+        row = [name]
+        for t, res in results.items():
+            r = ratios(res[name][0], res["best"])
+            cell = (
+                fmt(np.median(r))
+                if len(r) == 1
+                else f"{fmt(np.median(r))} / {fmt(np.max(r))}"
+            )
+            row.append(cell)
+        summary.append(row)
+    print(
+        "Final train loss / tuned Adam's (median / worst over the 12 initial lrs; "
+        "one number: a single run at the defaults)\n"
+    )
+    print(table(summary_header, summary) + "\n")
+    wins = {"Stack[3](Adam())": 0, "Stack[3](Adam(lr))": 0}
+    for res in results.values():
+        prodigy = max(res["prodigy"][0][0], SOLVED)
+        wins["Stack[3](Adam())"] += max(res["Stack[3](Adam())"][0][0], SOLVED) < prodigy
+        wins["Stack[3](Adam(lr))"] += (
+            np.median(np.maximum(res["Stack[3](Adam(lr))"][0], SOLVED)) < prodigy
+        )
+    for k, v in wins.items():
+        print(f"{k} beats prodigy's final train loss on {v} of {len(results)} tasks")
+    print()
+    for t, res in results.items():
+        rows = []
+        for name in [*grid, *once]:
+            loss, metric = res[name]
+            rows.append(
+                [
+                    name,
+                    f"{np.median(loss):.4g}",
+                    f"{np.max(loss):.4g}",
+                    f"{np.nanmedian(metric):.4f}",
+                ]
+            )
+        print(f"**{t}** (tuned Adam {res['best']:.4g}; metric: {res['metric']})\n")
+        print(
+            table(["method", "median final loss", "worst", "median metric"], rows)
+            + "\n"
+        )
+    if abl:
+        rows = []
+        for name in abl:
+            row = [name]
+            for res in results.values():
+                r = ratios(res[name][0], res["best"])
+                row.append(f"{fmt(np.median(r))} / {fmt(np.max(r))}")
+            rows.append(row)
+        print("Ablation: Stack[3] variants, ratio to tuned Adam (median / worst)\n")
+        print(table(summary_header, rows) + "\n")
+    if "digits" in keys:
+        print(
+            "Reference protocol (digits MLP, 600 steps, batch 128; final train loss)\n"
+        )
+        print(
+            table(
+                ["height", "median", "worst", "reference package median"],
+                reference_protocol(),
+            )
+            + "\n"
+        )
+    if args.png:
+        plot(results, grid, once, args.png)
+
+
+def plot(results, grid, once, path):
+    plt = pyplot()
+    n = len(results)
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), squeeze=False)
+    for ax, (t, res) in zip(axes.flat, results.items()):
+        for i, name in enumerate(grid):
+            ax.plot(
+                LRS,
+                np.maximum(res[name][0], SOLVED),
+                "o-",
+                ms=3,
+                lw=1.2,
+                color=f"C{i}",
+                label=name,
+            )
+        for j, name in enumerate(
+            ["prodigy", "mechanize(adam(1e-3))", "Stack[3](Adam())"]
+        ):
+            ax.axhline(
+                max(res[name][0][0], SOLVED),
+                ls="--",
+                lw=1,
+                color=f"C{len(grid) + j}",
+                label=f"{name} (default)",
+            )
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlabel="initial lr",
+            ylabel="final train loss",
+            title=t,
+        )
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8)
+    fig.tight_layout(rect=(0, 0.1 / rows, 1, 1))
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
