@@ -47,10 +47,11 @@ def _parser() -> _Parser:
     sub.required = True
     demo = sub.add_parser(
         "demo",
-        help="train an MLP on digits with Adam and with towers of Adam",
-        description="Train a Flax NNX MLP on scikit-learn's digits with plain Adam, "
-        "Stack[2], Stack[3] and tied Stack[3] of Adam; print a table and write "
-        "DIR/demo.png.",
+        help="train an MLP on digits with Adam and with the default tower",
+        description="Train a Flax NNX MLP on scikit-learn's digits with plain Adam "
+        "and with the default tower Stack[DEPTH](Adam(lr)), each from every initial "
+        "lr of --lrs; print a table and write DIR/demo.png (loss and level-1 lr "
+        "against step).",
     )
     demo.add_argument(
         "--steps",
@@ -59,10 +60,18 @@ def _parser() -> _Parser:
         help="training steps (default 1000)",
     )
     demo.add_argument(
-        "--lr",
+        "--lrs",
         type=_positive_float,
-        default=1e-3,
-        help="initial lr of every level (default 1e-3)",
+        nargs="+",
+        default=[1e-5, 1e-3, 1.0],
+        metavar="LR",
+        help="initial learning rates (default 1e-5 1e-3 1)",
+    )
+    demo.add_argument(
+        "--depth",
+        type=_positive_int,
+        default=3,
+        help="height of the tower (default 3)",
     )
     demo.add_argument(
         "--out", default="recursive-opt-out", metavar="DIR", help="output directory"
@@ -117,7 +126,13 @@ def main(argv=None) -> int:
 
     try:
         if args.command == "demo":
-            _demo.demo(args.steps, args.lr, args.out, progress=not args.no_progress)
+            _demo.demo(
+                args.steps,
+                args.lrs,
+                args.out,
+                depth=args.depth,
+                progress=not args.no_progress,
+            )
         else:
             _demo.lr_sweep(args, progress=not args.no_progress)
     except ImportError as e:

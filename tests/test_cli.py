@@ -11,21 +11,24 @@ from recursive_opt._cli import main
 
 
 def test_demo_writes_table_and_plot(tmp_path, capsys):
-    assert main(["demo", "--steps", "30", "--out", str(tmp_path), "--no-progress"]) == 0
+    argv = ["demo", "--steps", "30", "--lrs", "1e-5", "1", "--depth", "2"]
+    assert main(argv + ["--out", str(tmp_path), "--no-progress"]) == 0
     out = capsys.readouterr().out
     rows = [
         line for line in out.splitlines() if line.startswith("| ") and "Adam" in line
     ]
     assert [r.split("|")[1].strip() for r in rows] == [
-        "Adam",
-        "Stack[2](Adam)",
-        "Stack[3](Adam)",
-        "Stack[3](Adam), tied",
+        "Adam(1e-05)",
+        "Stack[2](Adam(1e-05))",
+        "Adam(1)",
+        "Stack[2](Adam(1))",
     ]
-    # Plain Adam reports one lr, Stack[3] three; the lr of a tower's level 1 moved.
+    # Plain Adam reports one lr, the tower two; the tower's level-1 lr moved.
     lrs = {r.split("|")[1].strip(): r.split("|")[4].split(",") for r in rows}
-    assert len(lrs["Adam"]) == 1 and len(lrs["Stack[3](Adam)"]) == 3
-    assert float(lrs["Stack[3](Adam)"][0]) != pytest.approx(1e-3, rel=1e-4)
+    assert lrs["Adam(1e-05)"] == [" 1.00e-05 "]
+    assert len(lrs["Stack[2](Adam(1e-05))"]) == 2
+    assert float(lrs["Stack[2](Adam(1e-05))"][0]) > 1e-5 * 1.5
+    assert float(lrs["Stack[2](Adam(1))"][0]) < 1 / 1.5
     png = tmp_path / "demo.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
@@ -60,7 +63,7 @@ def test_sweep_writes_table_and_plot(tmp_path, capsys):
     [
         (["demo", "--steps", "0"], "--steps: must be at least 1, got 0"),
         (["demo", "--steps", "ten"], "--steps: 'ten' is not an integer"),
-        (["demo", "--lr", "-1"], "--lr: must be a positive number"),
+        (["demo", "--lrs", "1e-3", "-1"], "--lrs: must be a positive number"),
         (["demo", "--colour"], "unrecognized arguments: --colour"),
         (["train"], "invalid choice: 'train'"),
         ([], "the following arguments are required"),

@@ -11,6 +11,8 @@ import pytest
 import recursive_opt as ro
 from recursive_opt._loop import batch_indices
 
+from .helpers import copies
+
 QUAD = ro.make_quadratic(dim=6, n=96, n_test=32, seed=1)
 
 
@@ -93,7 +95,7 @@ def test_fit_matches_a_hand_written_loop():
 
 
 def test_history_records_every_level_and_eval():
-    tower = ro.Stack[3](ro.SGD(0.05, momentum=0.5))
+    tower = copies(3, ro.SGD(0.05, momentum=0.5))
     res = ro.fit(
         lambda p, b: (linear_loss(p, b), {"pred": jnp.mean(b[0] @ p["w"])}),
         linear_params(),

@@ -13,13 +13,14 @@ import pytest
 import recursive_opt as ro
 from recursive_opt._sweep import set_hyperparams
 
+from .helpers import copies
 from .test_fit import QUAD, linear_loss, linear_params
 
 OPTIONS = dict(steps=24, batch_size=16, log_every=8, progress=False)
 
 
 def test_members_equal_separate_fits():
-    tower = ro.Stack[2](ro.SGD(0.01, momentum=0.5))
+    tower = copies(2, ro.SGD(0.01, momentum=0.5))
     lrs = np.array([1e-3, 5e-2])
     res = ro.sweep(
         linear_loss,
@@ -58,7 +59,7 @@ def test_sweep_an_upper_level_and_several_hyperparameters():
     # between a vmapped and a single run.
     data = tuple(np.asarray(a, np.float64) for a in QUAD.train)
     params = jax.tree.map(lambda x: x.astype(jnp.float64), linear_params())
-    tower = ro.Stack[3](ro.Adam(0.01))
+    tower = copies(3, ro.Adam(0.01))
     res = ro.sweep(
         linear_loss,
         params,
