@@ -54,7 +54,7 @@ def main():
                     continue
                 best = min(
                     (
-                        compile_seconds(ro.Stack[d](make(), tie=tie), params, x, y)
+                        compile_seconds(ro.Stack(*[make()] * d, tie=tie), params, x, y)
                         for _ in range(args.repeats)
                     ),
                     key=sum,

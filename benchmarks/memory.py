@@ -104,7 +104,9 @@ def main():
                     if per == "element at level 1":
                         tower = ro.Stack(make("element"), *[make("tree")] * (d - 1))
                     else:
-                        tower = ro.Stack[d](make(per), tie=tie)
+                        # every level the same optimiser (Stack[d] would put its
+                        # default levels above level 1)
+                        tower = ro.Stack(*[make(per)] * d, tie=tie)
                     state = nbytes(tower.init(params))
                     extra = state - base
                     xla = compiled_bytes(tower.as_optax(), params, x, y)

@@ -13,7 +13,9 @@ point of plain Adam, i.e. what a grid search buys with |grid| runs.
 
 The learning-rate-free optimisers take the grid value as their `learning_rate`
 (a multiplier, 1 by default); towers take it as level 1's initial lr, and their
-upper levels start at `--upper-lr`.
+upper levels are Adam at `--upper-lr` tuning every hyperparameter of the level
+below (explicit levels, not the tuning-free defaults of `Stack[d]`: see
+`tuning_free.py` for those).
 
     python benchmarks/peers.py [--steps 400] [--num 9] [--png benchmarks/peers.png]
 """
@@ -157,8 +159,10 @@ def optimisers(upper_lr: float) -> dict[str, Callable]:
             ro.Adam(ident(lr), b1=ro.fixed(0.9), b2=ro.fixed(0.999)),
             ro.SGD(ident(1e-7)),
         ).as_optax(),
-        "Adam Stack[2]": lambda lr: ro.Stack(ro.Adam(lr), ro.Adam(upper_lr)).as_optax(),
-        "Adam Stack[3]": lambda lr: ro.Stack(
+        "Adam + 1 upper Adam": lambda lr: ro.Stack(
+            ro.Adam(lr), ro.Adam(upper_lr)
+        ).as_optax(),
+        "Adam + 2 upper Adams": lambda lr: ro.Stack(
             ro.Adam(lr), ro.Adam(upper_lr), ro.Adam(upper_lr)
         ).as_optax(),
         "Adam Stack[2] tied": lambda lr: ro.Stack[2](ro.Adam(lr), tie=True).as_optax(),
@@ -279,7 +283,8 @@ def main():
         )
         for ax, t in zip(axes[0], tasks):
             for i, name in enumerate(opts):
-                style = "o-" if ("Stack" in name or "HD" in name) else "x--"
+                tower = any(w in name for w in ("upper", "Stack", "HD"))
+                style = "o-" if tower else "x--"
                 ax.plot(
                     lrs,
                     results[(t, name)][0],

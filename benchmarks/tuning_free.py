@@ -319,15 +319,19 @@ def main():
         "one number: a single run at the defaults)\n"
     )
     print(table(summary_header, summary) + "\n")
-    wins = {"Stack[3](Adam())": 0, "Stack[3](Adam(lr))": 0}
+    # Final train loss against prodigy's at its defaults (solved counts as equal).
+    verdicts = {"Stack[3](Adam()) vs prodigy": [], "Stack[3](Adam(lr)), median": []}
     for res in results.values():
         prodigy = max(res["prodigy"][0][0], SOLVED)
-        wins["Stack[3](Adam())"] += max(res["Stack[3](Adam())"][0][0], SOLVED) < prodigy
-        wins["Stack[3](Adam(lr))"] += (
-            np.median(np.maximum(res["Stack[3](Adam(lr))"][0], SOLVED)) < prodigy
-        )
-    for k, v in wins.items():
-        print(f"{k} beats prodigy's final train loss on {v} of {len(results)} tasks")
+        for name, loss in zip(
+            verdicts,
+            (res["Stack[3](Adam())"][0][0], np.median(res["Stack[3](Adam(lr))"][0])),
+        ):
+            loss = max(loss, SOLVED)
+            verdicts[name].append(
+                "tie" if loss == prodigy else ("win" if loss < prodigy else "loss")
+            )
+    print(table(summary_header, [[k, *v] for k, v in verdicts.items()]))
     print()
     for t, res in results.items():
         rows = []

@@ -10,11 +10,12 @@ to 1 (`benchmarks/tuning_free.py`), and for these reasons:
   hypergradient's scale, which changes by orders of magnitude between problems
   and during training, so one step size serves every problem. Its lr 0.1 moves
   level 1's lr by up to 10 % a step: 5 decades in about 115 steps, fast enough to
-  recover from any start in 1e-5..1 within a few hundred steps. At 0.01 (the
-  reference's scale) a 1e-5 start never reaches a good lr in 400 steps.
+  correct any start in 1e-5..1 within a few hundred steps. At 0.01 (the
+  reference's scale) a 1e-5 start does not reach a good lr in 400 steps.
 - b2 = 0.99 at the upper levels: hypergradients shrink by orders of magnitude as
-  training converges, and a long second-moment memory (0.999) would keep the
-  early, large ones and freeze the learning rate.
+  training converges, and a shorter second-moment memory than Adam's usual 0.999
+  follows them. Measured: about neutral against 0.999, better than 0.9 or 0.95
+  (noisier, one run blew up at 0.9).
 - Levels 3 and above are Adam(0.01) on the log learning rate of the level below:
   they slowly adapt how fast level 2 moves (faster while its hypergradient keeps
   one sign, slower while it flips). A fast top level (0.03-0.1) was noisier.

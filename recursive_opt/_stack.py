@@ -127,7 +127,7 @@ class Stack(eqx.Module):
     - `tie`: share one hyperparameter pytree between identical levels.
 
     ```python
-    tower = ro.Stack[3](ro.Adam())  # any initial lr in 1e-5..1 works
+    tower = ro.Stack[3](ro.Adam())  # a start anywhere in 1e-5..1 is corrected
     state = tower.init(params)
     updates, state = tower.update(grads, state, params)
     ro.hyperparams(state)  # [{"lr": ..., "b1": ...}, ...], bottom level first
