@@ -126,7 +126,9 @@ def fit(
         it; `"stop"` raises `ro.DivergenceError` naming the step; `"ignore"` checks
         nothing.
     - `bounds`: keep hyperparameters in ranges, e.g. `{"lr": (1e-8, 10.0)}` for
-        every level, or a list with one such dict per level.
+        every level, or a list with one such dict per level. The tower enforces
+        them when the level above writes a new value (and at the start), so the
+        model never steps with a value out of range (as `ro.hyper(v, bounds=...)`).
     - `checkpoint_dir`, `checkpoint_every`: write a checkpoint every
         `checkpoint_every` steps (a multiple of `log_every`) and at the end; a run
         started again with the same arguments resumes from the newest one and ends

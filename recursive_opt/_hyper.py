@@ -1,7 +1,8 @@
 """Hyperparameter declarations, their transforms, and their resolution per tree."""
 
 import dataclasses
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import equinox as eqx
@@ -15,6 +16,8 @@ from ._custom_types import HyperParams
 TransformName = Literal["log", "logit", "identity", "square", "tanh01"]
 Per = Literal["tree", "leaf", "element"]
 _PERS = ("tree", "leaf", "element")
+# A range of values (not raw values); None leaves that side open.
+Bounds = tuple[float | None, float | None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +55,7 @@ class HyperSpec:
     transform: TransformName | None = None
     tune: bool = True
     per: Per = "tree"
+    bounds: Bounds | None = None
 
 
 def hyper(
@@ -59,6 +63,7 @@ def hyper(
     transform: TransformName | None = None,
     tune: bool = True,
     per: Per = "tree",
+    bounds: Bounds | None = None,
 ) -> HyperSpec:
     """Declare how a hyperparameter is parametrised and whether it is tuned.
 
@@ -71,6 +76,9 @@ def hyper(
     - `tune`: whether the level above optimises it.
     - `per`: `"tree"` (one scalar), `"leaf"` (one scalar per array leaf of the
         optimised tree) or `"element"` (one per coordinate).
+    - `bounds`: `(low, high)` values it must stay within (`None` for an open
+        side). A tower enforces them when the level above writes a new value, so
+        the optimiser never steps with a value out of range.
 
     **Returns:** a declaration to pass to an optimiser, e.g.
     `ro.SGD(lr=ro.hyper(0.1, transform="identity", per="leaf"))`.
@@ -83,7 +91,25 @@ def hyper(
         raise ValueError(f"Unknown per={per!r}; choose one of {list(_PERS)}.")
     if not isinstance(tune, bool):
         raise ValueError(f"`tune` must be True or False, got {tune!r}.")
-    return HyperSpec(value, transform, tune, per)
+    if bounds is not None:
+        bounds = check_bounds("bounds", bounds)
+    return HyperSpec(value, transform, tune, per, bounds)
+
+
+def check_bounds(where: str, pair: Any) -> Bounds:
+    """`pair` as `(low, high)` floats or None; a `ValueError` says what is wrong."""
+    if not (isinstance(pair, Sequence) and len(pair) == 2):
+        raise ValueError(
+            f"{where} must be a pair (low, high), got {pair!r}; use None for no "
+            "bound on one side."
+        )
+    lo, hi = (None if b is None else float(b) for b in pair)
+    for b in (lo, hi):
+        if b is not None and not math.isfinite(b):
+            raise ValueError(f"{where} must be finite numbers, got {pair!r}.")
+    if lo is not None and hi is not None and not lo < hi:
+        raise ValueError(f"{where} needs low < high, got {pair!r}.")
+    return lo, hi
 
 
 def fixed(value: ArrayLike, transform: TransformName | None = None) -> HyperSpec:
@@ -105,6 +131,7 @@ class Hyper(eqx.Module):
     # Whether the user declared it with `ro.hyper`/`ro.fixed` (not a plain float):
     # `Stack[d](opt)` keeps such a declaration, and fixes undeclared non-lr ones.
     declared: bool = eqx.field(static=True, default=False)
+    bounds: Bounds | None = eqx.field(static=True, default=None)
 
     @property
     def value(self) -> PyTree[Array]:
@@ -148,20 +175,28 @@ def declare(
     if isinstance(value, Hyper):
         return value
     declared = isinstance(value, HyperSpec)
+    bounds = None
     if declared:
         spec = value
         transform = spec.transform or default_transform
-        value, tune, per = spec.value, spec.tune, spec.per
+        value, tune, per, bounds = spec.value, spec.tune, spec.per, spec.bounds
     else:
         transform, tune, per = default_transform, default_tune, "tree"
     _check_value(owner, name, value, transform)
+    if bounds is not None and not isinstance(value, jax.core.Tracer):
+        lo, hi = bounds
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise ValueError(
+                f"{owner}: hyperparameter `{name}` = {value!r} is outside its bounds "
+                f"{bounds}. Start it within them."
+            )
     # Raw values are strongly typed default floats (float32, or float64 with x64),
     # whatever the value's dtype: a weak type would turn strong after the first
     # update and make jit retrace, and 16-bit raw values are too coarse to tune.
     # The rules cast hyperparameters to the parameters' dtype.
     dtype = jnp.result_type(float)
     raw = TRANSFORMS[transform].inverse(jnp.asarray(value, dtype=dtype))
-    return Hyper(raw, transform, tune, per, declared)
+    return Hyper(raw, transform, tune, per, declared, bounds)
 
 
 def is_zero(value: Any) -> bool:
@@ -197,6 +232,45 @@ def with_raw(opt, raw: HyperParams):
     names = list(raw)
     return eqx.tree_at(
         lambda o: [getattr(o, n).raw for n in names], opt, [raw[n] for n in names]
+    )
+
+
+def _clip_raw(raw: Array, transform: str, bounds: Bounds) -> Array:
+    # Compared as values; a violated bound's inverse is the new raw value, so the
+    # optimiser reads exactly the bound.
+    t, (lo, hi) = TRANSFORMS[transform], bounds
+    value = t.forward(raw)
+    if lo is not None:
+        raw = jnp.where(value < lo, t.inverse(jnp.asarray(lo, raw.dtype)), raw)
+    if hi is not None:
+        raw = jnp.where(value > hi, t.inverse(jnp.asarray(hi, raw.dtype)), raw)
+    return raw
+
+
+def clip(opt):
+    """`opt` with every bounded hyperparameter moved into its bounds."""
+    fields = {n: h for n, h in hyper_fields(opt).items() if h.bounds is not None}
+    if not fields:
+        return opt
+    names = list(fields)
+    new = [
+        jax.tree.map(
+            lambda r, h=fields[n]: _clip_raw(r, h.transform, h.bounds), fields[n].raw
+        )
+        for n in names
+    ]
+    return eqx.tree_at(lambda o: [getattr(o, n).raw for n in names], opt, new)
+
+
+def with_bounds(opt, bounds: dict[str, Bounds]):
+    """`opt` with the named hyperparameters it has bounded (replacing their bounds)."""
+    names = [n for n in bounds if n in hyper_fields(opt)]
+    if not names:
+        return opt
+    return eqx.tree_at(
+        lambda o: [getattr(o, n) for n in names],
+        opt,
+        [dataclasses.replace(getattr(opt, n), bounds=bounds[n]) for n in names],
     )
 
 

@@ -18,11 +18,11 @@ import numpy as np
 import optax
 from jaxtyping import Array, Int, PyTree
 
-from ._guard import all_finite, clamp, normalise_bounds
+from ._guard import all_finite, normalise_bounds
 from ._model import Model, select
 from ._optax import apply_updates
 from ._optimiser import AbstractOptimiser
-from ._stack import Stack, TowerState, hyperparams
+from ._stack import Stack, TowerState, bound, hyperparams
 
 ON_NONFINITE = ("skip", "stop", "ignore")
 
@@ -209,9 +209,9 @@ class Loop:
             )
         self.loss_fn, self.model, self.tower, self.data = loss_fn, model, tower, data
         self.has_aux, self.on_nonfinite, self.key_impl = has_aux, on_nonfinite, key_impl
-        self.bounds = None
-        if bounds is not None:
-            self.bounds = normalise_bounds(bounds, tower.init(model.params))
+        self.bounds = normalise_bounds(bounds, tower)
+        if self.bounds is not None:  # enforced inside the tower, before each use
+            self.tower = bound(tower, self.bounds)
 
     @classmethod
     def build(cls, loss_fn, model: Model, tower, data, batch_size, key, **options):
@@ -245,8 +245,6 @@ class Loop:
         )
         updates, opt_state = self.tower.update(grads, c.opt_state, c.params)
         params = apply_updates(c.params, updates)
-        if self.bounds is not None:
-            opt_state = clamp(opt_state, self.bounds)
         new = (params, rest, opt_state)
         skipped, bad_step = c.skipped, c.bad_step
         if self.on_nonfinite != "ignore":

@@ -20,7 +20,17 @@ from ._chain import (
 )
 from ._custom_types import Grads, OptState, Params, Updates
 from ._defaults import default_levels
-from ._hyper import hyper_fields, resolve, tuned_raw, values, with_raw
+from ._hyper import (
+    TRANSFORMS,
+    Bounds,
+    clip,
+    hyper_fields,
+    resolve,
+    tuned_raw,
+    values,
+    with_bounds,
+    with_raw,
+)
 from ._optax import (
     apply_updates,
     as_optax,
@@ -81,6 +91,26 @@ class TowerState(eqx.Module):
     @property
     def count(self) -> Int[Array, ""]:
         return self.contents.count
+
+    def set_hyperparams(self, level: int, new: dict[str, Any]) -> "TowerState":
+        """This state with level `level`'s (1-based; 1 for a tied tower's one set)
+        hyperparameters set to the values `new`, `name -> value`, broadcast over
+        per-leaf/element hyperparameters and moved into their bounds."""
+        contents = self.contents
+        opts = list(contents.opts)
+        opt, fields = opts[level - 1], hyper_fields(opts[level - 1])
+        for name, value in new.items():
+            h = fields[name]
+            raw = TRANSFORMS[h.transform].inverse(
+                jnp.asarray(value, jnp.result_type(float))
+            )
+            raw = jax.tree.map(
+                lambda r: jnp.broadcast_to(raw.astype(r.dtype), r.shape), h.raw
+            )
+            opt = eqx.tree_at(lambda o: getattr(o, name).raw, opt, raw)
+        opts[level - 1] = clip(opt)
+        contents = dataclasses.replace(contents, opts=tuple(opts))
+        return dataclasses.replace(self, packed=pack(contents))
 
 
 class _Repeat:
@@ -183,14 +213,14 @@ class Stack(eqx.Module):
         check_params(params, "Stack")
         params, param_treedef = jax.tree.flatten(params)
         if self.tie:
-            opt = resolve(self.levels[0], params)
+            opt = clip(resolve(self.levels[0], params))
             targets = (params, tuned_raw(opt))
             opts = (opt,)
             steppers = (opt, opt)
         else:
             opts, targets, target = [], [], params
             for level in self.levels:
-                opt = resolve(level, target)
+                opt = clip(resolve(level, target))
                 opts.append(opt)
                 targets.append(target)
                 target = tuned_raw(opt)
@@ -275,8 +305,9 @@ class Stack(eqx.Module):
                 )
             else:
                 updates, states[k] = opts[k].update(G[k], states[k], target)
-            if k > 0:
-                opts[k - 1] = with_raw(opts[k - 1], apply_updates(target, updates))
+            if k > 0:  # bounds hold before the level below steps
+                new = with_raw(opts[k - 1], apply_updates(target, updates))
+                opts[k - 1] = clip(new)
         return updates, tuple(opts), tuple(states), tuple(saved)
 
     def _update_tied(self, grads, state, params):
@@ -291,7 +322,7 @@ class Stack(eqx.Module):
         total = zero_unless(state.count > 0, total)
         h = tuned_raw(opt)
         h_updates, self_state, saved_self = step_inputs(opt, total, state.states[1], h)
-        opt = with_raw(opt, apply_updates(h, h_updates))
+        opt = clip(with_raw(opt, apply_updates(h, h_updates)))
         updates, model_state, saved_model = step_record(
             opt, grads, state.states[0], params
         )
@@ -300,6 +331,14 @@ class Stack(eqx.Module):
     def as_optax(self) -> optax.GradientTransformation:
         """This tower as an `optax.GradientTransformation` (plain closures)."""
         return as_optax(self)
+
+
+def bound(tower: Stack, bounds: list[dict[str, Bounds]]) -> Stack:
+    """`tower` with level k's named hyperparameters bounded by `bounds[k]` (one
+    entry for a tied tower's one set)."""
+    if tower.tie:
+        return Stack(*[with_bounds(o, bounds[0]) for o in tower.levels], tie=True)
+    return Stack(*[with_bounds(o, b) for o, b in zip(tower.levels, bounds)])
 
 
 def _check_tied_pers(opt: AbstractOptimiser) -> None:

@@ -18,8 +18,7 @@ from ._fit import _check_positive, stack_history
 from ._hyper import TRANSFORMS, hyper_fields
 from ._loop import Loop, normalise_key
 from ._model import Model, _is_nnx, data_to_keys, keys_to_data
-from ._pack import pack
-from ._stack import Stack, TowerState
+from ._stack import Stack
 
 
 @dataclasses.dataclass
@@ -43,26 +42,6 @@ class SweepResult:
     seeds: np.ndarray | None
     skipped: np.ndarray
     stopped_at: np.ndarray
-
-
-def set_hyperparams(
-    state: TowerState, level: int, values: dict[str, Any]
-) -> TowerState:
-    """`state` with level `level`'s hyperparameters set to the constrained `values`."""
-    contents = state.contents
-    opts = list(contents.opts)
-    k = level - 1
-    for name, value in values.items():
-        h = hyper_fields(opts[k])[name]
-        raw = TRANSFORMS[h.transform].inverse(
-            jnp.asarray(value, jnp.result_type(float))
-        )
-        new = jax.tree.map(
-            lambda r: jnp.broadcast_to(raw.astype(r.dtype), r.shape), h.raw
-        )
-        opts[k] = eqx.tree_at(lambda o: getattr(o, name).raw, opts[k], new)
-    contents = dataclasses.replace(contents, opts=tuple(opts))
-    return dataclasses.replace(state, packed=pack(contents))
 
 
 def _check_over(tower, state, over: dict, level: int) -> tuple[dict, int | None]:
@@ -144,7 +123,7 @@ def _population(
             members.append(loop.init(m.params, m.rest, jr.key_data(jr.fold_in(k, 1))))
         carries = jax.tree.map(lambda *xs: jnp.stack(xs), *members)
     if over:
-        state = jax.vmap(lambda s, v: set_hyperparams(s, level, v))(
+        state = jax.vmap(lambda s, v: s.set_hyperparams(level, v))(
             carries.opt_state, over
         )
         carries = dataclasses.replace(carries, opt_state=state)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import recursive_opt as ro
-from recursive_opt._guard import clamp, normalise_bounds
+from recursive_opt._guard import normalise_bounds
+from recursive_opt._stack import bound
 
 from .test_fit import QUAD, batches, linear_loss, linear_params
 
@@ -125,24 +126,91 @@ def test_bounds_keep_hyperparameters_in_range():
 
 
 @pytest.mark.parametrize("transform", ["log", "logit", "identity", "square", "tanh01"])
-def test_clamp_lands_exactly_on_the_bound(transform):
-    opt = ro.SGD(0.3, momentum=ro.hyper(0.6, transform=transform))
-    state = ro.Stack[2](opt).init(linear_params())
-    bounds = normalise_bounds({"momentum": (0.1, 0.5)}, state)
-    (h, _) = ro.hyperparams(clamp(state, bounds))
+def test_bounds_land_exactly_on_the_bound(transform):
+    tower = ro.Stack[2](ro.SGD(0.3, momentum=ro.hyper(0.6, transform=transform)))
+
+    def init(pair):
+        bounds = normalise_bounds({"momentum": pair}, tower)
+        return bound(tower, bounds).init(linear_params())
+
+    (h, _) = ro.hyperparams(init((0.1, 0.5)))
     np.testing.assert_allclose(h["momentum"], 0.5, rtol=1e-6)
     np.testing.assert_allclose(h["lr"], 0.3, rtol=1e-6)  # untouched
-    bounds = normalise_bounds({"momentum": (0.7, 0.9)}, state)
-    np.testing.assert_allclose(
-        ro.hyperparams(clamp(state, bounds))[0]["momentum"], 0.7, rtol=1e-6
+    state = init((0.7, 0.9))
+    np.testing.assert_allclose(ro.hyperparams(state)[0]["momentum"], 0.7, rtol=1e-6)
+    # Values set from outside (ro.sweep's `over`) are moved into the bounds too.
+    state = state.set_hyperparams(1, {"momentum": 0.95, "lr": 0.2})
+    np.testing.assert_allclose(ro.hyperparams(state)[0]["momentum"], 0.9, rtol=1e-6)
+    np.testing.assert_allclose(ro.hyperparams(state)[0]["lr"], 0.2, rtol=1e-6)
+
+
+def _ones_problem():
+    x, y = jnp.ones((4, 3)), jnp.zeros(4)
+
+    def loss(p, batch):
+        return jnp.mean((batch[0] @ p["w"] - batch[1] - 1) ** 2)
+
+    return loss, (x, y)
+
+
+@pytest.mark.parametrize("upper_lr", [100.0, 1e3])
+def test_the_model_never_steps_with_an_out_of_range_value(upper_lr):
+    """The level above drives level 1's lr far past its bound at once: every model
+    step must already use the bounded value (the history records the lr used)."""
+    loss, data = _ones_problem()
+    res = ro.fit(
+        loss,
+        {"w": jnp.zeros(3)},
+        ro.Stack(ro.SGD(0.01), ro.SGD(upper_lr)),
+        data,
+        steps=3,
+        batch_size=4,
+        log_every=1,
+        bounds=[{"lr": (None, 0.05)}, None],
+        progress=False,
     )
+    lrs = res.history["level1/lr"]
+    assert np.all(lrs <= 0.05 * (1 + 1e-6)) and lrs.max() == pytest.approx(0.05)
+    w = {"w": jnp.zeros(3)}
+    for lr in lrs:  # plain SGD at the recorded learning rates
+        w = jax.tree.map(lambda p, g, lr=lr: p - lr * g, w, jax.grad(loss)(w, data))
+    np.testing.assert_allclose(res.params["w"], w["w"], rtol=1e-6)
+    assert np.all(np.abs(res.params["w"]) < 1)
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_declared_bounds_hold_at_every_step(tie):
+    lr = ro.hyper(0.01, bounds=(0.005, 0.02))
+    opt = ro.SGD(lr, momentum=0.5)
+    tower = ro.Stack[3](opt, tie=True) if tie else ro.Stack(opt, ro.Adam(0.5))
+    loss, data = _ones_problem()
+    params = {"w": jnp.zeros(3)}
+    state = tower.init(params)
+    seen = []
+    for _ in range(8):
+        grads = jax.grad(loss)(params, data)
+        updates, state = tower.update(grads, state, params)
+        used = float(ro.hyperparams(state)[0]["lr"])
+        seen.append(used)
+        assert 0.005 * (1 - 1e-6) <= used <= 0.02 * (1 + 1e-6)
+        params = ro.apply_updates(params, updates)
+    assert max(seen) > 0.01 or min(seen) < 0.01  # the lr did move
+
+
+def test_declared_bound_errors():
+    with pytest.raises(ValueError, match="outside its bounds"):
+        ro.SGD(ro.hyper(0.1, bounds=(1e-3, 0.05)))
+    with pytest.raises(ValueError, match="low < high"):
+        ro.hyper(0.1, bounds=(1.0, 0.5))
+    with pytest.raises(ValueError, match="must be a pair"):
+        ro.hyper(0.1, bounds=0.5)
 
 
 def test_bound_errors():
-    state = ro.Stack[3](ro.SGD(0.1), tie=True).init(linear_params())
+    tower = ro.Stack[3](ro.SGD(0.1), tie=True)
     with pytest.raises(ValueError, match="tied tower"):
-        normalise_bounds([{"lr": (0, 1)}] * 3, state)
+        normalise_bounds([{"lr": (0, 1)}] * 3, tower)
     with pytest.raises(ValueError, match="finite"):
-        normalise_bounds({"lr": (0, jnp.inf)}, state)
+        normalise_bounds({"lr": (0, jnp.inf)}, tower)
     with pytest.raises(ValueError, match="pair"):
-        normalise_bounds({"lr": 0.1}, state)
+        normalise_bounds({"lr": 0.1}, tower)

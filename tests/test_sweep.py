@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 import recursive_opt as ro
-from recursive_opt._sweep import set_hyperparams
 
 from .helpers import copies
 from .test_fit import QUAD, linear_loss, linear_params
@@ -121,7 +120,7 @@ def test_a_diverging_member_does_not_spoil_the_others():
 
 def test_set_hyperparams_per_element():
     tower = ro.Stack[2](ro.SGD(ro.hyper(0.1, per="element")))
-    state = set_hyperparams(tower.init(linear_params()), 1, {"lr": 0.25})
+    state = tower.init(linear_params()).set_hyperparams(1, {"lr": 0.25})
     lr = ro.hyperparams(state)[0]["lr"]
     np.testing.assert_allclose(lr["w"], np.full(6, 0.25), rtol=1e-6)
 
