@@ -39,8 +39,18 @@ def _data():
     return x, y, w
 
 
-def _run_reference(make_optimizer, read_hypers):
+def _run_reference(make_optimizer, read_hypers, dtype=np.float32):
     x, y, w = _data()
+    x, w = x.astype(dtype), {k: v.astype(dtype) for k, v in w.items()}
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64 if dtype == np.float64 else torch.float32)
+    try:
+        return _reference_steps(make_optimizer, read_hypers, x, y, w)
+    finally:
+        torch.set_default_dtype(default)
+
+
+def _reference_steps(make_optimizer, read_hypers, x, y, w):
     torch.manual_seed(0)
     model = torch.nn.Sequential(
         torch.nn.Linear(N_IN, N_HIDDEN),
@@ -73,9 +83,10 @@ def _loss(p, xb, yb):
     return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
 
 
-def _run_ours(tower, read_hypers, adjust_state=lambda s: s):
+def _run_ours(tower, read_hypers, adjust_state=lambda s: s, dtype=np.float32):
     x, y, w = _data()
-    params = {k: jnp.asarray(v) for k, v in w.items()}
+    x = x.astype(dtype)
+    params = {k: jnp.asarray(v, dtype) for k, v in w.items()}
     state = adjust_state(tower.init(params))
 
     @jax.jit
@@ -87,7 +98,7 @@ def _run_ours(tower, read_hypers, adjust_state=lambda s: s):
     losses, hypers = [], []
     for t in range(STEPS):
         params, state, loss = step(params, state, x[t % 4], y[t % 4])
-        assert params["w1"].dtype == jnp.float32
+        assert params["w1"].dtype == dtype
         losses.append(float(loss))
         hypers.append(read_hypers(ro.hyperparams(state)))
     return np.array(losses), np.array(hypers)
@@ -157,19 +168,10 @@ def test_adam_tuned_by_sgd(same_initial_moment):
         ro.SGD(_identity(1e-4)),
     )
 
-    def start_v_at_eps(state):
-        # The reference starts Adam's second moment at eps (ours, like optax, at 0).
-        contents = eqx.tree_at(
-            lambda c: c.states[0].nu,
-            state.contents,
-            jax.tree.map(lambda v: v + eps, state.states[0].nu),
-        )
-        return dataclasses.replace(state, packed=pack(contents))
-
     losses, hp = _run_ours(
         tower,
         lambda hp: [float(hp[0]["lr"]), float(hp[0]["b1"]), float(hp[0]["b2"])],
-        start_v_at_eps if same_initial_moment else (lambda s: s),
+        _start_v_at(eps, levels=1) if same_initial_moment else (lambda s: s),
     )
     assert np.all(np.abs(hp[-1] - [0.01, 0.9, 0.99]) > 1e-7)
     if same_initial_moment:
@@ -178,3 +180,64 @@ def test_adam_tuned_by_sgd(same_initial_moment):
     else:  # v0 = eps vs 0 changes sqrt(v_hat) by ~eps / (1 - b2) at first
         np.testing.assert_allclose(losses, ref_losses, rtol=1e-3)
         np.testing.assert_allclose(hp, ref_hp, rtol=1e-3)
+
+
+def _start_v_at(eps, levels):
+    """The reference starts Adam's second moment at eps (ours, like optax, at 0)."""
+
+    def adjust(state):
+        contents = state.contents
+        for k in range(levels):
+            contents = eqx.tree_at(
+                lambda c, k=k: c.states[k].nu,
+                contents,
+                jax.tree.map(lambda v: v + eps, contents.states[k].nu),
+            )
+        return dataclasses.replace(state, packed=pack(contents))
+
+    return adjust
+
+
+def test_adam_tuned_by_adam_tuned_by_adam_float64():
+    """Depth 3, every beta of levels 1 and 2 moving by more than 1e-3 relative: the
+    b1/b2 hypergradients (signs, bias-correction terms, the value at which each
+    column is taken) must match, not just the learning rates."""
+    eps, lrs, b1, b2 = 1e-8, (0.05, 1e-2, 1e-2), 0.8, 0.95
+    ref_losses, ref_hp = _run_reference(
+        lambda: gdtuo.Adam(
+            alpha=lrs[0],
+            beta1=b1,
+            beta2=b2,
+            optimizer=gdtuo.Adam(
+                alpha=lrs[1],
+                beta1=b1,
+                beta2=b2,
+                optimizer=gdtuo.Adam(alpha=lrs[2], beta1=b1, beta2=b2),
+            ),
+        ),
+        lambda o: [
+            v
+            for level in (o, o.optimizer)
+            for v in (
+                level.parameters["alpha"].item(),
+                gdtuo.Adam.clamp(level.parameters["beta1"]).item(),
+                gdtuo.Adam.clamp(level.parameters["beta2"]).item(),
+            )
+        ],
+        dtype=np.float64,
+    )
+    tanh01 = lambda v: ro.hyper(v, transform="tanh01")  # noqa: E731
+    tower = ro.Stack(
+        *[ro.Adam(_identity(lr), b1=tanh01(b1), b2=tanh01(b2), eps=eps) for lr in lrs]
+    )
+    losses, hp = _run_ours(
+        tower,
+        lambda hp: [float(hp[k][n]) for k in (0, 1) for n in ("lr", "b1", "b2")],
+        _start_v_at(eps, levels=3),
+        dtype=np.float64,
+    )
+    start = np.array([lrs[0], b1, b2, lrs[1], b1, b2])
+    moved = np.abs(hp[-1] - start) / start
+    assert np.all(moved > 1e-3), moved
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-11)
+    np.testing.assert_allclose(hp, ref_hp, rtol=1e-11)
