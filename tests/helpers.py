@@ -9,7 +9,7 @@ import jax.random as jr
 import optax
 
 import recursive_opt as ro
-from recursive_opt._hyper import resolve, tuned_raw, with_raw
+from recursive_opt._hyper import hyper_fields
 
 sg = jax.lax.stop_gradient
 
@@ -128,23 +128,151 @@ def run_tower(tower, loss, params, steps):
 
 # --- Brute force: step t-1 written out as a function of the hyperparameters, with
 # stop_gradient on everything the chain holds constant, differentiated by jax.grad.
+# The rules, transforms and per-leaf/element layouts are written again here in plain
+# JAX, independently of the library: only the declarations (initial raw value,
+# transform, tune, per) and structural options are read from its optimisers.
+
+FORWARD = {
+    "log": jnp.exp,
+    "logit": jax.nn.sigmoid,
+    "identity": lambda r: r,
+    "square": jnp.square,
+    "tanh01": lambda r: (jnp.tanh(r) + 1) / 2,
+}
 
 
-def _upd(opt, raw, consts):
+@dataclasses.dataclass(frozen=True)
+class Plain:
+    """An optimiser as plain data: its kind, options and hyperparameter declarations
+    `name -> (raw, transform, tune, per)`."""
+
+    kind: str
+    options: dict
+    hypers: dict
+
+
+def plain(opt) -> Plain:
+    hypers = {
+        n: (h.raw, h.transform, h.tune, h.per) for n, h in hyper_fields(opt).items()
+    }
+    options = {
+        "nesterov": getattr(opt, "nesterov", False),
+        "acc0": getattr(opt, "initial_accumulator_value", None),
+    }
+    return Plain(type(opt).__name__, options, hypers)
+
+
+def _laid(raw, per, target):
+    """A declaration's raw value laid over the tree it acts on."""
+    if per == "tree":
+        return raw
+    if per == "leaf":
+        return jax.tree.map(lambda t: jnp.asarray(raw, t.dtype), target)
+    return jax.tree.map(lambda t: jnp.full(t.shape, raw, t.dtype), target)
+
+
+def plain_raw(opt: Plain, target):
+    """(tuned raw values, fixed raw values), each `name -> raw`, laid over `target`."""
+    tuned, fixed = {}, {}
+    for n, (raw, _, tune, per) in opt.hypers.items():
+        (tuned if tune else fixed)[n] = _laid(raw, per, target)
+    return tuned, fixed
+
+
+def _over(value, target):
+    """`value` (scalar, tree like `target`, or tree like each entry of a dict
+    `target`) as one array per leaf of `target`."""
+    if not isinstance(value, (dict, list)) and jnp.ndim(value) == 0:
+        return jax.tree.map(lambda t: jnp.broadcast_to(value, t.shape), target)
+    if jax.tree.structure(value) == jax.tree.structure(target):
+        return jax.tree.map(lambda v, t: jnp.broadcast_to(v, t.shape), value, target)
+    return {k: _over(value, t) for k, t in target.items()}
+
+
+def plain_init(opt: Plain, target):
+    zeros = jax.tree.map(jnp.zeros_like, target)
+    if opt.kind == "SGD":
+        return zeros if "momentum" in opt.hypers else None
+    if opt.kind == "Adam":
+        return (0, zeros, zeros)
+    if opt.kind == "RMSProp":
+        return zeros
+    return jax.tree.map(lambda t: jnp.full_like(t, opt.options["acc0"]), target)
+
+
+def plain_update(opt: Plain, raw, g, s, p):
+    """One step at raw hyperparameters `raw` (every name): (updates, new state)."""
+    hp = {}
+    for n, (_, transform, _, _) in opt.hypers.items():
+        hp[n] = _over(jax.tree.map(FORWARD[transform], raw[n]), g)
+
+    def each(fn, *trees):
+        return jax.tree.map(fn, *trees)
+
+    lr = hp["lr"]
+    if opt.kind == "SGD":
+        if "momentum" not in hp:
+            return each(lambda g, a: -a * g, g, lr), None
+        m = hp["momentum"]
+        trace = each(lambda g, t, m: g + m * t, g, s, m)
+        d = (
+            each(lambda g, t, m: g + m * t, g, trace, m)
+            if opt.options["nesterov"]
+            else trace
+        )
+        return each(lambda d, a: -a * d, d, lr), trace
+    if opt.kind == "Adam":
+        count, mu, nu = s
+        t = count + 1
+        b1, b2, eps = hp["b1"], hp["b2"], hp["eps"]
+        mu = each(lambda g, m, b: (1 - b) * g + b * m, g, mu, b1)
+        nu = each(lambda g, v, b: (1 - b) * g * g + b * v, g, nu, b2)
+
+        def root(v):  # derivative 0 at 0, as documented (not infinity)
+            return jnp.where(v > 0, jnp.sqrt(jnp.where(v > 0, v, 1.0)), 0.0)
+
+        def direction(m, v, b1, b2, eps):
+            return (m / (1 - b1**t)) / (root(v / (1 - b2**t)) + eps)
+
+        d = each(direction, mu, nu, b1, b2, eps)
+        if "weight_decay" in hp:
+            d = each(lambda d, p, w: d + w * p, d, p, hp["weight_decay"])
+        return each(lambda d, a: -a * d, d, lr), (t, mu, nu)
+    if opt.kind == "RMSProp":
+        nu = each(lambda g, v, b: (1 - b) * g * g + b * v, g, s, hp["decay"])
+        u = each(lambda g, v, e, a: -a * g / jnp.sqrt(v + e), g, nu, hp["eps"], lr)
+        return u, nu
+    acc = each(lambda g, a: g * g + a, g, s)
+    u = each(
+        lambda g, a, e, r: jnp.where(a > 0, -r * g / jnp.sqrt(a + e), 0.0),
+        g,
+        acc,
+        hp["eps"],
+        lr,
+    )
+    return u, acc
+
+
+def _upd(opt: Plain, tuned, fixed, consts):
     g, s, p = consts
-    return with_raw(opt, raw).update(sg(g), sg(s), sg(p))[0]
+    return plain_update(opt, {**fixed, **tuned}, sg(g), sg(s), sg(p))[0]
 
 
 def brute_force_untied(levels, loss, x, steps):
     """Returns (params, [raw hyperparameters of levels 1..d-1], [G_2..G_d of the last
     step])."""
     d = len(levels)
-    opts, target = [], x
-    for level in levels:
-        opts.append(resolve(level, target))
-        target = tuned_raw(opts[-1])
-    hs = [tuned_raw(o) for o in opts[:-1]]
-    states = [opts[0].init(x)] + [opts[k].init(hs[k - 1]) for k in range(1, d)]
+    opts = [plain(o) for o in levels]
+    hs, fixed, target = [], [], x
+    for opt in opts:
+        tuned, fix = plain_raw(opt, target)
+        hs.append(tuned)
+        fixed.append(fix)
+        target = tuned
+    top = hs.pop()  # the top level's tuned values never change
+    states = [plain_init(opts[0], x)] + [
+        plain_init(opts[k], hs[k - 1]) for k in range(1, d)
+    ]
     consts = None
     for _ in range(steps):
         g = jax.grad(loss)(x)
@@ -152,15 +280,22 @@ def brute_force_untied(levels, loss, x, steps):
             upper = [jax.tree.map(jnp.zeros_like, h) for h in hs]
         else:
             upper = jax.grad(_untied_objective)(
-                [jax.tree.map(jnp.zeros_like, h) for h in hs], opts, hs, consts, loss
+                [jax.tree.map(jnp.zeros_like, h) for h in hs],
+                opts,
+                hs,
+                fixed,
+                consts,
+                loss,
             )
         G = [g] + upper
         consts = [None] * d
         new_hs = list(hs)
         for k in reversed(range(d)):
-            opt = opts[k] if k == d - 1 else with_raw(opts[k], new_hs[k])
+            tuned = top if k == d - 1 else new_hs[k]
             target = x if k == 0 else new_hs[k - 1]
-            u, new_state = opt.update(G[k], states[k], target)
+            u, new_state = plain_update(
+                opts[k], {**fixed[k], **tuned}, G[k], states[k], target
+            )
             consts[k] = (G[k], states[k], target)
             states[k] = new_state
             if k == 0:
@@ -171,49 +306,51 @@ def brute_force_untied(levels, loss, x, steps):
     return x, hs, G[1:]
 
 
-def _untied_objective(eps, opts, hs, consts, loss):
+def _untied_objective(eps, opts, hs, fixed, consts, loss):
     d = len(opts)
     h = [None] * (d - 1)
     h[d - 2] = jax.tree.map(jnp.add, hs[d - 2], eps[d - 2])
     for k in range(d - 2, 0, -1):  # level k+1 moved h[k-1] with hyperparameters h[k]
-        u = _upd(opts[k], h[k], consts[k])
+        u = _upd(opts[k], h[k], fixed[k], consts[k])
         h[k - 1] = jax.tree.map(
             lambda p, u, e: p + u + e, sg(consts[k][2]), u, eps[k - 1]
         )
-    u = _upd(opts[0], h[0], consts[0])
+    u = _upd(opts[0], h[0], fixed[0], consts[0])
     return loss(jax.tree.map(jnp.add, sg(consts[0][2]), u))
 
 
 def brute_force_tied(opt, depth, loss, x, steps):
     """Returns (params, shared raw hyperparameters, summed hypergradient of the last
     step)."""
-    opt = resolve(opt, x)
-    h = tuned_raw(opt)
-    s_x, s_h = opt.init(x), opt.init(h)
+    opt = plain(opt)
+    h, fixed = plain_raw(opt, x)
+    s_x, s_h = plain_init(opt, x), plain_init(opt, h)
     c_model = c_self = None
     for _ in range(steps):
         g = jax.grad(loss)(x)
         if c_model is None:
             total = jax.tree.map(jnp.zeros_like, h)
         else:
-            total = jax.grad(_tied_objective)(h, opt, depth, c_model, c_self, loss)
-        u_h, new_s_h = with_raw(opt, h).update(total, s_h, h)
+            total = jax.grad(_tied_objective)(
+                h, opt, fixed, depth, c_model, c_self, loss
+            )
+        u_h, new_s_h = plain_update(opt, {**fixed, **h}, total, s_h, h)
         c_self, s_h = (total, s_h, h), new_s_h
         h = ro.apply_updates(h, u_h)
-        u, new_s_x = with_raw(opt, h).update(g, s_x, x)
+        u, new_s_x = plain_update(opt, {**fixed, **h}, g, s_x, x)
         c_model, s_x = (g, s_x, x), new_s_x
         x = ro.apply_updates(x, u)
     return x, h, total
 
 
-def _tied_objective(h, opt, depth, c_model, c_self, loss):
+def _tied_objective(h, opt, fixed, depth, c_model, c_self, loss):
     a = h
     for _ in range(depth - 2):  # value stays h; derivative I + J + J^2 + ...
         a = jax.tree.map(
             lambda h, u, u0: h + u - sg(u0),
             h,
-            _upd(opt, a, c_self),
-            _upd(opt, h, c_self),
+            _upd(opt, a, fixed, c_self),
+            _upd(opt, h, fixed, c_self),
         )
-    u = _upd(opt, a, c_model)
+    u = _upd(opt, a, fixed, c_model)
     return loss(jax.tree.map(jnp.add, sg(c_model[2]), u))
