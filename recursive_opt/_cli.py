@@ -11,14 +11,17 @@ PROG = "recursive-opt"
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad option is one line on stderr and exit code 2."""
+    """argparse, but a bad option raises: `main` prints the usage line and one error
+    line on stderr and returns exit code 2."""
 
     def error(self, message):
-        raise _UsageError(message)
+        raise _UsageError(message, self.format_usage())
 
 
 class _UsageError(Exception):
-    pass
+    def __init__(self, message: str, usage: str = ""):
+        super().__init__(message)
+        self.usage = usage
 
 
 def _positive_int(text: str) -> int:
@@ -42,11 +45,19 @@ def _positive_float(text: str) -> float:
 
 
 def _parser() -> _Parser:
+    from . import __version__
+
     parser = _Parser(prog=PROG, description="Recursive optimisation in JAX.")
-    sub = parser.add_subparsers(dest="command", metavar="{demo,sweep}")
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}"
+    )
+    sub = parser.add_subparsers(
+        dest="command", metavar="{demo,sweep}", parser_class=_Parser
+    )
     sub.required = True
     demo = sub.add_parser(
         "demo",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         help="train an MLP on digits with Adam and with the default tower",
         description="Train a Flax NNX MLP on scikit-learn's digits with plain Adam "
         "and with the default tower Stack[DEPTH](Adam(lr)), each from every initial "
@@ -57,7 +68,7 @@ def _parser() -> _Parser:
         "--steps",
         type=_positive_int,
         default=1000,
-        help="training steps (default 1000)",
+        help="training steps",
     )
     demo.add_argument(
         "--lrs",
@@ -65,13 +76,13 @@ def _parser() -> _Parser:
         nargs="+",
         default=[1e-5, 1e-3, 1.0],
         metavar="LR",
-        help="initial learning rates (default 1e-5 1e-3 1)",
+        help="initial learning rates",
     )
     demo.add_argument(
         "--depth",
         type=_positive_int,
         default=3,
-        help="height of the tower (default 3)",
+        help="height of the tower",
     )
     demo.add_argument(
         "--out", default="recursive-opt-out", metavar="DIR", help="output directory"
@@ -81,19 +92,46 @@ def _parser() -> _Parser:
     )
     sweep = sub.add_parser(
         "sweep",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         help="final loss vs initial lr for towers of several heights",
         description="Run ro.sweep over a log-spaced grid of initial learning rates "
         "for each stack height on digits; print a table and write DIR/sweep.png.",
     )
-    sweep.add_argument("--heights", type=_positive_int, nargs="+", default=[1, 2, 3])
-    sweep.add_argument("--optimiser", choices=["adam", "sgd"], default="adam")
-    sweep.add_argument("--tie", action="store_true", help="tied towers")
-    sweep.add_argument("--lr-min", type=_positive_float, default=1e-4)
-    sweep.add_argument("--lr-max", type=_positive_float, default=1.0)
-    sweep.add_argument("--num", type=_positive_int, default=9, help="grid points")
-    sweep.add_argument("--steps", type=_positive_int, default=500)
-    sweep.add_argument("--out", default="recursive-opt-out", metavar="DIR")
-    sweep.add_argument("--no-progress", action="store_true")
+    sweep.add_argument(
+        "--heights",
+        type=_positive_int,
+        nargs="+",
+        default=[1, 2, 3],
+        metavar="H",
+        help="tower heights, one sweep each (Stack[H] with the default levels)",
+    )
+    sweep.add_argument(
+        "--optimiser",
+        choices=["adam", "sgd"],
+        default="adam",
+        help="level 1: Adam, or SGD without momentum",
+    )
+    sweep.add_argument(
+        "--tie", action="store_true", help="tied towers (every level the same)"
+    )
+    sweep.add_argument(
+        "--lr-min", type=_positive_float, default=1e-4, help="smallest initial lr"
+    )
+    sweep.add_argument(
+        "--lr-max", type=_positive_float, default=1.0, help="largest initial lr"
+    )
+    sweep.add_argument(
+        "--num", type=_positive_int, default=9, help="log-spaced initial lrs"
+    )
+    sweep.add_argument(
+        "--steps", type=_positive_int, default=500, help="training steps per run"
+    )
+    sweep.add_argument(
+        "--out", default="recursive-opt-out", metavar="DIR", help="output directory"
+    )
+    sweep.add_argument(
+        "--no-progress", action="store_true", help="hide the progress bars"
+    )
     return parser
 
 
@@ -110,8 +148,9 @@ def _writable(directory: str) -> None:
 
 def main(argv=None) -> int:
     """Entry point of `recursive-opt` and `python -m recursive_opt`."""
+    parser = _parser()
     try:
-        args = _parser().parse_args(argv)
+        args = parser.parse_args(argv)
         if args.command == "sweep" and not args.lr_min < args.lr_max:
             raise _UsageError(
                 f"--lr-min ({args.lr_min}) must be below --lr-max ({args.lr_max})"
@@ -120,6 +159,7 @@ def main(argv=None) -> int:
             raise _UsageError("--tie needs heights of at least 2")
         _writable(args.out)
     except _UsageError as e:
+        print(e.usage or parser.format_usage(), end="", file=sys.stderr)
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     from . import _demo

@@ -251,7 +251,16 @@ def fit(
     finally:
         if bar is not None:
             bar.close()
-    return result(carry, timer)
+    res = result(carry, timer)
+    if res.skipped > res.step / 2:
+        warnings.warn(
+            f"{res.skipped} of {res.step} steps were skipped: the loss, gradients, "
+            "updates or optimiser state were not finite, and the model barely "
+            "trained. Check the loss for NaNs, lower the learning rates or set "
+            "bounds; on_nonfinite='stop' raises at the first such step.",
+            stacklevel=2,
+        )
+    return res
 
 
 def _progress(enabled: bool, total: int, initial: int, desc: str | None):

@@ -79,7 +79,9 @@ def check_same_structure(a: PyTree, b: PyTree, a_name: str, b_name: str) -> None
             )
 
 
-def check_leaf_shapes(grads: PyTree, shapes: tuple[tuple[int, ...], ...]) -> None:
+def check_leaf_shapes(
+    grads: PyTree, shapes: tuple[tuple[int, ...], ...], treedef=None
+) -> None:
     leaves = jax.tree_util.tree_leaves_with_path(grads)
     if len(leaves) != len(shapes):
         raise ValueError(
@@ -87,9 +89,24 @@ def check_leaf_shapes(grads: PyTree, shapes: tuple[tuple[int, ...], ...]) -> Non
             f"initialised with {len(shapes)} arrays, but `grads` has {len(leaves)}:\n"
             f"  grads: {jax.tree.structure(grads)}"
         )
-    for (path, g), shape in zip(leaves, shapes):
+    for i, ((path, g), shape) in enumerate(zip(leaves, shapes)):
         if g.shape != shape:
-            raise ValueError(
+            message = (
                 f"`grads{jax.tree_util.keystr(path)}` has shape {g.shape} but the "
                 f"parameter it belongs to has shape {shape}."
             )
+            g_def = jax.tree.structure(grads)
+            if treedef is not None and g_def != treedef:
+                # Leaves pair up in flattening order (dict keys sorted), so a tree
+                # of another structure puts each gradient against another array.
+                names = jax.tree_util.tree_leaves_with_path(
+                    jax.tree.unflatten(treedef, range(len(shapes)))
+                )
+                where = jax.tree_util.keystr(names[i][0])
+                message = (
+                    f"`grads{jax.tree_util.keystr(path)}` has shape {g.shape}, but "
+                    f"it is matched with `params{where}` of shape {shape}: `grads` "
+                    "must have the structure of the parameters the tower was "
+                    f"initialised with.\n  params: {treedef}\n  grads: {g_def}"
+                )
+            raise ValueError(message)

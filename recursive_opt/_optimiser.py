@@ -78,6 +78,12 @@ class AbstractOptimiser(eqx.Module):
         """
         raise NotImplementedError
 
+    # `jax.jit(opt.update)` hashes the bound method, hence the optimiser, whose
+    # hyperparameters are arrays; an optimiser never changes, so it is hashed by
+    # identity (its hyperparameters become constants of that jitted function).
+    def __hash__(self) -> int:
+        return id(self)
+
     def init(self, params: Params) -> OptState:
         """The optimiser state for `params`, a pytree of floating-point arrays."""
         check_params(params, type(self).__name__)

@@ -208,6 +208,12 @@ class Stack(eqx.Module):
     def depth(self) -> int:
         return len(self.levels)
 
+    # `jax.jit(tower.update)` hashes the bound method, hence the tower, whose
+    # arrays (the levels' initial hyperparameters) cannot be hashed; `update` reads
+    # the current ones from the state, so the tower is hashed by identity.
+    def __hash__(self) -> int:
+        return id(self)
+
     def init(self, params: Params) -> TowerState:
         """The tower's state for `params`, a pytree of floating-point arrays."""
         check_params(params, "Stack")
@@ -266,7 +272,7 @@ class Stack(eqx.Module):
             )
         if params is not None:
             check_same_structure(grads, params, "grads", "params")
-        check_leaf_shapes(grads, state.param_shapes)
+        check_leaf_shapes(grads, state.param_shapes, state.param_treedef)
         contents = state.contents
         bottom = contents.opts[0]
         if bottom.uses_params and params is None:

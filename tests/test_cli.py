@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+import recursive_opt as ro
 from recursive_opt._cli import main
 
 
@@ -74,17 +75,17 @@ def test_sweep_writes_table_and_plot(tmp_path, capsys):
 )
 def test_bad_options_are_one_line_and_exit_2(argv, match, capsys, tmp_path):
     assert main(argv + ["--out", str(tmp_path)] if argv else argv) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("recursive-opt: error: ")
-    assert match in err
+    *usage, error = capsys.readouterr().err.strip().splitlines()
+    assert usage[0].startswith("usage: recursive-opt")
+    assert error.startswith("recursive-opt: error: ") and match in error
 
 
 def test_unwritable_out(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     assert main(["demo", "--out", str(blocker / "sub")]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "cannot write to --out" in err
+    *_, error = capsys.readouterr().err.strip().splitlines()
+    assert error.startswith("recursive-opt: error: cannot write to --out")
 
 
 def test_console_script_is_installed():
@@ -95,9 +96,17 @@ def test_console_script_is_installed():
         [exe, "demo", "--steps", "-3"], capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 2
-    assert out.stderr.strip().splitlines() == [
-        "recursive-opt: error: argument --steps: must be at least 1, got -3"
-    ]
+    lines = out.stderr.strip().splitlines()
+    assert lines[0].startswith("usage: recursive-opt demo")
+    assert (
+        lines[-1]
+        == "recursive-opt: error: argument --steps: must be at least 1, got -3"
+    )
+    out = subprocess.run(
+        [exe, "--version"], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0
+    assert out.stdout.strip() == f"recursive-opt {ro.__version__}"
     out = subprocess.run(
         [sys.executable, "-m", "recursive_opt", "--help"],
         capture_output=True,
@@ -105,3 +114,13 @@ def test_console_script_is_installed():
         timeout=120,
     )
     assert out.returncode == 0 and "{demo,sweep}" in out.stdout
+
+
+def test_help_shows_every_default(capsys):
+    for command in ("demo", "sweep"):
+        with pytest.raises(SystemExit) as exit_:
+            main([command, "--help"])
+        assert exit_.value.code == 0
+        out = capsys.readouterr().out
+        options = [line for line in out.splitlines() if line.startswith("  --")]
+        assert len(options) >= 4 and out.count("(default: ") == len(options), out

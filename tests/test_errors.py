@@ -227,3 +227,21 @@ def test_state_from_another_tower():
         ro.Stack[3](ro.SGD()).update(params, state)
     with pytest.raises(TypeError, match=r"hyperparams needs a tower state"):
         ro.hyperparams(ro.SGD().init(params))
+
+
+def test_grads_of_another_structure_name_the_structure():
+    params = {"w": jnp.ones((3, 2)), "b": jnp.ones(2)}
+    tower = ro.Stack[2](ro.Adam())
+    state = tower.init(params)
+    # Dict leaves flatten in key order (b, w): a list in another order pairs each
+    # gradient with another parameter.
+    with pytest.raises(
+        ValueError,
+        match=r"(?s)`grads\[0\]` has shape \(3, 2\), but it is matched with "
+        r"`params\['b'\]` of shape \(2,\).*params: PyTreeDef\(\{'b'.*grads: PyTreeDef\(\[",
+    ):
+        tower.update([jnp.ones((3, 2)), jnp.ones(2)], state)
+    with pytest.raises(
+        ValueError, match=r"`grads\['b'\]` has shape \(3, 2\) but the parameter it"
+    ):
+        tower.update({"w": jnp.ones(2), "b": jnp.ones((3, 2))}, state)

@@ -83,18 +83,19 @@ def test_ignore_lets_nans_through():
 
 def test_divergence_is_kept_finite_by_the_guard():
     # A learning rate far too large for this quadratic: the loss overflows, then
-    # every step is skipped.
-    res = ro.fit(
-        linear_loss,
-        linear_params(),
-        ro.SGD(1e3, momentum=0.9),
-        QUAD.train,
-        steps=40,
-        batch_size=32,
-        log_every=10,
-        progress=False,
-    )
-    assert res.skipped > 0
+    # every step is skipped, and fit says so (few skips are silent: see above).
+    with pytest.warns(UserWarning, match=r"of 40 steps were skipped"):
+        res = ro.fit(
+            linear_loss,
+            linear_params(),
+            ro.SGD(1e3, momentum=0.9),
+            QUAD.train,
+            steps=40,
+            batch_size=32,
+            log_every=10,
+            progress=False,
+        )
+    assert res.skipped > 20
     assert all(np.isfinite(x).all() for x in jax.tree.leaves((res.params, res.state)))
 
 

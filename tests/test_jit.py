@@ -86,3 +86,18 @@ def test_state_and_params_can_be_donated(tie, getkey):
     for _ in range(3):
         params, state = step(params, state)
     assert jnp.all(jnp.isfinite(params["w"]))
+
+
+def test_jit_of_the_bound_update_methods():
+    """`jax.jit(tower.update)` and `jax.jit(opt.update)` work and compile once."""
+    params = PROBLEMS[1].init(jax.random.key(0))
+    grads = jax.tree.map(jnp.ones_like, params)
+    for obj in [ro.Stack[3](ro.Adam(1e-2)), ro.SGD(0.1, momentum=0.9)]:
+        update = jax.jit(obj.update)
+        state = eager_state = obj.init(params)
+        for _ in range(3):
+            updates, state = update(grads, state, params)
+            eager_updates, eager_state = obj.update(grads, eager_state, params)
+            for a, b in zip(jax.tree.leaves(updates), jax.tree.leaves(eager_updates)):
+                np.testing.assert_allclose(a, b, rtol=1e-12)
+        assert update._cache_size() == 1
