@@ -71,15 +71,20 @@ def digits_task():
     )
 
 
+def standardised_split(data, n_train: int):
+    """A scikit-learn dataset as (train, test) pairs `(x, y)`: a fixed random split,
+    inputs standardised with the training set's statistics."""
+    x, y = data.data.astype(np.float32), data.target.astype(np.int32)
+    order = np.random.default_rng(0).permutation(len(x))
+    train, test = order[:n_train], order[n_train:]
+    x = (x - x[train].mean(0)) / (x[train].std(0) + 1e-8)
+    return (x[train], y[train]), (x[test], y[test])
+
+
 def breast_cancer_task():
     from sklearn.datasets import load_breast_cancer
 
-    data = load_breast_cancer()
-    x, y = data.data.astype(np.float32), data.target.astype(np.int32)
-    order = np.random.default_rng(0).permutation(len(x))
-    train, test = order[:455], order[455:]
-    mean, std = x[train].mean(0), x[train].std(0) + 1e-8
-    x = (x - mean) / std
+    train, test = standardised_split(load_breast_cancer(), 455)
 
     def logits(p, x):
         z = x @ p["w"] + p["b"]
@@ -88,8 +93,8 @@ def breast_cancer_task():
     params = {"w": jnp.zeros(30), "b": jnp.zeros([])}
     return Task(
         "breast-cancer logistic",
-        (x[train], y[train]),
-        (x[test], y[test]),
+        train,
+        test,
         params,
         lambda p, b: _ce(logits(p, b[0]), b[1]),
         _accuracy(logits),

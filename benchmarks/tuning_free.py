@@ -43,6 +43,7 @@ from peers import (
     digits_task,
     quadratic_task,
     run_grid,
+    standardised_split,
 )
 
 import recursive_opt as ro
@@ -160,15 +161,11 @@ def regression_task():
 def wine_task():
     from sklearn.datasets import load_wine
 
-    data = load_wine()
-    x, y = data.data.astype(np.float32), data.target.astype(np.int32)
-    order = np.random.default_rng(0).permutation(len(x))
-    train, test = order[:120], order[120:]
-    x = (x - x[train].mean(0)) / (x[train].std(0) + 1e-8)
+    train, test = standardised_split(load_wine(), 120)
     return Task(
         "small-data wine MLP",
-        (x[train], y[train]),
-        (x[test], y[test]),
+        train,
+        test,
         init_mlp(jr.key(3), (13, 32, 3)),
         lambda p, b: _ce(mlp(p, b[0]), b[1]),
         _accuracy(mlp),
