@@ -25,7 +25,8 @@ from ._optimisers.adagrad import AdaGrad as AdaGrad, AdaGradState as AdaGradStat
 from ._optimisers.adam import Adam as Adam, AdamState as AdamState
 from ._optimisers.rmsprop import RMSProp as RMSProp, RMSPropState as RMSPropState
 from ._optimisers.sgd import SGD as SGD, SGDState as SGDState
-from ._stack import Stack as Stack, TowerState as TowerState, hyperparams as hyperparams
+from ._stack import Stack as Stack
+from ._state import TowerState as TowerState, hyperparams as hyperparams
 from ._sweep import SweepResult as SweepResult, sweep as sweep
 
 try:

@@ -22,7 +22,8 @@ from ._guard import all_finite, normalise_bounds
 from ._model import Model, select
 from ._optax import apply_updates
 from ._optimiser import AbstractOptimiser
-from ._stack import Stack, TowerState, bound, hyperparams
+from ._stack import Stack, bound
+from ._state import TowerState, hyperparams
 
 ON_NONFINITE = ("skip", "stop", "ignore")
 
