@@ -73,11 +73,11 @@ class TowerState(eqx.Module):
         opt, fields = opts[level - 1], hyper_fields(opts[level - 1])
         for name, value in new.items():
             h = fields[name]
-            raw = TRANSFORMS[h.transform].inverse(
+            scalar = TRANSFORMS[h.transform].inverse(
                 jnp.asarray(value, jnp.result_type(float))
             )
             raw = jax.tree.map(
-                lambda r: jnp.broadcast_to(raw.astype(r.dtype), r.shape), h.raw
+                lambda r: jnp.broadcast_to(scalar.astype(r.dtype), r.shape), h.raw
             )
             opt = eqx.tree_at(lambda o: getattr(o, name).raw, opt, raw)
         opts[level - 1] = clip(opt)
