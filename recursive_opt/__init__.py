@@ -19,8 +19,17 @@ from ._hyper import (
     fixed as fixed,
     hyper as hyper,
 )
+from ._hypergradients import (
+    AbstractHypergradient as AbstractHypergradient,
+    OneStep as OneStep,
+    RealTime as RealTime,
+    Unrolled as Unrolled,
+)
 from ._optax import apply_updates as apply_updates
-from ._optimiser import AbstractOptimiser as AbstractOptimiser
+from ._optimiser import (
+    AbstractElementwiseOptimiser as AbstractElementwiseOptimiser,
+    AbstractOptimiser as AbstractOptimiser,
+)
 from ._optimisers.adagrad import AdaGrad as AdaGrad, AdaGradState as AdaGradState
 from ._optimisers.adam import Adam as Adam, AdamState as AdamState
 from ._optimisers.rmsprop import RMSProp as RMSProp, RMSPropState as RMSPropState

@@ -1,7 +1,6 @@
 """The optimiser contract: Equinox modules whose hyperparameters are array leaves."""
 
 import abc
-from typing import ClassVar
 
 import equinox as eqx
 import optax
@@ -23,15 +22,13 @@ class AbstractOptimiser(eqx.Module):
     - `rule(grads, state, params, hp) -> (updates, state)`, one step as a pure
         function of the constrained hyperparameter values `hp`, a dict
         `name -> pytree shaped like grads`, already in the gradients' dtypes. A
-        tower differentiates through `hp`, so the rule must be differentiable in it,
-        and elementwise in it: coordinate i of the updates may depend on coordinate
-        i of each (broadcast) value only, so d updates / d hp is one array per
-        hyperparameter, shaped like the updates.
+        tower differentiates through `hp`, so the rule must be differentiable in it.
     - `uses_params`: whether `rule` reads `params` (weight decay).
 
-    Optionally, `jacobian_after` gives d updates / d hp in closed form (else a
-    tower uses forward mode), and `recompute_jacobian = True` says that closed
-    form is cheap enough to recompute at the next step instead of storing it.
+    A tower differentiates `rule` in its hyperparameters by reverse mode (it keeps
+    the inputs of the last step and re-evaluates it). Rules that are elementwise
+    in their hyperparameters can say so, and give their derivatives in closed
+    form, by subclassing [`recursive_opt.AbstractElementwiseOptimiser`][].
 
     Users call `init(params)`, which checks `params` and calls `init_state`, and
     `update(grads, state, params=None)`, which lays the module's own
@@ -40,11 +37,6 @@ class AbstractOptimiser(eqx.Module):
     """
 
     uses_params: eqx.AbstractVar[bool]
-    # With a closed-form `jacobian_after` that is cheap next to reading stored
-    # arrays (products and sums only, as for SGD), a tower keeps each step's
-    # gradients and recomputes d updates / d hp when the next step needs it;
-    # otherwise it keeps d updates / d hp itself, one array per tuned name.
-    recompute_jacobian: ClassVar[bool] = False
 
     @abc.abstractmethod
     def init_state(self, params: Params) -> OptState:
@@ -59,24 +51,6 @@ class AbstractOptimiser(eqx.Module):
         hp: dict[str, PyTree[Array]],
     ) -> tuple[Updates, OptState]:
         """One step at hyperparameter values `hp` (see the class docstring)."""
-
-    def jacobian_after(
-        self,
-        grads: Grads,
-        state: OptState,
-        params: Params | None,
-        hp: dict[str, PyTree[Array]],
-        names: tuple[str, ...],
-    ) -> dict[str, PyTree[Array]]:
-        """d updates / d hp[name] of the step that took `grads` (and `params`) and
-        returned `state` (the *new* state), for each of `names`, elementwise.
-
-        Optional: a closed form (Adam and SGD have one). Without it a tower
-        differentiates `rule` in forward mode, one name at a time, which on large
-        models costs several evaluations of the rule. Tests check closed forms
-        against forward mode. The default raises `NotImplementedError`.
-        """
-        raise NotImplementedError
 
     # `jax.jit(opt.update)` hashes the bound method, hence the optimiser, whose
     # hyperparameters are arrays; an optimiser never changes, so it is hashed by
@@ -105,3 +79,37 @@ class AbstractOptimiser(eqx.Module):
     def as_optax(self) -> optax.GradientTransformation:
         """This optimiser as an `optax.GradientTransformation` (plain closures)."""
         return as_optax(self)
+
+
+class AbstractElementwiseOptimiser(AbstractOptimiser):
+    """An optimiser whose rule is elementwise in its hyperparameters, with their
+    derivatives in closed form.
+
+    Elementwise: coordinate i of the updates depends on coordinate i of each
+    broadcast value only, so d updates / d hp is one array per hyperparameter,
+    shaped like the updates (a column). A tower then keeps columns, or the
+    step's gradients to recompute them from, instead of re-evaluating the rule.
+    Besides `AbstractOptimiser`'s methods a subclass implements `jacobian_after`
+    and sets `recompute_jacobian`.
+    """
+
+    # True when `jacobian_after` is cheap next to reading stored arrays (products
+    # and sums only, as for SGD): a tower keeps each step's gradients and
+    # recomputes the columns when the next step needs them; otherwise it keeps
+    # the columns, one array per tuned name.
+    recompute_jacobian: eqx.AbstractClassVar[bool]
+
+    @abc.abstractmethod
+    def jacobian_after(
+        self,
+        grads: Grads,
+        state: OptState,
+        params: Params | None,
+        hp: dict[str, PyTree[Array]],
+        names: tuple[str, ...],
+    ) -> dict[str, PyTree[Array]]:
+        """d updates / d hp[name] of the step that took `grads` (and `params`) and
+        returned `state` (the *new* state), for each of `names`, elementwise.
+
+        Tests check each closed form against forward-mode autodiff of `rule`.
+        """

@@ -1,19 +1,15 @@
 """Towers of optimisers: `Stack` and its default levels."""
 
 import dataclasses
+from collections.abc import Callable
+from typing import Any
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
+from jaxtyping import Array
 
-from ._chain import (
-    Inputs,
-    initial_record,
-    step_inputs,
-    step_record,
-    zero_unless,
-)
 from ._custom_types import Grads, Params, Updates
 from ._defaults import default_levels
 from ._hyper import (
@@ -24,6 +20,14 @@ from ._hyper import (
     tuned_raw,
     with_bounds,
     with_raw,
+)
+from ._hypergradients import AbstractHypergradient, OneStep
+from ._hypergradients.one_step import (
+    Inputs,
+    initial_record,
+    step_inputs,
+    step_record,
+    zero_unless,
 )
 from ._optax import (
     apply_updates,
@@ -42,7 +46,13 @@ class _Repeat:
     def __init__(self, depth: int):
         self.depth = depth
 
-    def __call__(self, opt: AbstractOptimiser, *more, tie: bool = False) -> "Stack":
+    def __call__(
+        self,
+        opt: AbstractOptimiser,
+        *more,
+        tie: bool = False,
+        hypergradient: AbstractHypergradient | None = None,
+    ) -> "Stack":
         if more:
             raise TypeError(
                 f"Stack[{self.depth}](opt) takes one optimiser, level 1, and puts the "
@@ -55,8 +65,8 @@ class _Repeat:
                 f"ro.SGD, ro.Adam), got {type(opt).__name__}."
             )
         if tie:  # one shared pytree: every level is `opt`
-            return Stack(*([opt] * self.depth), tie=True)
-        return Stack(*default_levels(opt, self.depth))
+            return Stack(*([opt] * self.depth), tie=True, hypergradient=hypergradient)
+        return Stack(*default_levels(opt, self.depth), hypergradient=hypergradient)
 
     def __repr__(self) -> str:
         return f"Stack[{self.depth}]"
@@ -73,13 +83,20 @@ class Stack(eqx.Module):
     `Adam(0.01)` above, each on the log learning rate of the level below (see
     `_defaults.py` for why). With `tie=True` all levels are `opt` and share one
     hyperparameter pytree, which then optimises itself; its hypergradient is the
-    sum over its uses, truncated at depth `d`. Hypergradients are one-step (see
-    the design notes): `update` needs only the model's gradients.
+    sum over its uses, truncated at depth `d`.
+
+    Level 1's hypergradient comes from `hypergradient`: one-step by default
+    ([`recursive_opt.OneStep`][], which needs only the model's gradients, so
+    `update` serves), or a longer horizon ([`recursive_opt.RealTime`][],
+    [`recursive_opt.Unrolled`][]), some of which need the loss and so `step`.
+    Levels above keep the one-step chain.
 
     **Arguments:**
 
     - `*levels`: the optimisers, bottom first.
     - `tie`: share one hyperparameter pytree between identical levels.
+    - `hypergradient`: the scheme for level 1's hypergradient (default
+        `ro.OneStep()`).
 
     ```python
     tower = ro.Stack[3](ro.Adam())  # a start anywhere in 1e-5..1 is corrected
@@ -91,6 +108,7 @@ class Stack(eqx.Module):
 
     levels: tuple[AbstractOptimiser, ...]
     tie: bool = eqx.field(static=True)
+    hypergradient: AbstractHypergradient
 
     def __class_getitem__(cls, depth: int) -> _Repeat:
         if isinstance(depth, bool) or not isinstance(depth, int):
@@ -99,7 +117,12 @@ class Stack(eqx.Module):
             raise ValueError(f"Stack[depth] needs depth >= 1, got {depth}.")
         return _Repeat(depth)
 
-    def __init__(self, *levels: AbstractOptimiser, tie: bool = False):
+    def __init__(
+        self,
+        *levels: AbstractOptimiser,
+        tie: bool = False,
+        hypergradient: AbstractHypergradient | None = None,
+    ):
         if not levels:
             raise ValueError("Stack needs at least one optimiser level (depth >= 1).")
         for k, opt in enumerate(levels):
@@ -126,8 +149,19 @@ class Stack(eqx.Module):
                         f"({type(first).__name__}). Use tie=False for different levels."
                     )
             _check_tied_pers(first)
+        if hypergradient is None:
+            hypergradient = OneStep()
+        if not isinstance(hypergradient, AbstractHypergradient):
+            raise TypeError(
+                "Stack(hypergradient=...) needs a scheme such as ro.OneStep(), "
+                f"ro.RealTime(decay) or ro.Unrolled(k), got "
+                f"{type(hypergradient).__name__}."
+            )
+        if len(levels) > 1:
+            hypergradient.check(levels[0])
         self.levels = tuple(levels)
         self.tie = bool(tie) and len(levels) > 1
+        self.hypergradient = hypergradient
 
     @property
     def depth(self) -> int:
@@ -157,10 +191,11 @@ class Stack(eqx.Module):
                 target = tuned_raw(opt)
             opts = steppers = tuple(opts)
         states = tuple(o.init_state(t) for o, t in zip(steppers, targets))
+        scheme = self.hypergradient
         if self.tie:
             h = targets[1]
             saved = (
-                initial_record(opt, params),
+                scheme.init(opt, params, states[0]),
                 Inputs(
                     jax.tree.map(jnp.zeros_like, h),
                     states[1],
@@ -168,7 +203,10 @@ class Stack(eqx.Module):
                 ),
             )
         else:  # the top level's update is never differentiated
-            saved = tuple(initial_record(o, t) for o, t in zip(opts[:-1], targets[:-1]))
+            saved = tuple(
+                (scheme.init if k == 0 else initial_record)(o, t, s)
+                for k, (o, t, s) in enumerate(zip(opts[:-1], targets[:-1], states))
+            )
         contents = Contents(opts, states, saved, jnp.zeros([], jnp.int32))
         param_shapes = tuple(p.shape for p in params)
         return TowerState(
@@ -185,7 +223,60 @@ class Stack(eqx.Module):
         """One step of the whole tower from the model's gradients.
 
         Returns `(updates, new_state)`; the updates are added to the parameters.
+        A scheme that needs the loss (e.g. `RealTime` with curvature) needs `step`.
         """
+        self._check_state(state)
+        if self.depth > 1 and self.hypergradient.needs_loss:
+            raise ValueError(
+                f"This tower's hypergradient ({type(self.hypergradient).__name__}) "
+                "needs Hessian-vector products of the loss, which gradients alone "
+                "do not give: call tower.step(loss_fn, params, state, *batch)."
+            )
+        return self._update(grads, state, params, None)
+
+    def step(
+        self, loss_fn: Callable[..., Array], params: Params, state: TowerState, *batch
+    ) -> tuple[Params, TowerState, Array]:
+        """One training step: `(new_params, new_state, loss)`, where `loss` is
+        `loss_fn(params, *batch)`, a scalar, at the parameters before the step.
+
+        Works with every hypergradient scheme; those that need curvature take
+        their Hessian-vector products of `loss_fn` here.
+        """
+
+        def grads_and_loss(p):
+            loss, grads = jax.value_and_grad(loss_fn)(p, *batch)
+            return grads, loss
+
+        updates, state, loss = self.step_with(grads_and_loss, params, state)
+        return apply_updates(params, updates), state, loss
+
+    def step_with(
+        self, grads_and_aux: Callable, params: Params, state: TowerState
+    ) -> tuple[Updates, TowerState, Any]:
+        """`step` for a function `params -> (grads, aux)`; returns
+        `(updates, new_state, aux)`. For drivers whose loss carries more."""
+        self._check_state(state)
+        directions = None
+        if self.depth > 1 and self.hypergradient.needs_loss:
+            directions = self.hypergradient.directions(state.contents.saved[0])
+        if directions is None:
+            grads, aux = grads_and_aux(params)
+            return *self._update(grads, state, params, None), aux
+        treedef = jax.tree.structure(params)
+        names = tuple(directions)
+        tangents = jax.tree.map(
+            lambda *zs: jnp.stack(zs), *[directions[n] for n in names]
+        )
+        grads, linear, aux = jax.linearize(grads_and_aux, params, has_aux=True)
+        stacked = jax.vmap(linear)(jax.tree.unflatten(treedef, tangents))
+        hvps = {
+            n: jax.tree.leaves(jax.tree.map(lambda h: h[i], stacked))
+            for i, n in enumerate(names)
+        }
+        return *self._update(grads, state, params, hvps), aux
+
+    def _check_state(self, state):
         if (
             not isinstance(state, TowerState)
             or state.depth != self.depth
@@ -195,6 +286,8 @@ class Stack(eqx.Module):
                 "`state` was not made by this tower's init (depth "
                 f"{self.depth}, tie={self.tie})."
             )
+
+    def _update(self, grads, state, params, hvps):
         if params is not None:
             check_same_structure(grads, params, "grads", "params")
         check_leaf_shapes(grads, state.param_shapes, state.param_treedef)
@@ -209,7 +302,9 @@ class Stack(eqx.Module):
         out_def = jax.tree.structure(grads)
         if params is not None:
             params = jax.tree.leaves(params)
-        updates, opts, states, saved = step(jax.tree.leaves(grads), contents, params)
+        updates, opts, states, saved = step(
+            jax.tree.leaves(grads), contents, params, hvps
+        )
         updates = jax.tree.unflatten(out_def, updates)
         count = optax.safe_increment(contents.count)
         new_state = dataclasses.replace(
@@ -217,45 +312,66 @@ class Stack(eqx.Module):
         )
         return updates, new_state
 
-    def _update_untied(self, grads, state, params):
-        d = self.depth
+    def _update_untied(self, grads, state, params, hvps):
+        d, scheme = self.depth, self.hypergradient
+        opts, states, saved = list(state.opts), list(state.states), list(state.saved)
+        if d == 1:
+            updates, states[0] = opts[0].update(grads, states[0], params)
+            return updates, tuple(opts), tuple(states), tuple(saved)
         has_prev = state.count > 0
         # Hypergradients of every level, from the previous step's updates.
-        G = [grads]
-        for k in range(d - 1):
-            G.append(state.saved[k].hypergrad(state.opts[k], state.states[k], G[k]))
+        G = [grads, scheme.hypergrad(opts[0], states[0], saved[0], grads)]
+        for k in range(1, d - 1):
+            G.append(saved[k].hypergrad(opts[k], states[k], G[k]))
         G[1:] = [zero_unless(has_prev, g) for g in G[1:]]
         # Top down: each level's hyperparameters change before the level below
-        # uses them.
-        opts, states, saved = list(state.opts), list(state.states), list(state.saved)
-        for k in reversed(range(d)):
-            target = params if k == 0 else tuned_raw(opts[k - 1])
+        # uses them, and bounds hold before it steps.
+        before = (opts[0], opts[1:], states[1:], saved[1:])
+        for k in reversed(range(1, d)):
+            target = tuned_raw(opts[k - 1])
             if k < d - 1:
                 updates, states[k], saved[k] = step_record(
                     opts[k], G[k], states[k], target
                 )
             else:
                 updates, states[k] = opts[k].update(G[k], states[k], target)
-            if k > 0:  # bounds hold before the level below steps
-                new = with_raw(opts[k - 1], apply_updates(target, updates))
-                opts[k - 1] = clip(new)
+            opts[k - 1] = clip(with_raw(opts[k - 1], apply_updates(target, updates)))
+        take = scheme.upper_steps(saved[0])
+        if take is not None:  # the levels above step only when the scheme says
+            after = (opts[0], opts[1:], states[1:], saved[1:])
+            opts[0], opts[1:], states[1:], saved[1:] = _select(take, after, before)
+        updates, states[0], saved[0] = scheme.step(
+            opts[0], grads, states[0], params, saved[0], hvps
+        )
         return updates, tuple(opts), tuple(states), tuple(saved)
 
-    def _update_tied(self, grads, state, params):
+    def _update_tied(self, grads, state, params, hvps):
+        scheme = self.hypergradient
         (opt,) = state.opts
         saved_model, saved_self = state.saved
         # G2 from the model step, G3.. from the self-update; summed over uses.
-        G = saved_model.hypergrad(opt, state.states[0], grads)
+        G = scheme.hypergrad(opt, state.states[0], saved_model, grads)
         total = G
         for _ in range(self.depth - 2):
             G = saved_self.hypergrad(opt, state.states[1], G)
             total = jax.tree.map(jnp.add, total, G)
         total = zero_unless(state.count > 0, total)
         h = tuned_raw(opt)
-        h_updates, self_state, saved_self = step_inputs(opt, total, state.states[1], h)
-        opt = clip(with_raw(opt, apply_updates(h, h_updates)))
-        updates, model_state, saved_model = step_record(
-            opt, grads, state.states[0], params
+        h_updates, self_state, new_saved_self = step_inputs(
+            opt, total, state.states[1], h
+        )
+        new_opt = clip(with_raw(opt, apply_updates(h, h_updates)))
+        take = scheme.upper_steps(saved_model)
+        if take is not None:
+            opt, self_state, saved_self = _select(
+                take,
+                (new_opt, self_state, new_saved_self),
+                (opt, state.states[1], saved_self),
+            )
+        else:
+            opt, saved_self = new_opt, new_saved_self
+        updates, model_state, saved_model = scheme.step(
+            opt, grads, state.states[0], params, saved_model, hvps
         )
         return updates, (opt,), (model_state, self_state), (saved_model, saved_self)
 
@@ -270,6 +386,14 @@ def bound(tower: Stack, bounds: list[dict[str, Bounds]]) -> Stack:
     if tower.tie:
         return Stack(*[with_bounds(o, bounds[0]) for o in tower.levels], tie=True)
     return Stack(*[with_bounds(o, b) for o, b in zip(tower.levels, bounds)])
+
+
+def _select(pred, on_true, on_false):
+    return jax.tree.map(
+        lambda a, b: jnp.where(pred, a, b),
+        on_true,
+        on_false,
+    )
 
 
 def _check_tied_pers(opt: AbstractOptimiser) -> None:

@@ -8,7 +8,6 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Int, PyTree
 
-from ._chain import Inputs, Jacobian, LastStep
 from ._custom_types import OptState
 from ._hyper import TRANSFORMS, clip, hyper_fields, values
 from ._optimiser import AbstractOptimiser
@@ -18,7 +17,7 @@ from ._pack import Packed, pack, unpack
 class Contents(eqx.Module):
     opts: tuple[AbstractOptimiser, ...]
     states: tuple[OptState, ...]
-    saved: tuple[LastStep | Jacobian | Inputs, ...]
+    saved: tuple[Any, ...]  # each level's record for its hypergradient
     count: Int[Array, ""]
 
 
@@ -57,7 +56,7 @@ class TowerState(eqx.Module):
         return self.contents.states
 
     @property
-    def saved(self) -> tuple[LastStep | Jacobian | Inputs, ...]:
+    def saved(self) -> tuple[Any, ...]:
         return self.contents.saved
 
     @property

@@ -354,3 +354,19 @@ def _tied_objective(h, opt, fixed, depth, c_model, c_self, loss):
         )
     u = _upd(opt, a, fixed, c_model)
     return loss(jax.tree.map(jnp.add, sg(c_model[2]), u))
+
+
+def forward_mode_jacobian(opt, grads, state, params, hp, names):
+    """`opt.rule`, and its columns d updates / d hp[name] by forward mode, one name
+    at a time (elementwise rules: a ones tangent gives each coordinate's own)."""
+    columns, out = {}, None
+    for name in names:
+        ones = jax.tree.map(jnp.ones_like, hp[name])
+
+        def rule_at(value, name=name):
+            return opt.rule(grads, state, params, {**hp, name: value})
+
+        out, (columns[name], _) = jax.jvp(rule_at, (hp[name],), (ones,))
+    if out is None:
+        out = opt.rule(grads, state, params, hp)
+    return *out, columns

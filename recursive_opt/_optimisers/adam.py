@@ -1,3 +1,5 @@
+from typing import ClassVar
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -5,7 +7,7 @@ import optax
 from jaxtyping import Array, ArrayLike, Int, PyTree
 
 from .._hyper import Hyper, HyperSpec, declare, is_zero
-from .._optimiser import AbstractOptimiser
+from .._optimiser import AbstractElementwiseOptimiser
 from ._common import bias_correction, ema, safe_sqrt
 
 
@@ -15,7 +17,7 @@ class AdamState(eqx.Module):
     nu: PyTree[Array]
 
 
-class Adam(AbstractOptimiser):
+class Adam(AbstractElementwiseOptimiser):
     """Adam, and AdamW when `weight_decay > 0`.
 
     Matches `optax.adam(lr, b1, b2, eps)` (and `optax.adamw(..., weight_decay)`):
@@ -42,6 +44,7 @@ class Adam(AbstractOptimiser):
     eps: Hyper
     weight_decay: Hyper | None
     uses_params: bool = eqx.field(static=True)
+    recompute_jacobian: ClassVar[bool] = False  # columns cost divisions
 
     def __init__(
         self,

@@ -6,14 +6,14 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, PyTree
 
 from .._hyper import Hyper, HyperSpec, declare, is_zero
-from .._optimiser import AbstractOptimiser
+from .._optimiser import AbstractElementwiseOptimiser
 
 
 class SGDState(eqx.Module):
     trace: PyTree[Array] | None  # momentum buffer; None without momentum
 
 
-class SGD(AbstractOptimiser):
+class SGD(AbstractElementwiseOptimiser):
     """Stochastic gradient descent, with optional (Nesterov) momentum.
 
     Matches `optax.sgd(lr, momentum, nesterov)`: the buffer is `g + momentum * buf`

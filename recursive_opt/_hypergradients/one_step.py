@@ -1,15 +1,19 @@
-"""The one-step hypergradient chain: what a level keeps of its last update, and
-the hypergradient of its hyperparameters that it gives the level above.
+"""The one-step hypergradient chain (`OneStep`): what a level keeps of its last
+update, and the hypergradient of its hyperparameters that it gives the level
+above.
 
-Rules are elementwise in their hyperparameters (coordinate i of the update
-depends on coordinate i of each broadcast value), so d update / d hp is one array
-per tuned hyperparameter, shaped like the updates: a column. The hypergradient is
-each column contracted with the cotangent from below. A level keeps either the
-columns of its last update (`Jacobian`) or, when its optimiser recomputes them
-cheaply from a step's gradients and new state (`recompute_jacobian`), just those
-gradients (`LastStep`). Both are valid when the update was made at the
-hyperparameters' *current* values: every untied level, and a tied tower's model
-step. A tied tower's self-update keeps its `Inputs` and is re-evaluated.
+The hypergradient is d update / d hp of the last step contracted with the
+cotangent from below (the model's gradients, or the hypergradient of the level
+below). For a rule elementwise in its hyperparameters
+(`AbstractElementwiseOptimiser`: coordinate i of the update depends on coordinate
+i of each broadcast value) d update / d hp is one array per tuned hyperparameter,
+shaped like the updates: a column. Such a level keeps either the columns of its
+last update (`Jacobian`) or, when its optimiser recomputes them cheaply from a
+step's gradients and new state (`recompute_jacobian`), just those gradients
+(`LastStep`). Both are valid when the update was made at the hyperparameters'
+*current* values: every untied level, and a tied tower's model step. Any other
+rule, and a tied tower's self-update, keeps the step's `Inputs` and is
+re-evaluated under `jax.vjp`.
 """
 
 from collections.abc import Callable
@@ -19,9 +23,10 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, PyTree
 
-from ._custom_types import HyperParams, OptState, Updates
-from ._hyper import broadcast, broadcast_values, tuned_raw, with_raw
-from ._optimiser import AbstractOptimiser
+from .._custom_types import HyperParams, OptState, Updates
+from .._hyper import broadcast, broadcast_values, tuned_raw, with_raw
+from .._optimiser import AbstractElementwiseOptimiser, AbstractOptimiser
+from ._base import AbstractHypergradient
 
 # (the leaf's record, its cotangent, whether each name's value is a scalar there)
 #   -> each name's cotangent: a scalar (a sum over the leaf) or an array
@@ -144,44 +149,20 @@ class Inputs(eqx.Module):
         return vjp(cotangent)[0]
 
 
-def has_closed_form(opt: AbstractOptimiser) -> bool:
-    return type(opt).jacobian_after is not AbstractOptimiser.jacobian_after
-
-
-def forward_mode_jacobian(
-    opt, grads, state, params, hp, names
-) -> tuple[Updates, OptState, dict[str, PyTree[Array]]]:
-    """`opt.rule`, and its columns by forward mode, one name at a time."""
-    columns, out = {}, None
-    for name in names:
-        ones = jax.tree.map(jnp.ones_like, hp[name])
-
-        def rule_at(value, name=name):
-            return opt.rule(grads, state, params, {**hp, name: value})
-
-        out, (columns[name], _) = jax.jvp(rule_at, (hp[name],), (ones,))
-    if out is None:
-        out = opt.rule(grads, state, params, hp)
-    return *out, columns
-
-
 def step_record(
     opt, grads, state, params
-) -> tuple[Updates, OptState, LastStep | Jacobian]:
+) -> tuple[Updates, OptState, LastStep | Jacobian | Inputs]:
     """One update of `opt`, and what the next step's hypergradient needs of it."""
+    if not isinstance(opt, AbstractElementwiseOptimiser):
+        return step_inputs(opt, grads, state, params)
     names = tuple(tuned_raw(opt))
     if opt.recompute_jacobian:
         updates, new_state = opt.update(grads, state, params)
         kept = params if opt.uses_params else None
         return updates, new_state, LastStep(grads, kept, names)
     hp = broadcast_values(opt, grads)
-    if has_closed_form(opt):
-        updates, new_state = opt.rule(grads, state, params, hp)
-        columns = opt.jacobian_after(grads, new_state, params, hp, names)
-    else:
-        updates, new_state, columns = forward_mode_jacobian(
-            opt, grads, state, params, hp, names
-        )
+    updates, new_state = opt.rule(grads, state, params, hp)
+    columns = opt.jacobian_after(grads, new_state, params, hp, names)
     jac = jax.tree.map(lambda *cs: jnp.stack(cs), *[columns[n] for n in names])
     return updates, new_state, Jacobian(jac, names)
 
@@ -191,13 +172,16 @@ def step_inputs(opt, grads, state, params) -> tuple[Updates, OptState, Inputs]:
     return updates, new_state, Inputs(grads, state, params if opt.uses_params else None)
 
 
-def initial_record(opt, target) -> LastStep | Jacobian:
-    """The record before any step: zeros, so the first hypergradient is 0."""
+def initial_record(opt, target, state) -> LastStep | Jacobian | Inputs:
+    """The record before any step, from `opt`'s initial `state` for `target`.
+
+    Its hypergradient is not used (the tower passes 0 up at the first step)."""
+    zeros = lambda: jax.tree.map(jnp.zeros_like, target)  # noqa: E731
+    if not isinstance(opt, AbstractElementwiseOptimiser):
+        return Inputs(zeros(), state, zeros() if opt.uses_params else None)
     names = tuple(tuned_raw(opt))
     if opt.recompute_jacobian:
-        zeros = jax.tree.map(jnp.zeros_like, target)
-        kept = jax.tree.map(jnp.zeros_like, target) if opt.uses_params else None
-        return LastStep(zeros, kept, names)
+        return LastStep(zeros(), zeros() if opt.uses_params else None, names)
     stacked = jax.tree.map(lambda x: jnp.zeros((len(names), *x.shape), x.dtype), target)
     return Jacobian(stacked, names)
 
@@ -205,3 +189,29 @@ def initial_record(opt, target) -> LastStep | Jacobian:
 def zero_unless(flag: Bool[Array, ""], tree: PyTree[Array]) -> PyTree[Array]:
     # A select, not a product: a non-finite value where `flag` is false is dropped.
     return jax.tree.map(lambda x: jnp.where(flag, x, jnp.zeros_like(x)), tree)
+
+
+class OneStep(AbstractHypergradient):
+    """The one-step hypergradient (the default): after a step, level 1's
+    hyperparameters get d loss(θₜ₊₁) / d h through that step alone, with θₜ and
+    the optimiser state held fixed (Baydin et al. 2018; Chandra et al. 2022).
+
+    It needs only the model's gradients, so a tower with it is a drop-in optax
+    transformation (`tower.update(grads, state, params)`). It is greedy: it
+    favours what lowers the next loss, which biases learning rates low (Wu et
+    al. 2018); see [`recursive_opt.RealTime`][] for a longer horizon.
+
+    ```python
+    tower = ro.Stack(ro.Adam(1e-3), ro.Adam(1e-2), hypergradient=ro.OneStep())
+    ```
+    """
+
+    def init(self, opt, params, state):
+        return initial_record(opt, params, state)
+
+    def hypergrad(self, opt, state, record, grads):
+        return record.hypergrad(opt, state, grads)
+
+    def step(self, opt, grads, state, params, record, hvps=None):
+        del record, hvps
+        return step_record(opt, grads, state, params)
