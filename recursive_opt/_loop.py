@@ -241,10 +241,25 @@ class Loop:
         return Carry(params, rest, state, key, scalar(0), scalar(0), scalar(-1))
 
     def step(self, c: Carry, batch) -> tuple[Carry, tuple[Array, Any]]:
-        loss, aux, grads, rest = self.model.value_and_grad(
-            self.loss_fn, self.has_aux, c.params, c.rest, batch
-        )
-        updates, opt_state = self.tower.update(grads, c.opt_state, c.params)
+        static = []
+
+        def grads_and_aux(params):  # aux: arrays only (a scheme may linearize it)
+            out = self.model.value_and_grad(
+                self.loss_fn, self.has_aux, params, c.rest, batch
+            )
+            dynamic, rest = eqx.partition(out, eqx.is_array)
+            static.append(rest)
+            return out[2], dynamic
+
+        if isinstance(self.tower, Stack):  # a scheme may need the loss itself
+            updates, opt_state, dynamic = self.tower.step_with(
+                grads_and_aux, c.params, c.opt_state
+            )
+        else:
+            dynamic = grads_and_aux(c.params)[1]
+        loss, aux, grads, rest = eqx.combine(dynamic, static[0])
+        if not isinstance(self.tower, Stack):
+            updates, opt_state = self.tower.update(grads, c.opt_state, c.params)
         params = apply_updates(c.params, updates)
         new = (params, rest, opt_state)
         skipped, bad_step = c.skipped, c.bad_step

@@ -384,8 +384,10 @@ def bound(tower: Stack, bounds: list[dict[str, Bounds]]) -> Stack:
     """`tower` with level k's named hyperparameters bounded by `bounds[k]` (one
     entry for a tied tower's one set)."""
     if tower.tie:
-        return Stack(*[with_bounds(o, bounds[0]) for o in tower.levels], tie=True)
-    return Stack(*[with_bounds(o, b) for o, b in zip(tower.levels, bounds)])
+        levels = [with_bounds(o, bounds[0]) for o in tower.levels]
+    else:
+        levels = [with_bounds(o, b) for o, b in zip(tower.levels, bounds)]
+    return Stack(*levels, tie=tower.tie, hypergradient=tower.hypergradient)
 
 
 def _select(pred, on_true, on_false):

@@ -48,7 +48,8 @@ def contract(opt: AbstractOptimiser, grads, columns: dict[str, PyTree]) -> Hyper
     raw = tuned_raw(opt)
 
     def spread(r):
-        return {n: broadcast(r[n], grads) for n in raw}
+        full = lambda v, g: jnp.broadcast_to(v, g.shape)  # noqa: E731
+        return {n: jax.tree.map(full, broadcast(r[n], grads), grads) for n in raw}
 
     _, vjp = jax.vjp(spread, raw)
     products = {n: jax.tree.map(jnp.multiply, grads, columns[n]) for n in raw}
