@@ -181,7 +181,10 @@ def optimisers(upper_lr: float) -> dict[str, Callable]:
 
 
 def run_grid(task: Task, make_tx: Callable, lrs, steps: int):
-    """Final train loss and test metric of one optimiser at every grid point."""
+    """Final train loss and test metric of one optimiser at every grid point.
+
+    `make_tx(lr)` gives an optax transformation or a tower (driven by
+    `step_with`, which serves every hypergradient scheme)."""
     x, y = (jnp.asarray(a) for a in task.train)
     n = len(x)
     keys = jr.split(jr.key(1), steps)
@@ -193,8 +196,17 @@ def run_grid(task: Task, make_tx: Callable, lrs, steps: int):
         def body(carry, key):
             params, state = carry
             idx = jr.randint(key, (task.batch,), 0, n)  # with replacement: cheap
-            loss, grads = jax.value_and_grad(task.loss)(params, (x[idx], y[idx]))
-            updates, new_state = tx.update(grads, state, params)
+            batch = (x[idx], y[idx])
+            if isinstance(tx, ro.Stack):  # its scheme may need the loss itself
+
+                def grads_and_loss(p):
+                    loss, grads = jax.value_and_grad(task.loss)(p, batch)
+                    return grads, loss
+
+                updates, new_state, loss = tx.step_with(grads_and_loss, params, state)
+            else:
+                loss, grads = jax.value_and_grad(task.loss)(params, batch)
+                updates, new_state = tx.update(grads, state, params)
             new = (optax.apply_updates(params, updates), new_state)
             ok = jnp.isfinite(loss) & jnp.all(
                 jnp.array([jnp.all(jnp.isfinite(u)) for u in jax.tree.leaves(updates)])

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, PyTree
 
-from ._hyper import Bounds, check_bounds, hyper_fields
+from ._hyper import Bounds, check_bounds, hyper_fields, with_bounds
 from ._stack import Stack
 
 
@@ -72,3 +72,13 @@ def normalise_bounds(bounds, tower) -> list[dict[str, Bounds]] | None:
                 )
         out.append({n: check_bounds(f"bounds[{n!r}]", p) for n, p in level.items()})
     return out
+
+
+def bound(tower: Stack, bounds: list[dict[str, Bounds]]) -> Stack:
+    """`tower` with level k's named hyperparameters bounded by `bounds[k]` (one
+    entry for a tied tower's one set)."""
+    if tower.tie:
+        levels = [with_bounds(o, bounds[0]) for o in tower.levels]
+    else:
+        levels = [with_bounds(o, b) for o, b in zip(tower.levels, bounds)]
+    return Stack(*levels, tie=tower.tie, hypergradient=tower.hypergradient)

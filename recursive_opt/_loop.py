@@ -18,11 +18,11 @@ import numpy as np
 import optax
 from jaxtyping import Array, Int, PyTree
 
-from ._guard import all_finite, normalise_bounds
+from ._guard import all_finite, bound, normalise_bounds
 from ._model import Model, select
 from ._optax import apply_updates
 from ._optimiser import AbstractOptimiser
-from ._stack import Stack, bound
+from ._stack import Stack
 from ._state import TowerState, hyperparams
 
 ON_NONFINITE = ("skip", "stop", "ignore")

@@ -13,15 +13,13 @@ from jaxtyping import Array
 from ._custom_types import Grads, Params, Updates
 from ._defaults import default_levels
 from ._hyper import (
-    Bounds,
     clip,
-    hyper_fields,
     resolve,
     tuned_raw,
-    with_bounds,
     with_raw,
 )
-from ._hypergradients import AbstractHypergradient, OneStep
+from ._hypergradients import AbstractHypergradient
+from ._hypergradients._base import linearize
 from ._hypergradients.one_step import (
     Inputs,
     initial_record,
@@ -29,6 +27,7 @@ from ._hypergradients.one_step import (
     step_record,
     zero_unless,
 )
+from ._levels import check_levels
 from ._optax import (
     apply_updates,
     as_optax,
@@ -123,42 +122,7 @@ class Stack(eqx.Module):
         tie: bool = False,
         hypergradient: AbstractHypergradient | None = None,
     ):
-        if not levels:
-            raise ValueError("Stack needs at least one optimiser level (depth >= 1).")
-        for k, opt in enumerate(levels):
-            if not isinstance(opt, AbstractOptimiser):
-                raise TypeError(
-                    f"Stack level {k + 1} must be a recursive_opt optimiser (e.g. "
-                    f"ro.SGD, ro.Adam), got {type(opt).__name__}."
-                )
-        for k, opt in enumerate(levels[:-1]):
-            if not tuned_raw(opt):
-                raise ValueError(
-                    f"Stack level {k + 2} has nothing to tune: level {k + 1} "
-                    f"({type(opt).__name__}) has no tuned hyperparameters. Declare "
-                    "some with ro.hyper(value, tune=True), or remove the level above."
-                )
-        if tie and len(levels) > 1:
-            first = levels[0]
-            for k, opt in enumerate(levels[1:], start=2):
-                if not _identical(first, opt):
-                    raise ValueError(
-                        "Stack(tie=True) needs identical levels, because all levels "
-                        f"share one hyperparameter pytree; level {k} "
-                        f"({type(opt).__name__}) differs from level 1 "
-                        f"({type(first).__name__}). Use tie=False for different levels."
-                    )
-            _check_tied_pers(first)
-        if hypergradient is None:
-            hypergradient = OneStep()
-        if not isinstance(hypergradient, AbstractHypergradient):
-            raise TypeError(
-                "Stack(hypergradient=...) needs a scheme such as ro.OneStep(), "
-                f"ro.RealTime(decay) or ro.Unrolled(k), got "
-                f"{type(hypergradient).__name__}."
-            )
-        if len(levels) > 1:
-            hypergradient.check(levels[0])
+        hypergradient = check_levels(levels, tie, hypergradient)
         self.levels = tuple(levels)
         self.tie = bool(tie) and len(levels) > 1
         self.hypergradient = hypergradient
@@ -263,17 +227,7 @@ class Stack(eqx.Module):
         if directions is None:
             grads, aux = grads_and_aux(params)
             return *self._update(grads, state, params, None), aux
-        treedef = jax.tree.structure(params)
-        names = tuple(directions)
-        tangents = jax.tree.map(
-            lambda *zs: jnp.stack(zs), *[directions[n] for n in names]
-        )
-        grads, linear, aux = jax.linearize(grads_and_aux, params, has_aux=True)
-        stacked = jax.vmap(linear)(jax.tree.unflatten(treedef, tangents))
-        hvps = {
-            n: jax.tree.leaves(jax.tree.map(lambda h: h[i], stacked))
-            for i, n in enumerate(names)
-        }
+        grads, hvps, aux = linearize(grads_and_aux, params, directions)
         return *self._update(grads, state, params, hvps), aux
 
     def _check_state(self, state):
@@ -380,47 +334,9 @@ class Stack(eqx.Module):
         return as_optax(self)
 
 
-def bound(tower: Stack, bounds: list[dict[str, Bounds]]) -> Stack:
-    """`tower` with level k's named hyperparameters bounded by `bounds[k]` (one
-    entry for a tied tower's one set)."""
-    if tower.tie:
-        levels = [with_bounds(o, bounds[0]) for o in tower.levels]
-    else:
-        levels = [with_bounds(o, b) for o, b in zip(tower.levels, bounds)]
-    return Stack(*levels, tie=tower.tie, hypergradient=tower.hypergradient)
-
-
 def _select(pred, on_true, on_false):
     return jax.tree.map(
         lambda a, b: jnp.where(pred, a, b),
         on_true,
         on_false,
     )
-
-
-def _check_tied_pers(opt: AbstractOptimiser) -> None:
-    # A tied set updates itself: a per-leaf or per-element value (one per leaf of
-    # the model) applies to each tuned hyperparameter's own per-leaf values, which
-    # a per-tree tuned hyperparameter (one scalar) does not have.
-    fields = hyper_fields(opt)
-    per_leaf = sorted(n for n, h in fields.items() if h.per != "tree")
-    per_tree = sorted(n for n, h in fields.items() if h.per == "tree" and h.tune)
-    if per_leaf and per_tree:
-        raise ValueError(
-            "Stack(tie=True): the tied hyperparameters update themselves, so a "
-            f"per-leaf or per-element hyperparameter ({', '.join(per_leaf)}) needs "
-            f"every tuned one to be per-leaf or per-element too; "
-            f"{', '.join(per_tree)} {'is' if len(per_tree) == 1 else 'are'} "
-            "per='tree'. Declare them with the same `per`, or use tie=False."
-        )
-
-
-def _identical(a: AbstractOptimiser, b: AbstractOptimiser) -> bool:
-    if a is b:
-        return True
-    if jax.tree.structure(a) != jax.tree.structure(b):
-        return False
-    try:
-        return bool(eqx.tree_equal(a, b))
-    except jax.errors.ConcretizationTypeError:
-        return False

@@ -63,6 +63,23 @@ class TowerState(eqx.Module):
     def count(self) -> Int[Array, ""]:
         return self.contents.count
 
+    def with_opt_state(self, level: int, opt_state: OptState) -> "TowerState":
+        """This state with level `level`'s (1-based) optimiser state replaced by
+        `opt_state`, which must have the same structure (e.g. Adam's moments
+        started elsewhere). For a tied tower, level 1 is the model's state and
+        level 2 the shared set's own."""
+        contents = self.contents
+        states = list(contents.states)
+        old = states[level - 1]
+        if jax.tree.structure(old) != jax.tree.structure(opt_state):
+            raise ValueError(
+                f"with_opt_state: level {level}'s state has structure "
+                f"{jax.tree.structure(old)}, got {jax.tree.structure(opt_state)}."
+            )
+        states[level - 1] = opt_state
+        contents = dataclasses.replace(contents, states=tuple(states))
+        return dataclasses.replace(self, packed=pack(contents))
+
     def set_hyperparams(self, level: int, new: dict[str, Any]) -> "TowerState":
         """This state with level `level`'s (1-based; 1 for a tied tower's one set)
         hyperparameters set to the values `new`, `name -> value`, broadcast over

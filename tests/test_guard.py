@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 import recursive_opt as ro
-from recursive_opt._guard import normalise_bounds
-from recursive_opt._stack import bound
+from recursive_opt._guard import bound, normalise_bounds
 
 from .test_fit import QUAD, batches, linear_loss, linear_params
 

@@ -2,8 +2,6 @@
 optimizer 1.0): same initial weights and data, same loss and learning-rate
 trajectories."""
 
-import dataclasses
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -12,7 +10,6 @@ import optax
 import pytest
 
 import recursive_opt as ro
-from recursive_opt._pack import pack
 
 torch = pytest.importorskip("torch")
 gdtuo = pytest.importorskip("gradient_descent_the_ultimate_optimizer.gdtuo")
@@ -186,14 +183,11 @@ def _start_v_at(eps, levels):
     """The reference starts Adam's second moment at eps (ours, like optax, at 0)."""
 
     def adjust(state):
-        contents = state.contents
         for k in range(levels):
-            contents = eqx.tree_at(
-                lambda c, k=k: c.states[k].nu,
-                contents,
-                jax.tree.map(lambda v: v + eps, contents.states[k].nu),
-            )
-        return dataclasses.replace(state, packed=pack(contents))
+            s = state.states[k]
+            nu = jax.tree.map(lambda v: v + eps, s.nu)
+            state = state.with_opt_state(k + 1, eqx.tree_at(lambda s: s.nu, s, nu))
+        return state
 
     return adjust
 

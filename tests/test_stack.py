@@ -1,6 +1,7 @@
 """Tower structure: depth 1 is the optimiser, state structure is fixed, readouts."""
 
 import chex
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -141,3 +142,19 @@ def test_tower_state_has_few_leaves(getkey):
     # Adam's mu and nu, the stacked Jacobian for "w", plus one packed vector per
     # dtype; "b" and all hyperparameter-level arrays are small.
     assert len(jax.tree.leaves(state)) == 3 + 2
+
+
+def test_with_opt_state_replaces_one_level_and_checks_structure():
+    params = {"w": jnp.ones(3)}
+    tower = ro.Stack(ro.Adam(0.1), ro.SGD(0.01, momentum=0.5))
+    state = tower.init(params)
+    adam = state.states[0]
+    moved = state.with_opt_state(1, adam)
+    chex.assert_trees_all_equal(moved.states, state.states)
+    nu = [jnp.full(3, 2.0)]
+    new = state.with_opt_state(1, eqx.tree_at(lambda s: s.nu, adam, nu))
+    np.testing.assert_array_equal(new.states[0].nu[0], 2.0)
+    chex.assert_trees_all_equal(new.states[1], state.states[1])
+    assert jax.tree.structure(new) == jax.tree.structure(state)
+    with pytest.raises(ValueError, match="structure"):
+        state.with_opt_state(2, adam)

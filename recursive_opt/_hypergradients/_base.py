@@ -1,9 +1,12 @@
 """The contract of a hypergradient scheme: how level 1's hypergradient is obtained."""
 
 import abc
+from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
+import jax
+import jax.numpy as jnp
 from jaxtyping import Array, Bool, PyTree
 
 from .._custom_types import Grads, HyperParams, OptState, Params, Updates
@@ -66,3 +69,21 @@ class AbstractHypergradient(eqx.Module):
     ) -> tuple[Updates, OptState, Any]:
         """Level 1's step with `opt` (its hyperparameters already updated), and the
         new record. `hvps` are the Hessian-vector products of `directions`."""
+
+
+def linearize(
+    grads_and_aux: Callable, params: PyTree[Array], directions: dict[str, list]
+) -> tuple[PyTree[Array], dict[str, list[Array]], Any]:
+    """`(grads, hvps, aux)`: the gradients from `grads_and_aux(params) ->
+    (grads, aux)`, and their derivative along each direction (lists of the
+    parameters' leaves), i.e. Hessian-vector products, one per name."""
+    treedef = jax.tree.structure(params)
+    names = tuple(directions)
+    tangents = jax.tree.map(lambda *zs: jnp.stack(zs), *[directions[n] for n in names])
+    grads, linear, aux = jax.linearize(grads_and_aux, params, has_aux=True)
+    stacked = jax.vmap(linear)(jax.tree.unflatten(treedef, tangents))
+    hvps = {
+        n: jax.tree.leaves(jax.tree.map(lambda h: h[i], stacked))
+        for i, n in enumerate(names)
+    }
+    return grads, hvps, aux

@@ -1,0 +1,79 @@
+"""The checks on a tower's levels, tying and scheme, made when it is built."""
+
+import equinox as eqx
+import jax
+
+from ._hyper import hyper_fields, tuned_raw
+from ._hypergradients import AbstractHypergradient, OneStep
+from ._optimiser import AbstractOptimiser
+
+
+def check_levels(
+    levels: tuple, tie: bool, hypergradient: AbstractHypergradient | None
+) -> AbstractHypergradient:
+    """Raise on levels a tower cannot stack; returns the scheme (default OneStep)."""
+    if not levels:
+        raise ValueError("Stack needs at least one optimiser level (depth >= 1).")
+    for k, opt in enumerate(levels):
+        if not isinstance(opt, AbstractOptimiser):
+            raise TypeError(
+                f"Stack level {k + 1} must be a recursive_opt optimiser (e.g. "
+                f"ro.SGD, ro.Adam), got {type(opt).__name__}."
+            )
+    for k, opt in enumerate(levels[:-1]):
+        if not tuned_raw(opt):
+            raise ValueError(
+                f"Stack level {k + 2} has nothing to tune: level {k + 1} "
+                f"({type(opt).__name__}) has no tuned hyperparameters. Declare "
+                "some with ro.hyper(value, tune=True), or remove the level above."
+            )
+    if tie and len(levels) > 1:
+        first = levels[0]
+        for k, opt in enumerate(levels[1:], start=2):
+            if not _identical(first, opt):
+                raise ValueError(
+                    "Stack(tie=True) needs identical levels, because all levels "
+                    f"share one hyperparameter pytree; level {k} "
+                    f"({type(opt).__name__}) differs from level 1 "
+                    f"({type(first).__name__}). Use tie=False for different levels."
+                )
+        _check_tied_pers(first)
+    if hypergradient is None:
+        hypergradient = OneStep()
+    if not isinstance(hypergradient, AbstractHypergradient):
+        raise TypeError(
+            "Stack(hypergradient=...) needs a scheme such as ro.OneStep(), "
+            f"ro.RealTime(decay) or ro.Unrolled(k), got "
+            f"{type(hypergradient).__name__}."
+        )
+    if len(levels) > 1:
+        hypergradient.check(levels[0])
+    return hypergradient
+
+
+def _check_tied_pers(opt: AbstractOptimiser) -> None:
+    # A tied set updates itself: a per-leaf or per-element value (one per leaf of
+    # the model) applies to each tuned hyperparameter's own per-leaf values, which
+    # a per-tree tuned hyperparameter (one scalar) does not have.
+    fields = hyper_fields(opt)
+    per_leaf = sorted(n for n, h in fields.items() if h.per != "tree")
+    per_tree = sorted(n for n, h in fields.items() if h.per == "tree" and h.tune)
+    if per_leaf and per_tree:
+        raise ValueError(
+            "Stack(tie=True): the tied hyperparameters update themselves, so a "
+            f"per-leaf or per-element hyperparameter ({', '.join(per_leaf)}) needs "
+            f"every tuned one to be per-leaf or per-element too; "
+            f"{', '.join(per_tree)} {'is' if len(per_tree) == 1 else 'are'} "
+            "per='tree'. Declare them with the same `per`, or use tie=False."
+        )
+
+
+def _identical(a: AbstractOptimiser, b: AbstractOptimiser) -> bool:
+    if a is b:
+        return True
+    if jax.tree.structure(a) != jax.tree.structure(b):
+        return False
+    try:
+        return bool(eqx.tree_equal(a, b))
+    except jax.errors.ConcretizationTypeError:
+        return False
