@@ -51,6 +51,22 @@ def check_levels(
     return hypergradient
 
 
+def check_array_leaves(opts: tuple, states: tuple) -> None:
+    """A tower's state holds arrays only: name a field that is not one."""
+    for kind, items in (("optimiser", opts), ("optimiser state", states)):
+        for k, item in enumerate(items):
+            leaves = jax.tree_util.tree_leaves_with_path(item)
+            for path, leaf in leaves:
+                if not eqx.is_array(leaf):
+                    raise TypeError(
+                        f"The {kind} of level {k + 1} ({type(item).__name__}) holds "
+                        f"{leaf!r} ({type(leaf).__name__}) at "
+                        f"{jax.tree_util.keystr(path)}, which is not an array. Mark "
+                        "plain Python settings `eqx.field(static=True)`, and make "
+                        "numbers that change arrays."
+                    )
+
+
 def _check_tied_pers(opt: AbstractOptimiser) -> None:
     # A tied set updates itself: a per-leaf or per-element value (one per leaf of
     # the model) applies to each tuned hyperparameter's own per-leaf values, which

@@ -11,7 +11,7 @@ import optax
 from jaxtyping import Array
 
 from ._custom_types import Grads, Params, Updates
-from ._defaults import default_levels
+from ._defaults import default_levels, default_warmup
 from ._hyper import (
     clip,
     resolve,
@@ -23,11 +23,12 @@ from ._hypergradients._base import linearize
 from ._hypergradients.one_step import (
     Inputs,
     initial_record,
+    scaled,
     step_inputs,
     step_record,
     zero_unless,
 )
-from ._levels import check_levels
+from ._levels import check_array_leaves, check_levels
 from ._optax import (
     apply_updates,
     as_optax,
@@ -65,7 +66,11 @@ class _Repeat:
             )
         if tie:  # one shared pytree: every level is `opt`
             return Stack(*([opt] * self.depth), tie=True, hypergradient=hypergradient)
-        return Stack(*default_levels(opt, self.depth), hypergradient=hypergradient)
+        return Stack(
+            *default_levels(opt, self.depth),
+            hypergradient=hypergradient,
+            warmup=default_warmup(self.depth),
+        )
 
     def __repr__(self) -> str:
         return f"Stack[{self.depth}]"
@@ -108,6 +113,7 @@ class Stack(eqx.Module):
     levels: tuple[AbstractOptimiser, ...]
     tie: bool = eqx.field(static=True)
     hypergradient: AbstractHypergradient
+    warmup: int = eqx.field(static=True)
 
     def __class_getitem__(cls, depth: int) -> _Repeat:
         if isinstance(depth, bool) or not isinstance(depth, int):
@@ -121,8 +127,14 @@ class Stack(eqx.Module):
         *levels: AbstractOptimiser,
         tie: bool = False,
         hypergradient: AbstractHypergradient | None = None,
+        warmup: int = 0,
     ):
         hypergradient = check_levels(levels, tie, hypergradient)
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+            raise ValueError(
+                f"Stack(warmup=...) needs an integer >= 0, got {warmup!r}."
+            )
+        self.warmup = warmup
         self.levels = tuple(levels)
         self.tie = bool(tie) and len(levels) > 1
         self.hypergradient = hypergradient
@@ -159,7 +171,7 @@ class Stack(eqx.Module):
         if self.tie:
             h = targets[1]
             saved = (
-                scheme.init(opt, params, states[0]),
+                scheme.init(opt, params, states[0], self.warmup > 0),
                 Inputs(
                     jax.tree.map(jnp.zeros_like, h),
                     states[1],
@@ -168,9 +180,12 @@ class Stack(eqx.Module):
             )
         else:  # the top level's update is never differentiated
             saved = tuple(
-                (scheme.init if k == 0 else initial_record)(o, t, s)
+                scheme.init(o, t, s, self.warmup > 0)
+                if k == 0
+                else initial_record(o, t, s)
                 for k, (o, t, s) in enumerate(zip(opts[:-1], targets[:-1], states))
             )
+        check_array_leaves(opts, states)
         contents = Contents(opts, states, saved, jnp.zeros([], jnp.int32))
         param_shapes = tuple(p.shape for p in params)
         return TowerState(
@@ -266,11 +281,19 @@ class Stack(eqx.Module):
         )
         return updates, new_state
 
+    def _ramp(self, count):
+        """The warm-up's factor on level 1's step number `count` (from 0)."""
+        if self.warmup == 0:
+            return None
+        dtype = jnp.result_type(float)  # the dtype of the scale a record keeps
+        return jnp.minimum(1, (count + 1).astype(dtype) / self.warmup)
+
     def _update_untied(self, grads, state, params, hvps):
         d, scheme = self.depth, self.hypergradient
         opts, states, saved = list(state.opts), list(state.states), list(state.saved)
         if d == 1:
             updates, states[0] = opts[0].update(grads, states[0], params)
+            updates = scaled(updates, self._ramp(state.count))
             return updates, tuple(opts), tuple(states), tuple(saved)
         has_prev = state.count > 0
         # Hypergradients of every level, from the previous step's updates.
@@ -295,7 +318,7 @@ class Stack(eqx.Module):
             after = (opts[0], opts[1:], states[1:], saved[1:])
             opts[0], opts[1:], states[1:], saved[1:] = _select(take, after, before)
         updates, states[0], saved[0] = scheme.step(
-            opts[0], grads, states[0], params, saved[0], hvps
+            opts[0], grads, states[0], params, saved[0], hvps, self._ramp(state.count)
         )
         return updates, tuple(opts), tuple(states), tuple(saved)
 
@@ -325,7 +348,13 @@ class Stack(eqx.Module):
         else:
             opt, saved_self = new_opt, new_saved_self
         updates, model_state, saved_model = scheme.step(
-            opt, grads, state.states[0], params, saved_model, hvps
+            opt,
+            grads,
+            state.states[0],
+            params,
+            saved_model,
+            hvps,
+            self._ramp(state.count),
         )
         return updates, (opt,), (model_state, self_state), (saved_model, saved_self)
 

@@ -258,9 +258,10 @@ def _upd(opt: Plain, tuned, fixed, consts):
     return plain_update(opt, {**fixed, **tuned}, sg(g), sg(s), sg(p))[0]
 
 
-def brute_force_untied(levels, loss, x, steps):
+def brute_force_untied(levels, loss, x, steps, warmup=0):
     """Returns (params, [raw hyperparameters of levels 1..d-1], [G_2..G_d of the last
-    step])."""
+    step]). With `warmup` > 0, level 1's step t (from 0) is multiplied by
+    min(1, (t + 1) / warmup)."""
     d = len(levels)
     opts = [plain(o) for o in levels]
     hs, fixed, target = [], [], x
@@ -273,8 +274,8 @@ def brute_force_untied(levels, loss, x, steps):
     states = [plain_init(opts[0], x)] + [
         plain_init(opts[k], hs[k - 1]) for k in range(1, d)
     ]
-    consts = None
-    for _ in range(steps):
+    consts, ramp = None, 1.0
+    for t in range(steps):
         g = jax.grad(loss)(x)
         if consts is None:
             upper = [jax.tree.map(jnp.zeros_like, h) for h in hs]
@@ -286,7 +287,9 @@ def brute_force_untied(levels, loss, x, steps):
                 fixed,
                 consts,
                 loss,
+                ramp,
             )
+        ramp = min(1.0, (t + 1) / warmup) if warmup else 1.0
         G = [g] + upper
         consts = [None] * d
         new_hs = list(hs)
@@ -299,14 +302,14 @@ def brute_force_untied(levels, loss, x, steps):
             consts[k] = (G[k], states[k], target)
             states[k] = new_state
             if k == 0:
-                x = ro.apply_updates(x, u)
+                x = ro.apply_updates(x, jax.tree.map(lambda v: ramp * v, u))
             else:
                 new_hs[k - 1] = ro.apply_updates(target, u)
         hs = new_hs
     return x, hs, G[1:]
 
 
-def _untied_objective(eps, opts, hs, fixed, consts, loss):
+def _untied_objective(eps, opts, hs, fixed, consts, loss, ramp=1.0):
     d = len(opts)
     h = [None] * (d - 1)
     h[d - 2] = jax.tree.map(jnp.add, hs[d - 2], eps[d - 2])
@@ -316,7 +319,7 @@ def _untied_objective(eps, opts, hs, fixed, consts, loss):
             lambda p, u, e: p + u + e, sg(consts[k][2]), u, eps[k - 1]
         )
     u = _upd(opts[0], h[0], fixed[0], consts[0])
-    return loss(jax.tree.map(jnp.add, sg(consts[0][2]), u))
+    return loss(jax.tree.map(lambda p, v: p + ramp * v, sg(consts[0][2]), u))
 
 
 def brute_force_tied(opt, depth, loss, x, steps):

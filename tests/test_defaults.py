@@ -52,17 +52,23 @@ def test_depth_one_tied_and_explicit_towers_keep_their_levels():
     }
 
 
-def test_default_tower_matches_brute_force():
-    """The default levels (fixed betas below, Adam with b2 = 0.99 above) through the
-    same chain as every tower: checked against step t-1 written out by hand."""
+@pytest.mark.parametrize("warmup", [None, 4])
+def test_default_tower_matches_brute_force(warmup):
+    """The default levels (fixed betas below, Adam with b2 = 0.99 above, level 1's
+    step warmed up) through the same chain as every tower: checked against step
+    t-1 written out by hand, with the ramp still rising (the default's 100 steps)
+    and after it ends (4)."""
     tower = ro.Stack[3](ro.Adam(0.05))
+    assert tower.warmup == 100
+    if warmup is not None:
+        tower = ro.Stack(*tower.levels, warmup=warmup)
     x = quadratic.init(None)
     state = tower.init(x)
     for _ in range(6):
         updates, state = tower.update(jax.grad(quadratic.loss)(x), state, x)
         x = ro.apply_updates(x, updates)
     bf_x, bf_hs, bf_G = brute_force_untied(
-        list(tower.levels), quadratic.loss, quadratic.init(None), 6
+        list(tower.levels), quadratic.loss, quadratic.init(None), 6, tower.warmup
     )
     chex.assert_trees_all_close(x, bf_x, rtol=1e-9, atol=1e-12)
     raw = [o.lr.raw for o in state.opts[:-1]]

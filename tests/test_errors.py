@@ -245,3 +245,15 @@ def test_grads_of_another_structure_name_the_structure():
         ValueError, match=r"`grads\['b'\]` has shape \(3, 2\) but the parameter it"
     ):
         tower.update({"w": jnp.ones(2), "b": jnp.ones((3, 2))}, state)
+
+
+def test_an_optimiser_field_that_is_not_an_array_is_named():
+    class Warm(ro.Adam):
+        warmup: int  # should be eqx.field(static=True)
+
+        def __init__(self, lr, warmup):
+            super().__init__(lr)
+            self.warmup = warmup
+
+    with pytest.raises(TypeError, match=r"level 1 \(Warm\).*50.*\.warmup.*static"):
+        ro.Stack(Warm(0.1, 50), ro.Adam(0.01)).init({"w": jnp.ones(2)})

@@ -34,8 +34,8 @@ def _problem(n_batches):
 LEVEL1 = ro.Adam(0.05)  # lr, b1 and b2 tuned: three tangents, two through the state
 
 
-def _tower(scheme, level1=LEVEL1):
-    return ro.Stack(level1, ro.SGD(UPPER_LR), hypergradient=scheme)
+def _tower(scheme, level1=LEVEL1, warmup=0):
+    return ro.Stack(level1, ro.SGD(UPPER_LR), hypergradient=scheme, warmup=warmup)
 
 
 _STEP = jax.jit(lambda tower, p, s, x, y: tower.step(_loss, p, s, x, y))
@@ -51,8 +51,9 @@ def _run(tower, steps, params, batches):
     return params, state, raws
 
 
-def _trajectory(level1, params, batches, raws, eps, upto, decay, curvature):
-    """θ_upto with each step s's raw values moved by decay**(upto-1-s) * eps."""
+def _trajectory(level1, params, batches, raws, eps, upto, decay, curvature, warmup=0):
+    """θ_upto with each step s's raw values moved by decay**(upto-1-s) * eps, and
+    step t multiplied by min(1, (t + 1) / warmup) when warmup > 0."""
     opt = plain(level1)
     _, fixed = plain_raw(opt, params)
     theta, s = params, plain_init(opt, params)
@@ -61,22 +62,31 @@ def _trajectory(level1, params, batches, raws, eps, upto, decay, curvature):
         at = theta if curvature else jax.lax.stop_gradient(theta)
         g = jax.grad(_loss)(at, *batches[t])
         u, s = plain_update(opt, {**r, **fixed}, g, s, theta)
-        theta = jax.tree.map(jnp.add, theta, u)
+        ramp = min(1.0, (t + 1) / warmup) if warmup else 1.0
+        theta = jax.tree.map(lambda a, b: a + ramp * b, theta, u)
     return theta
 
 
-@pytest.mark.parametrize("decay, curvature", [(1.0, True), (0.6, True), (0.6, False)])
-def test_real_time_equals_brute_force_over_the_whole_trajectory(decay, curvature):
+@pytest.mark.parametrize(
+    "decay, curvature, warmup",
+    [(1.0, True, 0), (0.6, True, 0), (0.6, False, 0), (1.0, True, 3), (0.6, False, 3)],
+)
+def test_real_time_equals_brute_force_over_the_whole_trajectory(
+    decay, curvature, warmup
+):
     """Z = dθ/dh after every step equals jax.jacfwd of the trajectory, with the
-    hyperparameters each step used (they change) and μ decaying old steps; the
-    level above steps on exactly ⟨g, Z⟩."""
+    hyperparameters each step used (they change), μ decaying old steps and the
+    tower's warm-up scaling the first steps; the level above steps on exactly
+    ⟨g, Z⟩."""
     params, batches = _problem(T)
-    tower = _tower(ro.RealTime(decay=decay, curvature=curvature))
+    tower = _tower(ro.RealTime(decay=decay, curvature=curvature), warmup=warmup)
     _, state, raws = _run(tower, T, params, batches)
     zero = jax.tree.map(jnp.zeros_like, raws[0])
 
     def theta(eps, upto):
-        return _trajectory(LEVEL1, params, batches, raws, eps, upto, decay, curvature)
+        return _trajectory(
+            LEVEL1, params, batches, raws, eps, upto, decay, curvature, warmup
+        )
 
     # The tangent the tower carries after the last step.
     brute = jax.jacfwd(lambda e: theta(e, T))(zero)

@@ -36,8 +36,11 @@ class AbstractHypergradient(eqx.Module):
         del opt
 
     @abc.abstractmethod
-    def init(self, opt: AbstractOptimiser, params: Params, state: OptState) -> Any:
-        """The record before any step, for level 1 `opt` with its initial `state`."""
+    def init(
+        self, opt: AbstractOptimiser, params: Params, state: OptState, scaled: bool
+    ) -> Any:
+        """The record before any step, for level 1 `opt` with its initial `state`;
+        `scaled`: whether `step` will be given a `scale`."""
 
     @abc.abstractmethod
     def hypergrad(
@@ -66,9 +69,12 @@ class AbstractHypergradient(eqx.Module):
         params: Params | None,
         record: Any,
         hvps: dict[str, PyTree[Array]] | None,
+        scale: Array | None,
     ) -> tuple[Updates, OptState, Any]:
         """Level 1's step with `opt` (its hyperparameters already updated), and the
-        new record. `hvps` are the Hessian-vector products of `directions`."""
+        new record. `hvps` are the Hessian-vector products of `directions`;
+        `scale` (a scalar, or None for 1) multiplies the step (a warm-up), and the
+        hypergradients it gives must account for it."""
 
 
 def linearize(

@@ -191,6 +191,25 @@ def zero_unless(flag: Bool[Array, ""], tree: PyTree[Array]) -> PyTree[Array]:
     return jax.tree.map(lambda x: jnp.where(flag, x, jnp.zeros_like(x)), tree)
 
 
+class Scaled(eqx.Module):
+    """A record of a step whose updates were multiplied by `scale` (a tower's
+    warm-up): its hypergradient is `scale` times the record's."""
+
+    record: LastStep | Jacobian | Inputs
+    scale: Array
+
+    def hypergrad(self, opt, state, cotangent):
+        out = self.record.hypergrad(opt, state, cotangent)
+        return jax.tree.map(lambda x: x * self.scale.astype(x.dtype), out)
+
+
+def scaled(updates, scale):
+    """`updates * scale`, in the updates' dtypes; `scale=None` leaves them."""
+    if scale is None:
+        return updates
+    return jax.tree.map(lambda u: u * scale.astype(u.dtype), updates)
+
+
 class OneStep(AbstractHypergradient):
     """The one-step hypergradient (the default): after a step, level 1's
     hyperparameters get d loss(θₜ₊₁) / d h through that step alone, with θₜ and
@@ -206,12 +225,18 @@ class OneStep(AbstractHypergradient):
     ```
     """
 
-    def init(self, opt, params, state):
-        return initial_record(opt, params, state)
+    def init(self, opt, params, state, scaled=False):
+        record = initial_record(opt, params, state)
+        return (
+            Scaled(record, jnp.zeros([], jnp.result_type(float))) if scaled else record
+        )
 
     def hypergrad(self, opt, state, record, grads):
         return record.hypergrad(opt, state, grads)
 
-    def step(self, opt, grads, state, params, record, hvps=None):
+    def step(self, opt, grads, state, params, record, hvps=None, scale=None):
         del record, hvps
-        return step_record(opt, grads, state, params)
+        updates, new_state, record = step_record(opt, grads, state, params)
+        if scale is None:
+            return updates, new_state, record
+        return scaled(updates, scale), new_state, Scaled(record, scale)

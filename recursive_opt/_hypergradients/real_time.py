@@ -11,7 +11,7 @@ from .._custom_types import HyperParams
 from .._hyper import broadcast, broadcast_values, hyper_fields, tuned_raw, with_raw
 from .._optimiser import AbstractOptimiser
 from ._base import AbstractHypergradient
-from .one_step import OneStep
+from .one_step import OneStep, scaled
 
 
 class Tangent(eqx.Module):
@@ -64,9 +64,11 @@ def propagate(
     tangent: Tangent,
     hvps: dict[str, list[Array]] | None,
     decay: float,
+    scale: Array | None = None,
 ):
     """Level 1's step, and Z' = decay·(∂Φ/∂(θ, s))·Z + ∂Φ/∂h for the map
-    Φ: (θ, s) -> (θ + update, s'), with `hvps` = H·Z_θ (None: H taken as 0)."""
+    Φ: (θ, s) -> (θ + scale·update, s'), with `hvps` = H·Z_θ (None: H taken as
+    0) and `scale` None for 1."""
     raw = tuned_raw(opt)
     names = tuple(raw)
     s_leaves, s_def = jax.tree.flatten(state)
@@ -85,29 +87,30 @@ def propagate(
             ]
         )
 
-    scale = lambda xs: jax.tree.map(lambda z: decay * z, xs)  # noqa: E731
+    decayed = lambda xs: jax.tree.map(lambda z: decay * z, xs)  # noqa: E731
     out, z_params, z_state = None, {}, {}
     for n in names:
         t_raw = {
             m: jax.tree.map(jnp.ones_like if m == n else jnp.zeros_like, raw[m])
             for m in names
         }
-        t_state = state_tangent(scale(tangent.state[n]))
-        t_params = scale(tangent.params[n]) if params is not None else None
+        t_state = state_tangent(decayed(tangent.state[n]))
+        t_params = decayed(tangent.params[n]) if params is not None else None
         if hvps is None:
             f = lambda r, s, p: phi(r, s, p, grads)  # noqa: E731
             primals, tangents = (raw, state, params), (t_raw, t_state, t_params)
         else:
             f = phi
             primals = (raw, state, params, grads)
-            tangents = (t_raw, t_state, t_params, scale(hvps[n]))
+            tangents = (t_raw, t_state, t_params, decayed(hvps[n]))
         out, (d_updates, d_state) = jax.jvp(f, primals, tangents)
+        d_updates = scaled(d_updates, scale)
         z_params[n] = jax.tree.map(
             lambda z, du: decay * z + du, tangent.params[n], list(d_updates)
         )
         z_state[n] = tuple(t for t, ok in zip(jax.tree.leaves(d_state), inexact) if ok)
     updates, new_state = out
-    return updates, new_state, Tangent(z_params, z_state)
+    return scaled(updates, scale), new_state, Tangent(z_params, z_state)
 
 
 class RealTime(AbstractHypergradient):
@@ -174,9 +177,9 @@ class RealTime(AbstractHypergradient):
                 "them, or RealTime(curvature=False)."
             )
 
-    def init(self, opt, params, state):
+    def init(self, opt, params, state, scaled=False):
         if self.decay == 0:
-            return OneStep().init(opt, params, state)
+            return OneStep().init(opt, params, state, scaled)
         return zero_tangent(opt, params, state)
 
     def hypergrad(self, opt, state, record, grads):
@@ -187,7 +190,7 @@ class RealTime(AbstractHypergradient):
     def directions(self, record):
         return record.params if self.needs_loss else None
 
-    def step(self, opt, grads, state, params, record, hvps=None):
+    def step(self, opt, grads, state, params, record, hvps=None, scale=None):
         if self.decay == 0:
-            return OneStep().step(opt, grads, state, params, record)
-        return propagate(opt, grads, state, params, record, hvps, self.decay)
+            return OneStep().step(opt, grads, state, params, record, None, scale)
+        return propagate(opt, grads, state, params, record, hvps, self.decay, scale)

@@ -57,7 +57,7 @@ class Unrolled(AbstractHypergradient):
 
         RealTime(1.0).check(opt)
 
-    def init(self, opt, params, state):
+    def init(self, opt, params, state, scaled=False):
         tangent = zero_tangent(opt, params, state)
         total = jax.tree.map(jnp.zeros_like, contract(opt, params, tangent.params))
         return Window(tangent, total, jnp.zeros([], jnp.int32))
@@ -75,7 +75,7 @@ class Unrolled(AbstractHypergradient):
     def directions(self, record):
         return record.tangent.params
 
-    def step(self, opt, grads, state, params, record, hvps=None):
+    def step(self, opt, grads, state, params, record, hvps=None, scale=None):
         # A full window ends here: the levels above have stepped, and a new one
         # begins from Z = 0 with the new hyperparameters.
         full = record.steps == self.k
@@ -87,7 +87,7 @@ class Unrolled(AbstractHypergradient):
         # H·Z of the reset tangent is H·0 = 0.
         hvps = reset(hvps)
         updates, new_state, tangent = propagate(
-            opt, grads, state, params, tangent, hvps, 1.0
+            opt, grads, state, params, tangent, hvps, 1.0, scale
         )
         steps = jnp.where(full, 0, record.steps) + 1
         return updates, new_state, Window(tangent, total, steps)
