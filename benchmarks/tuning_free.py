@@ -225,8 +225,10 @@ def defaults() -> dict:
 
 
 def ablation() -> dict:
-    """What each choice of the default bought (all Stack[3] unless named)."""
+    """What each choice of the default bought (all Stack[3] unless named); each
+    row changes one choice of the default, or names the older towers."""
     ident = lambda v: ro.hyper(v, transform="identity")  # noqa: E731
+    w = ro.Stack[3](ro.Adam()).warmup
     return {
         "copies of Adam(lr) (the old Stack[3])": lambda lr: ro.Stack(
             *[ro.Adam(lr)] * 3
@@ -238,17 +240,29 @@ def ablation() -> dict:
             ro.Adam(lr), ro.Adam(0.01), ro.Adam(0.01)
         ).as_optax(),
         "log lr, Adam(0.01) x2, lr only": lambda lr: ro.Stack(
-            _lr_only(lr), _upper(0.01), _upper(0.01)
+            _lr_only(lr), _upper(0.01), _upper(0.01), warmup=w
         ).as_optax(),
         "default levels, lr+b1+b2 tuned": lambda lr: ro.Stack(
-            ro.Adam(lr), _upper(0.1), _upper(0.01)
+            ro.Adam(lr), _upper(0.1), _upper(0.01), warmup=w
         ).as_optax(),
         "default levels, upper b2 0.999": lambda lr: ro.Stack(
-            _lr_only(lr), _upper(0.1, 0.999), _upper(0.01, 0.999)
+            _lr_only(lr), _upper(0.1, 0.999), _upper(0.01, 0.999), warmup=w
         ).as_optax(),
         "default levels, top Adam(0.1)": lambda lr: ro.Stack(
-            _lr_only(lr), _upper(0.1), _upper(0.1)
+            _lr_only(lr), _upper(0.1), _upper(0.1), warmup=w
         ).as_optax(),
+        "no warm-up (the previous default)": lambda lr: ro.Stack(
+            *ro.Stack[3](ro.Adam(lr)).levels
+        ).as_optax(),
+        "warm-up 30 steps": lambda lr: ro.Stack(
+            *ro.Stack[3](ro.Adam(lr)).levels, warmup=30
+        ).as_optax(),
+        "warm-up 300 steps": lambda lr: ro.Stack(
+            *ro.Stack[3](ro.Adam(lr)).levels, warmup=300
+        ).as_optax(),
+        "default, RealTime(0.9)": lambda lr: ro.Stack[3](
+            ro.Adam(lr), hypergradient=ro.RealTime(0.9)
+        ),
         "default (Stack[3](Adam(lr)))": lambda lr: ro.Stack[3](ro.Adam(lr)).as_optax(),
     }
 

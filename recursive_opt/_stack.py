@@ -84,8 +84,9 @@ class Stack(eqx.Module):
     the top level's hyperparameters are fixed. `Stack[d](opt)` is the tuning-free
     default: `opt` at level 1 with its learning rate tuned (other hyperparameters
     stay fixed unless declared with `ro.hyper`), `Adam(0.1)` at level 2 and
-    `Adam(0.01)` above, each on the log learning rate of the level below (see
-    `_defaults.py` for why). With `tie=True` all levels are `opt` and share one
+    `Adam(0.01)` above, each on the log learning rate of the level below, and
+    level 1's step warmed up over 100 steps (see `_defaults.py` for why). With
+    `tie=True` all levels are `opt` and share one
     hyperparameter pytree, which then optimises itself; its hypergradient is the
     sum over its uses, truncated at depth `d`.
 
@@ -101,6 +102,9 @@ class Stack(eqx.Module):
     - `tie`: share one hyperparameter pytree between identical levels.
     - `hypergradient`: the scheme for level 1's hypergradient (default
         `ro.OneStep()`).
+    - `warmup`: level 1's step t (from 0) is multiplied by min(1, (t+1)/warmup);
+        0 (the default of `Stack(...)`) switches it off. Hypergradients see the
+        step actually taken.
 
     ```python
     tower = ro.Stack[3](ro.Adam())  # a start anywhere in 1e-5..1 is corrected
