@@ -139,7 +139,9 @@ def noisy_quadratic():
 
     def fixed(lr):
         def body(p, c):
-            return jax.tree.map(lambda w, g: w - lr * g, p, jax.grad(_nq_loss)(p, c)), None
+            return jax.tree.map(
+                lambda w, g: w - lr * g, p, jax.grad(_nq_loss)(p, c)
+            ), None
 
         return _expected(jax.lax.scan(body, theta0, noise)[0])
 
@@ -214,9 +216,7 @@ def main():
         flush=True,
     )
     plot(best_lr, trajectories, args.png)
-    print(
-        "\nCost: whole train step, paper MLP 784-128-10, batch 128, Stack[3](Adam)\n"
-    )
+    print("\nCost: whole train step, paper MLP 784-128-10, batch 128, Stack[3](Adam)\n")
     print(table(["scheme", "ms/step", "x optax Adam"], cost(args.blocks)) + "\n")
     header, rows = quality(args.tasks.split(","))
     print(

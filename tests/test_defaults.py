@@ -134,3 +134,25 @@ def test_default_towers_train_from_any_initial_lr():
         lambda lr: ro.Stack[3](ro.SGD(lr, momentum=0.9)).as_optax(), lrs[:1]
     )
     assert sgd[0] > threshold > sgd_tower[0]
+
+
+def test_warmup_is_the_default_towers_and_scales_level_1s_first_steps():
+    assert ro.Stack[3](ro.Adam()).warmup == 100
+    assert ro.Stack[1](ro.Adam()).warmup == 0
+    assert ro.Stack[3](ro.Adam(), tie=True).warmup == 0
+    assert ro.Stack(ro.Adam(), ro.Adam()).warmup == 0
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="warmup"):
+            ro.Stack(ro.Adam(), ro.Adam(), warmup=bad)
+    params = {"w": jnp.array([1.0, -2.0, 3.0])}
+    grads = {"w": jnp.array([0.5, 0.1, -2.0])}
+    plain, _ = ro.Adam(0.1).update(grads, ro.Adam(0.1).init(params))
+    for depth in (1, 2):
+        tower = ro.Stack(*[ro.Adam(0.1)] * depth, warmup=4)
+        state = tower.init(params)
+        for t in range(6):  # the same gradients: Adam's update stays the same
+            updates, state = tower.update(grads, state, params)
+            if depth == 1:
+                ramp = min(1.0, (t + 1) / 4)
+                np.testing.assert_allclose(updates["w"], ramp * plain["w"], rtol=1e-12)
+        assert np.all(np.isfinite(updates["w"]))
