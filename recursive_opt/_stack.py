@@ -52,6 +52,7 @@ class _Repeat:
         *more,
         tie: bool = False,
         hypergradient: AbstractHypergradient | None = None,
+        warmup: int | None = None,
     ) -> "Stack":
         if more:
             raise TypeError(
@@ -65,11 +66,16 @@ class _Repeat:
                 f"ro.SGD, ro.Adam), got {type(opt).__name__}."
             )
         if tie:  # one shared pytree: every level is `opt`
-            return Stack(*([opt] * self.depth), tie=True, hypergradient=hypergradient)
+            return Stack(
+                *([opt] * self.depth),
+                tie=True,
+                hypergradient=hypergradient,
+                warmup=warmup or 0,
+            )
         return Stack(
             *default_levels(opt, self.depth),
             hypergradient=hypergradient,
-            warmup=default_warmup(self.depth),
+            warmup=default_warmup(self.depth) if warmup is None else warmup,
         )
 
     def __repr__(self) -> str:
@@ -103,7 +109,8 @@ class Stack(eqx.Module):
     - `hypergradient`: the scheme for level 1's hypergradient (default
         `ro.OneStep()`).
     - `warmup`: level 1's step t (from 0) is multiplied by min(1, (t+1)/warmup);
-        0 (the default of `Stack(...)`) switches it off. Hypergradients see the
+        0 (the default of `Stack(...)` and of tied towers) switches it off;
+        `Stack[d](opt)` uses 100 unless given `warmup=`. Hypergradients see the
         step actually taken.
 
     ```python

@@ -141,6 +141,8 @@ def test_warmup_is_the_default_towers_and_scales_level_1s_first_steps():
     assert ro.Stack[1](ro.Adam()).warmup == 0
     assert ro.Stack[3](ro.Adam(), tie=True).warmup == 0
     assert ro.Stack(ro.Adam(), ro.Adam()).warmup == 0
+    assert ro.Stack[3](ro.Adam(), warmup=20).warmup == 20
+    assert ro.Stack[3](ro.Adam(), warmup=0).warmup == 0
     for bad in (-1, 2.5, True):
         with pytest.raises(ValueError, match="warmup"):
             ro.Stack(ro.Adam(), ro.Adam(), warmup=bad)
