@@ -225,36 +225,56 @@ class Stack(eqx.Module):
         return self._update(grads, state, params, None)
 
     def step(
-        self, loss_fn: Callable[..., Array], params: Params, state: TowerState, *batch
+        self,
+        loss_fn: Callable[..., Array],
+        params: Params,
+        state: TowerState,
+        *batch,
+        meta_batch: tuple | None = None,
     ) -> tuple[Params, TowerState, Array]:
         """One training step: `(new_params, new_state, loss)`, where `loss` is
         `loss_fn(params, *batch)`, a scalar, at the parameters before the step.
 
         Works with every hypergradient scheme; those that need curvature take
-        their Hessian-vector products of `loss_fn` here.
+        their Hessian-vector products of `loss_fn` here. With `meta_batch` (a
+        tuple of `loss_fn`'s data arguments, e.g. a held-out batch), level 1's
+        hyperparameters follow the loss on it instead of on `batch`: the
+        hypergradient's cotangent is `jax.grad(loss_fn)(params, *meta_batch)`.
         """
 
         def grads_and_loss(p):
             loss, grads = jax.value_and_grad(loss_fn)(p, *batch)
             return grads, loss
 
-        updates, state, loss = self.step_with(grads_and_loss, params, state)
+        meta = None
+        if meta_batch is not None:
+            meta = jax.grad(loss_fn)(params, *meta_batch)
+        updates, state, loss = self.step_with(grads_and_loss, params, state, meta)
         return apply_updates(params, updates), state, loss
 
     def step_with(
-        self, grads_and_aux: Callable, params: Params, state: TowerState
+        self,
+        grads_and_aux: Callable,
+        params: Params,
+        state: TowerState,
+        meta_grads: Grads | None = None,
     ) -> tuple[Updates, TowerState, Any]:
         """`step` for a function `params -> (grads, aux)`; returns
-        `(updates, new_state, aux)`. For drivers whose loss carries more."""
+        `(updates, new_state, aux)`. For drivers whose loss carries more.
+        `meta_grads`, shaped like the gradients, replace them as the cotangent of
+        level 1's hypergradient (see `step`'s `meta_batch`)."""
         self._check_state(state)
+        if meta_grads is not None:
+            check_same_structure(meta_grads, params, "meta_grads", "params")
+            meta_grads = jax.tree.leaves(meta_grads)
         directions = None
         if self.depth > 1 and self.hypergradient.needs_loss:
             directions = self.hypergradient.directions(state.contents.saved[0])
         if directions is None:
             grads, aux = grads_and_aux(params)
-            return *self._update(grads, state, params, None), aux
+            return *self._update(grads, state, params, None, meta_grads), aux
         grads, hvps, aux = linearize(grads_and_aux, params, directions)
-        return *self._update(grads, state, params, hvps), aux
+        return *self._update(grads, state, params, hvps, meta_grads), aux
 
     def _check_state(self, state):
         if (
@@ -267,7 +287,7 @@ class Stack(eqx.Module):
                 f"{self.depth}, tie={self.tie})."
             )
 
-    def _update(self, grads, state, params, hvps):
+    def _update(self, grads, state, params, hvps, meta=None):
         if params is not None:
             check_same_structure(grads, params, "grads", "params")
         check_leaf_shapes(grads, state.param_shapes, state.param_treedef)
@@ -282,9 +302,9 @@ class Stack(eqx.Module):
         out_def = jax.tree.structure(grads)
         if params is not None:
             params = jax.tree.leaves(params)
-        updates, opts, states, saved = step(
-            jax.tree.leaves(grads), contents, params, hvps
-        )
+        grads = jax.tree.leaves(grads)
+        cotangent = grads if meta is None else meta  # of level 1's hypergradient
+        updates, opts, states, saved = step(grads, cotangent, contents, params, hvps)
         updates = jax.tree.unflatten(out_def, updates)
         count = optax.safe_increment(contents.count)
         new_state = dataclasses.replace(
@@ -299,7 +319,7 @@ class Stack(eqx.Module):
         dtype = jnp.result_type(float)  # the dtype of the scale a record keeps
         return jnp.minimum(1, (count + 1).astype(dtype) / self.warmup)
 
-    def _update_untied(self, grads, state, params, hvps):
+    def _update_untied(self, grads, cotangent, state, params, hvps):
         d, scheme = self.depth, self.hypergradient
         opts, states, saved = list(state.opts), list(state.states), list(state.saved)
         if d == 1:
@@ -308,7 +328,7 @@ class Stack(eqx.Module):
             return updates, tuple(opts), tuple(states), tuple(saved)
         has_prev = state.count > 0
         # Hypergradients of every level, from the previous step's updates.
-        G = [grads, scheme.hypergrad(opts[0], states[0], saved[0], grads)]
+        G = [grads, scheme.hypergrad(opts[0], states[0], saved[0], cotangent)]
         for k in range(1, d - 1):
             G.append(saved[k].hypergrad(opts[k], states[k], G[k]))
         G[1:] = [zero_unless(has_prev, g) for g in G[1:]]
@@ -329,16 +349,23 @@ class Stack(eqx.Module):
             after = (opts[0], opts[1:], states[1:], saved[1:])
             opts[0], opts[1:], states[1:], saved[1:] = _select(take, after, before)
         updates, states[0], saved[0] = scheme.step(
-            opts[0], grads, states[0], params, saved[0], hvps, self._ramp(state.count)
+            opts[0],
+            grads,
+            states[0],
+            params,
+            saved[0],
+            hvps,
+            self._ramp(state.count),
+            cotangent,
         )
         return updates, tuple(opts), tuple(states), tuple(saved)
 
-    def _update_tied(self, grads, state, params, hvps):
+    def _update_tied(self, grads, cotangent, state, params, hvps):
         scheme = self.hypergradient
         (opt,) = state.opts
         saved_model, saved_self = state.saved
         # G2 from the model step, G3.. from the self-update; summed over uses.
-        G = scheme.hypergrad(opt, state.states[0], saved_model, grads)
+        G = scheme.hypergrad(opt, state.states[0], saved_model, cotangent)
         total = G
         for _ in range(self.depth - 2):
             G = saved_self.hypergrad(opt, state.states[1], G)
@@ -366,6 +393,7 @@ class Stack(eqx.Module):
             saved_model,
             hvps,
             self._ramp(state.count),
+            cotangent,
         )
         return updates, (opt,), (model_state, self_state), (saved_model, saved_self)
 

@@ -115,15 +115,31 @@ def test_real_time_without_decay_is_one_step_bitwise():
     chex.assert_trees_all_equal(ro.hyperparams(s0), ro.hyperparams(s1))
 
 
-def test_unrolled_equals_grad_through_each_window_by_hand():
+_META_STEP = jax.jit(
+    lambda tower, p, s, x, y, meta: tower.step(_loss, p, s, x, y, meta_batch=meta)
+)
+
+
+@pytest.mark.parametrize("held_out", [False, True])
+def test_unrolled_equals_grad_through_each_window_by_hand(held_out):
     """Every k steps, level 1's raw values move by -lr2 times jax.grad (reverse
-    mode) of the mean loss after each of the window's steps; in between they and
-    the level above hold still."""
+    mode) of the mean loss after each of the window's steps (on each step's
+    batch, or on a held-out batch stream); in between they and the level above
+    hold still."""
     k = 3
     params, batches = _problem(2 * k + 1)
+    _, held = _problem(2 * (2 * k + 1))
+    meta = held[2 * k + 1 :] if held_out else batches
     opt = plain(LEVEL1)
     _, fixed = plain_raw(opt, params)
-    _, _, raws = _run(_tower(ro.Unrolled(k)), 2 * k + 1, params, batches)
+    tower = _tower(ro.Unrolled(k))
+    state, p, raws = tower.init(params), params, []
+    for t in range(2 * k + 1):
+        if held_out:
+            p, state, _ = _META_STEP(tower, p, state, *batches[t], meta[t])
+        else:
+            p, state, _ = _STEP(tower, p, state, *batches[t])
+        raws.append(tuned_raw(state.opts[0]))
 
     def window(h, theta, s, start):
         losses = []
@@ -131,7 +147,7 @@ def test_unrolled_equals_grad_through_each_window_by_hand():
             g = jax.grad(_loss)(theta, *batches[t])
             u, s = plain_update(opt, {**h, **fixed}, g, s, theta)
             theta = jax.tree.map(jnp.add, theta, u)
-            losses.append(_loss(theta, *batches[t + 1]))
+            losses.append(_loss(theta, *meta[t + 1]))
         return jnp.mean(jnp.stack(losses)), (theta, s)
 
     theta, s = params, plain_init(opt, params)
@@ -143,6 +159,31 @@ def test_unrolled_equals_grad_through_each_window_by_hand():
         h = jax.tree.map(lambda a, b: a - UPPER_LR * b, h, grad)
         chex.assert_trees_all_close(raws[(w + 1) * k], h, rtol=1e-10, atol=1e-13)
     assert all(abs(raws[-1][n] - raws[0][n]) > 1e-5 for n in ("lr", "b1"))
+
+
+def test_one_step_on_a_held_out_batch_follows_its_loss():
+    """With meta_batch, the one-step hypergradient is d L_meta(θ_t) / d log-lr
+    through the last step: -lr * <g_meta(θ_t), g_t-1> for SGD."""
+    params, batches = _problem(2)
+    held = _problem(3)[1][2]
+    tower = ro.Stack(ro.SGD(0.1), ro.SGD(UPPER_LR))
+    state = tower.init(params)
+    g0 = jax.grad(_loss)(params, *batches[0])
+    p1, state, _ = _META_STEP(tower, params, state, *batches[0], held)
+    p1_plain = jax.tree.map(lambda a, b: a - 0.1 * b, params, g0)
+    chex.assert_trees_all_close(p1, p1_plain, rtol=1e-12)
+    _, state, _ = _META_STEP(tower, p1, state, *batches[1], held)
+    g_meta = jax.grad(_loss)(p1, *held)
+    dot = sum(
+        jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(g_meta), jax.tree.leaves(g0))
+    )
+    expected = jnp.log(0.1) - UPPER_LR * (-0.1 * dot)
+    np.testing.assert_allclose(tuned_raw(state.opts[0])["lr"], expected, rtol=1e-12)
+    g_train = jax.grad(_loss)(p1, *batches[1])
+    other = sum(
+        jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(g_train), jax.tree.leaves(g0))
+    )
+    assert abs(other - dot) > 1e-3 * abs(dot)  # the held-out batch made a difference
 
 
 SCHEMES = [

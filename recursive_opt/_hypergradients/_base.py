@@ -70,11 +70,13 @@ class AbstractHypergradient(eqx.Module):
         record: Any,
         hvps: dict[str, PyTree[Array]] | None,
         scale: Array | None,
+        cotangent: Grads | None,
     ) -> tuple[Updates, OptState, Any]:
         """Level 1's step with `opt` (its hyperparameters already updated), and the
         new record. `hvps` are the Hessian-vector products of `directions`;
         `scale` (a scalar, or None for 1) multiplies the step (a warm-up), and the
-        hypergradients it gives must account for it."""
+        hypergradients it gives must account for it. `cotangent` is what
+        `hypergrad` was given this step (the gradients, or held-out ones)."""
 
 
 def linearize(

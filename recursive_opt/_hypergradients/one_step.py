@@ -234,8 +234,10 @@ class OneStep(AbstractHypergradient):
     def hypergrad(self, opt, state, record, grads):
         return record.hypergrad(opt, state, grads)
 
-    def step(self, opt, grads, state, params, record, hvps=None, scale=None):
-        del record, hvps
+    def step(
+        self, opt, grads, state, params, record, hvps=None, scale=None, cotangent=None
+    ):
+        del record, hvps, cotangent
         updates, new_state, record = step_record(opt, grads, state, params)
         if scale is None:
             return updates, new_state, record

@@ -190,7 +190,9 @@ class RealTime(AbstractHypergradient):
     def directions(self, record):
         return record.params if self.needs_loss else None
 
-    def step(self, opt, grads, state, params, record, hvps=None, scale=None):
+    def step(
+        self, opt, grads, state, params, record, hvps=None, scale=None, cotangent=None
+    ):
         if self.decay == 0:
             return OneStep().step(opt, grads, state, params, record, None, scale)
         return propagate(opt, grads, state, params, record, hvps, self.decay, scale)

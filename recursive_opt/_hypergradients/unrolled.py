@@ -75,11 +75,13 @@ class Unrolled(AbstractHypergradient):
     def directions(self, record):
         return record.tangent.params
 
-    def step(self, opt, grads, state, params, record, hvps=None, scale=None):
+    def step(
+        self, opt, grads, state, params, record, hvps=None, scale=None, cotangent=None
+    ):
         # A full window ends here: the levels above have stepped, and a new one
         # begins from Z = 0 with the new hyperparameters.
         full = record.steps == self.k
-        total = self._sum(opt, record, grads)
+        total = self._sum(opt, record, grads if cotangent is None else cotangent)
         reset = lambda t: jax.tree.map(  # noqa: E731
             lambda x: jnp.where(full, jnp.zeros_like(x), x), t
         )
