@@ -90,6 +90,7 @@ def fit(
     log_every: int = 100,
     eval_data: Any = None,
     eval_fn: Callable | None = None,
+    meta_data: Any = None,
     on_nonfinite: str = "skip",
     bounds: Any = None,
     checkpoint_dir: str | None = None,
@@ -121,6 +122,10 @@ def fit(
     - `log_every`: steps per jitted chunk and per history record.
     - `eval_data`, `eval_fn`: evaluated at each record; `eval_fn(model, eval_data)`
         returns a scalar or a dict of scalars (default: `loss_fn`).
+    - `meta_data`: a held-out split (arrays, as `data`) for a tower's level-1
+        hypergradient: each step samples a batch of it (its own reshuffled
+        epochs) and the hypergradient follows `loss_fn` there instead of on the
+        training batch (see `Stack.step`'s `meta_batch`).
     - `on_nonfinite`: `"skip"` (default) leaves parameters and state as they were
         when the loss, gradients, updates or new state are not finite, and counts
         it; `"stop"` raises `ro.DivergenceError` naming the step; `"ignore"` checks
@@ -162,13 +167,14 @@ def fit(
         data,
         batch_size,
         key,
+        meta_data,
         has_aux=has_aux,
         on_nonfinite=on_nonfinite,
         bounds=bounds,
     )
     source = loop.data
     carry = loop.init(model.params, model.rest, key_data)
-    arrays = source.arrays
+    arrays = loop.arrays
     chunk = jax.jit(loop.chunk, static_argnums=3, donate_argnums=0)
     evaluate = jax.jit(lambda p, r, d: loop.evaluate(p, r, d, eval_fn))
     records: list[dict[str, np.ndarray]] = []
@@ -177,6 +183,7 @@ def fit(
     if checkpoint_dir is not None:
         config = {
             **source.describe(),
+            "meta": None if loop.meta is None else loop.meta.describe(),
             "log_every": log_every,
             "has_aux": has_aux,
             "on_nonfinite": on_nonfinite,

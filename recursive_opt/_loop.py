@@ -203,24 +203,47 @@ class Loop:
         on_nonfinite: str,
         bounds,
         key_impl,
+        meta: "Data | None" = None,
     ):
         if on_nonfinite not in ON_NONFINITE:
             raise ValueError(
                 f"on_nonfinite must be one of {ON_NONFINITE}, got {on_nonfinite!r}."
             )
         self.loss_fn, self.model, self.tower, self.data = loss_fn, model, tower, data
+        self.meta = meta
         self.has_aux, self.on_nonfinite, self.key_impl = has_aux, on_nonfinite, key_impl
         self.bounds = normalise_bounds(bounds, tower)
         if self.bounds is not None:  # enforced inside the tower, before each use
             self.tower = bound(tower, self.bounds)
 
     @classmethod
-    def build(cls, loss_fn, model: Model, tower, data, batch_size, key, **options):
+    def build(
+        cls, loss_fn, model: Model, tower, data, batch_size, key, meta_data, **options
+    ):
         """A loop from `fit`/`sweep`'s arguments; also returns the raw key data."""
         key_data, impl = normalise_key(key)
         source = Data(data, batch_size)
-        loop = cls(loss_fn, model, as_tower(tower), source, key_impl=impl, **options)
+        tower = as_tower(tower)
+        meta = None
+        if meta_data is not None:
+            if source.arrays is None or isinstance(meta_data, collections.abc.Iterator):
+                raise TypeError(
+                    "meta_data needs data and meta_data given as arrays (a held-out "
+                    "split sampled alongside the training batches), not iterators."
+                )
+            if not isinstance(tower, Stack) or tower.depth < 2:
+                raise ValueError(
+                    "meta_data steers the hypergradient of a tower's level 1: it "
+                    "needs a tower of depth >= 2 (ro.Stack[d](opt))."
+                )
+            meta = Data(meta_data, min(source.batch_size, Data(meta_data, 1).n))
+        loop = cls(loss_fn, model, tower, source, key_impl=impl, meta=meta, **options)
         return loop, key_data
+
+    @property
+    def arrays(self):
+        """What `chunk` samples from: the training arrays and the held-out ones."""
+        return self.data.arrays, None if self.meta is None else self.meta.arrays
 
     def next_chunk(self, done: int, steps: int, log_every: int):
         """`(length, batches)` of the next chunk; batches is None for arrays and
@@ -240,7 +263,7 @@ class Loop:
         state = self.tower.init(params)
         return Carry(params, rest, state, key, scalar(0), scalar(0), scalar(-1))
 
-    def step(self, c: Carry, batch) -> tuple[Carry, tuple[Array, Any]]:
+    def step(self, c: Carry, batch, meta_batch=None) -> tuple[Carry, tuple[Array, Any]]:
         static = []
 
         def grads_and_aux(params):  # aux: arrays only (a scheme may linearize it)
@@ -252,8 +275,13 @@ class Loop:
             return out[2], dynamic
 
         if isinstance(self.tower, Stack):  # a scheme may need the loss itself
+            meta = None
+            if meta_batch is not None:
+                meta = self.model.value_and_grad(
+                    self.loss_fn, self.has_aux, c.params, c.rest, meta_batch
+                )[2]
             updates, opt_state, dynamic = self.tower.step_with(
-                grads_and_aux, c.params, c.opt_state
+                grads_and_aux, c.params, c.opt_state, meta
             )
         else:
             dynamic = grads_and_aux(c.params)[1]
@@ -274,14 +302,30 @@ class Loop:
 
     def chunk(self, c: Carry, arrays, batches, length: int) -> tuple[Carry, dict]:
         """`length` steps; returns the carry and this chunk's record."""
+        arrays, meta_arrays = arrays
         if batches is None:
             d = self.data
             idx = batch_indices(c.key, self.key_impl, c.step, length, d.n, d.batch_size)
-
-            def body(c, i):
-                return self.step(c, jax.tree.map(lambda a: a[i], arrays))
-
-            c, (losses, auxes) = jax.lax.scan(body, c, idx)
+            take = lambda xs, i: jax.tree.map(lambda a: a[i], xs)  # noqa: E731
+            if meta_arrays is None:
+                c, (losses, auxes) = jax.lax.scan(
+                    lambda c, i: self.step(c, take(arrays, i)), c, idx
+                )
+            else:  # a held-out stream, in its own reshuffled epochs
+                m = self.meta
+                key = jr.key_data(
+                    jr.fold_in(jr.wrap_key_data(c.key, impl=self.key_impl), 1)
+                )
+                meta_idx = batch_indices(
+                    key, self.key_impl, c.step, length, m.n, m.batch_size
+                )
+                c, (losses, auxes) = jax.lax.scan(
+                    lambda c, ij: self.step(
+                        c, take(arrays, ij[0]), take(meta_arrays, ij[1])
+                    ),
+                    c,
+                    (idx, meta_idx),
+                )
         else:
             c, (losses, auxes) = jax.lax.scan(self.step, c, batches)
         record = {"loss": jnp.mean(losses), **_aux_means(auxes)}

@@ -146,6 +146,7 @@ def sweep(
     log_every: int = 100,
     eval_data: Any = None,
     eval_fn: Callable | None = None,
+    meta_data: Any = None,
     on_nonfinite: str = "skip",
     bounds: Any = None,
     devices: Sequence[jax.Device] | None = None,
@@ -205,11 +206,12 @@ def sweep(
         data,
         batch_size,
         key,
+        meta_data,
         has_aux=has_aux,
         on_nonfinite=on_nonfinite,
         bounds=bounds,
     )
-    tower, source = loop.tower, loop.data
+    tower = loop.tower
     state0 = tower.init(model.params)
     over, n = _check_over(tower, state0, dict(over or {}), level)
     if seeds is not None:
@@ -230,7 +232,7 @@ def sweep(
         )
     mesh = Mesh(np.array(devices), ("pop",))
     carry = jax.device_put(carry, NamedSharding(mesh, PartitionSpec("pop")))
-    arrays = jax.device_put(source.arrays, NamedSharding(mesh, PartitionSpec()))
+    arrays = jax.device_put(loop.arrays, NamedSharding(mesh, PartitionSpec()))
 
     def pop_chunk(c, arrays, batches, length):
         return jax.vmap(lambda c: loop.chunk(c, arrays, batches, length))(c)
