@@ -16,17 +16,12 @@ from ._hyper import (
     clip,
     resolve,
     tuned_raw,
-    with_raw,
 )
 from ._hypergradients import AbstractHypergradient
 from ._hypergradients._base import linearize
 from ._hypergradients.one_step import (
     Inputs,
     initial_record,
-    scaled,
-    step_inputs,
-    step_record,
-    zero_unless,
 )
 from ._levels import check_array_leaves, check_levels
 from ._optax import (
@@ -40,6 +35,7 @@ from ._optax import (
 from ._optimiser import AbstractOptimiser
 from ._pack import pack
 from ._state import Contents, TowerState
+from ._tower_step import update_tied, update_untied
 
 
 class _Repeat:
@@ -298,13 +294,15 @@ class Stack(eqx.Module):
                 f"The tower's level 1 ({type(bottom).__name__}) reads the parameters "
                 "(weight decay): call update(grads, state, params)."
             )
-        step = self._update_tied if state.tied else self._update_untied
+        step = update_tied if state.tied else update_untied
         out_def = jax.tree.structure(grads)
         if params is not None:
             params = jax.tree.leaves(params)
         grads = jax.tree.leaves(grads)
         cotangent = grads if meta is None else meta  # of level 1's hypergradient
-        updates, opts, states, saved = step(grads, cotangent, contents, params, hvps)
+        updates, opts, states, saved = step(
+            self, grads, cotangent, contents, params, hvps
+        )
         updates = jax.tree.unflatten(out_def, updates)
         count = optax.safe_increment(contents.count)
         new_state = dataclasses.replace(
@@ -312,99 +310,6 @@ class Stack(eqx.Module):
         )
         return updates, new_state
 
-    def _ramp(self, count):
-        """The warm-up's factor on level 1's step number `count` (from 0)."""
-        if self.warmup == 0:
-            return None
-        dtype = jnp.result_type(float)  # the dtype of the scale a record keeps
-        return jnp.minimum(1, (count + 1).astype(dtype) / self.warmup)
-
-    def _update_untied(self, grads, cotangent, state, params, hvps):
-        d, scheme = self.depth, self.hypergradient
-        opts, states, saved = list(state.opts), list(state.states), list(state.saved)
-        if d == 1:
-            updates, states[0] = opts[0].update(grads, states[0], params)
-            updates = scaled(updates, self._ramp(state.count))
-            return updates, tuple(opts), tuple(states), tuple(saved)
-        has_prev = state.count > 0
-        # Hypergradients of every level, from the previous step's updates.
-        G = [grads, scheme.hypergrad(opts[0], states[0], saved[0], cotangent)]
-        for k in range(1, d - 1):
-            G.append(saved[k].hypergrad(opts[k], states[k], G[k]))
-        G[1:] = [zero_unless(has_prev, g) for g in G[1:]]
-        # Top down: each level's hyperparameters change before the level below
-        # uses them, and bounds hold before it steps.
-        before = (opts[0], opts[1:], states[1:], saved[1:])
-        for k in reversed(range(1, d)):
-            target = tuned_raw(opts[k - 1])
-            if k < d - 1:
-                updates, states[k], saved[k] = step_record(
-                    opts[k], G[k], states[k], target
-                )
-            else:
-                updates, states[k] = opts[k].update(G[k], states[k], target)
-            opts[k - 1] = clip(with_raw(opts[k - 1], apply_updates(target, updates)))
-        take = scheme.upper_steps(saved[0])
-        if take is not None:  # the levels above step only when the scheme says
-            after = (opts[0], opts[1:], states[1:], saved[1:])
-            opts[0], opts[1:], states[1:], saved[1:] = _select(take, after, before)
-        updates, states[0], saved[0] = scheme.step(
-            opts[0],
-            grads,
-            states[0],
-            params,
-            saved[0],
-            hvps,
-            self._ramp(state.count),
-            cotangent,
-        )
-        return updates, tuple(opts), tuple(states), tuple(saved)
-
-    def _update_tied(self, grads, cotangent, state, params, hvps):
-        scheme = self.hypergradient
-        (opt,) = state.opts
-        saved_model, saved_self = state.saved
-        # G2 from the model step, G3.. from the self-update; summed over uses.
-        G = scheme.hypergrad(opt, state.states[0], saved_model, cotangent)
-        total = G
-        for _ in range(self.depth - 2):
-            G = saved_self.hypergrad(opt, state.states[1], G)
-            total = jax.tree.map(jnp.add, total, G)
-        total = zero_unless(state.count > 0, total)
-        h = tuned_raw(opt)
-        h_updates, self_state, new_saved_self = step_inputs(
-            opt, total, state.states[1], h
-        )
-        new_opt = clip(with_raw(opt, apply_updates(h, h_updates)))
-        take = scheme.upper_steps(saved_model)
-        if take is not None:
-            opt, self_state, saved_self = _select(
-                take,
-                (new_opt, self_state, new_saved_self),
-                (opt, state.states[1], saved_self),
-            )
-        else:
-            opt, saved_self = new_opt, new_saved_self
-        updates, model_state, saved_model = scheme.step(
-            opt,
-            grads,
-            state.states[0],
-            params,
-            saved_model,
-            hvps,
-            self._ramp(state.count),
-            cotangent,
-        )
-        return updates, (opt,), (model_state, self_state), (saved_model, saved_self)
-
     def as_optax(self) -> optax.GradientTransformation:
         """This tower as an `optax.GradientTransformation` (plain closures)."""
         return as_optax(self)
-
-
-def _select(pred, on_true, on_false):
-    return jax.tree.map(
-        lambda a, b: jnp.where(pred, a, b),
-        on_true,
-        on_false,
-    )
