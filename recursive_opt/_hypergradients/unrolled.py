@@ -7,7 +7,7 @@ from jaxtyping import Array, Int
 
 from .._custom_types import HyperParams
 from ._base import AbstractHypergradient
-from .real_time import Tangent, contract, propagate, zero_tangent
+from .real_time import RealTime, Tangent, contract, propagate, zero_tangent
 
 
 class Window(eqx.Module):
@@ -29,7 +29,8 @@ class Unrolled(AbstractHypergradient):
     per step and tuned hyperparameter, so memory does not grow with k and equals
     backpropagation through the window written out by hand. It needs the loss:
     drive the tower with `tower.step(loss_fn, params, state, *batch)`. The mean
-    is over the losses after each of the window's steps, on that step's batch.
+    is over the losses after each of the window's steps, on that step's batch
+    (or on its `meta_batch`, a held-out one).
 
     **Arguments:**
 
@@ -53,8 +54,6 @@ class Unrolled(AbstractHypergradient):
         return True
 
     def check(self, opt):
-        from .real_time import RealTime
-
         RealTime(1.0).check(opt)
 
     def init(self, opt, params, state, scaled=False):
