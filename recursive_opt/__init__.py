@@ -35,7 +35,11 @@ from ._optimisers.adam import Adam as Adam, AdamState as AdamState
 from ._optimisers.rmsprop import RMSProp as RMSProp, RMSPropState as RMSPropState
 from ._optimisers.sgd import SGD as SGD, SGDState as SGDState
 from ._stack import Stack as Stack
-from ._state import TowerState as TowerState, hyperparams as hyperparams
+from ._state import (
+    TowerState as TowerState,
+    at_level as at_level,
+    hyperparams as hyperparams,
+)
 from ._sweep import SweepResult as SweepResult, sweep as sweep
 
 try:

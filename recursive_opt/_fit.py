@@ -1,16 +1,17 @@
 """`ro.fit`: train a model with an optimiser or tower in jitted `lax.scan` chunks."""
 
 import dataclasses
-import time
+import functools
 import warnings
 from collections.abc import Callable
 from typing import Any
 
-import jax
 import numpy as np
 from jaxtyping import PyTree
 
 from . import _checkpoint
+from ._checks import check_positive
+from ._driver import Timer, drive, stack_history
 from ._guard import DivergenceError
 from ._loop import Carry, Loop
 from ._model import Model, copy_arrays
@@ -42,39 +43,50 @@ class FitResult:
     ms_per_step: float
 
 
-def _check_positive(name: str, value: Any, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+def _check_checkpointing(checkpoint_dir, checkpoint_every, log_every) -> None:
+    check_positive("checkpoint_every", checkpoint_every, allow_none=True)
+    if checkpoint_every is not None and checkpoint_every % log_every:
+        raise ValueError(
+            f"checkpoint_every ({checkpoint_every}) must be a multiple of log_every "
+            f"({log_every}): checkpoints are written between chunks."
+        )
+    if checkpoint_every is not None and checkpoint_dir is None:
+        raise ValueError("checkpoint_every needs a checkpoint_dir.")
 
 
-class _Timer:
-    """Milliseconds per step: the median over chunks that did not compile."""
+def _resume(loop: Loop, carry: Carry, directory: str, steps: int, config: dict):
+    """`(fingerprint, carry, records)`: from the newest checkpoint in `directory`
+    that matches this run, or as given."""
+    config = {
+        **loop.data.describe(),
+        "meta": None if loop.meta is None else loop.meta.describe(),
+        "bounds": repr(loop.bounds),
+        **config,
+    }
+    fprint = _checkpoint.fingerprint(carry, config)
+    found = _checkpoint.load_latest(directory, carry, fprint)
+    if found is None:
+        return fprint, carry, []
+    start, carry, history = found
+    if start > steps:
+        raise ValueError(
+            f"The checkpoint in {directory} is at step {start}, beyond steps={steps}."
+        )
+    n = len(history.get("step", []))
+    if loop.data.stream is not None:
+        loop.data.skip(start)
+    return fprint, carry, [{k: v[i] for k, v in history.items()} for i in range(n)]
 
-    def __init__(self):
-        self.seen: set[int] = set()
-        self.rates: list[float] = []
-        self.total, self.total_steps = 0.0, 0
 
-    def add(self, length: int, seconds: float) -> None:
-        self.total += seconds
-        self.total_steps += length
-        if length in self.seen:
-            self.rates.append(seconds / length)
-        self.seen.add(length)
-
-    @property
-    def ms_per_step(self) -> float:
-        if self.rates:
-            return 1e3 * float(np.median(self.rates))
-        return 1e3 * self.total / self.total_steps if self.total_steps else float("nan")
-
-
-def stack_history(records: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    if not records:
-        return {}
-    return {k: np.stack([r[k] for r in records]) for k in records[0]}
+def _warn_if_mostly_skipped(res: FitResult) -> None:
+    if res.skipped > res.step / 2:
+        warnings.warn(
+            f"{res.skipped} of {res.step} steps were skipped: the loss, gradients, "
+            "updates or optimiser state were not finite, and the model barely "
+            "trained. Check the loss for NaNs, lower the learning rates or set "
+            "bounds; on_nonfinite='stop' raises at the first such step.",
+            stacklevel=3,
+        )
 
 
 def fit(
@@ -147,147 +159,59 @@ def fit(
     res.history["level1/lr"]
     ```
     """
-    _check_positive("steps", steps)
-    _check_positive("log_every", log_every)
-    _check_positive("checkpoint_every", checkpoint_every, allow_none=True)
-    if checkpoint_every is not None and checkpoint_every % log_every:
-        raise ValueError(
-            f"checkpoint_every ({checkpoint_every}) must be a multiple of log_every "
-            f"({log_every}): checkpoints are written between chunks."
-        )
-    if checkpoint_every is not None and checkpoint_dir is None:
-        raise ValueError("checkpoint_every needs a checkpoint_dir.")
+    check_positive("steps", steps)
+    check_positive("log_every", log_every)
+    _check_checkpointing(checkpoint_dir, checkpoint_every, log_every)
     model = Model(params)
     # The chunks donate their carry: never the caller's own arrays.
     model.params, model.rest = copy_arrays((model.params, model.rest))
+    how = dict(has_aux=has_aux, on_nonfinite=on_nonfinite, bounds=bounds)
     loop, key_data = Loop.build(
-        loss_fn,
-        model,
-        tower,
-        data,
-        batch_size,
-        key,
-        meta_data,
-        has_aux=has_aux,
-        on_nonfinite=on_nonfinite,
-        bounds=bounds,
+        loss_fn, model, tower, data, batch_size, key, meta_data, **how
     )
-    source = loop.data
-    carry = loop.init(model.params, model.rest, key_data)
-    arrays = loop.arrays
-    chunk = jax.jit(loop.chunk, static_argnums=3, donate_argnums=0)
-    evaluate = jax.jit(lambda p, r, d: loop.evaluate(p, r, d, eval_fn))
-    records: list[dict[str, np.ndarray]] = []
-
-    fprint = None
+    carry, records, fprint = loop.init(model.params, model.rest, key_data), [], None
     if checkpoint_dir is not None:
-        config = {
-            **source.describe(),
-            "meta": None if loop.meta is None else loop.meta.describe(),
-            "log_every": log_every,
-            "has_aux": has_aux,
-            "on_nonfinite": on_nonfinite,
-            "bounds": repr(loop.bounds),
-            "eval": eval_data is not None,
-        }
-        fprint = _checkpoint.fingerprint(carry, config)
-        found = _checkpoint.load_latest(checkpoint_dir, carry, fprint)
-        if found is not None:
-            start, carry, history = found
-            if start > steps:
-                raise ValueError(
-                    f"The checkpoint in {checkpoint_dir} is at step {start}, beyond "
-                    f"steps={steps}."
-                )
-            n = len(history.get("step", []))
-            records = [{k: v[i] for k, v in history.items()} for i in range(n)]
-            if source.stream is not None:
-                source.skip(start)
+        config = dict(log_every=log_every, has_aux=has_aux, on_nonfinite=on_nonfinite)
+        config["eval"] = eval_data is not None
+        fprint, carry, records = _resume(loop, carry, checkpoint_dir, steps, config)
 
-    def result(carry: Carry, timer: _Timer) -> FitResult:
-        return FitResult(
-            model.rebuild(carry.params, carry.rest),
-            carry.opt_state,
-            stack_history(records),
-            int(carry.skipped),
-            int(carry.step),
-            timer.ms_per_step,
-        )
+    result = functools.partial(_result, model, records)
 
-    timer = _Timer()
-    done = int(carry.step)
-    bar = _progress(progress, steps, done, desc)
-    try:
-        while done < steps:
-            nxt = loop.next_chunk(done, steps, log_every)
-            if nxt is None:
-                warnings.warn(
-                    f"The data iterator ended after {done} steps of {steps}.",
-                    stacklevel=2,
-                )
-                break
-            length, batches = nxt
-            start_time = time.perf_counter()
-            carry, record = chunk(carry, arrays, batches, length)
-            record = jax.device_get(record)
-            timer.add(length, time.perf_counter() - start_time)
-            done += length
-            record["step"] = np.asarray(done)
-            if eval_data is not None:
-                record.update(
-                    jax.device_get(evaluate(carry.params, carry.rest, eval_data))
-                )
-            records.append(record)
-            _show(bar, length, record)
-            if on_nonfinite == "stop" and int(carry.bad_step) >= 0:
-                bad = int(carry.bad_step)
-                raise DivergenceError(
-                    f"Step {bad} (counting from 0): the loss, gradients, updates or "
-                    "optimiser state are not finite; training stopped there "
-                    "(on_nonfinite='stop'). Lower "
-                    "the learning rates, set bounds, or use on_nonfinite='skip'.",
-                    bad,
-                    result(carry, timer),
-                )
-            if checkpoint_dir is not None and (
-                done == steps or (checkpoint_every and done % checkpoint_every == 0)
-            ):
-                _checkpoint.save(
-                    checkpoint_dir, done, carry, stack_history(records), fprint
-                )
-    finally:
-        if bar is not None:
-            bar.close()
+    def after_chunk(carry: Carry, done: int, timer: Timer) -> None:
+        if on_nonfinite == "stop" and int(carry.bad_step) >= 0:
+            raise _diverged(int(carry.bad_step), result(carry, timer))
+        if checkpoint_dir is not None and (
+            done == steps or (checkpoint_every and done % checkpoint_every == 0)
+        ):
+            history = stack_history(records)
+            _checkpoint.save(checkpoint_dir, done, carry, history, fprint)
+
+    show = dict(eval_data=eval_data, eval_fn=eval_fn, progress=progress, desc=desc)
+    start = int(carry.step)
+    carry, timer = drive(
+        loop, carry, steps, log_every, records, start, **show, after_chunk=after_chunk
+    )
     res = result(carry, timer)
-    if res.skipped > res.step / 2:
-        warnings.warn(
-            f"{res.skipped} of {res.step} steps were skipped: the loss, gradients, "
-            "updates or optimiser state were not finite, and the model barely "
-            "trained. Check the loss for NaNs, lower the learning rates or set "
-            "bounds; on_nonfinite='stop' raises at the first such step.",
-            stacklevel=2,
-        )
+    _warn_if_mostly_skipped(res)
     return res
 
 
-def _progress(enabled: bool, total: int, initial: int, desc: str | None):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True
+def _result(model: Model, records: list, carry: Carry, timer: Timer) -> FitResult:
+    return FitResult(
+        model.rebuild(carry.params, carry.rest),
+        carry.opt_state,
+        stack_history(records),
+        int(carry.skipped),
+        int(carry.step),
+        timer.ms_per_step,
     )
 
 
-def _show(bar, length: int, record: dict) -> None:
-    if bar is None:
-        return
-    postfix = {"loss": f"{float(record['loss']):.4g}"}
-    lr = record.get("level1/lr")
-    if lr is not None:
-        postfix["lr"] = f"{float(np.mean(lr)):.3g}"
-    if int(record["skipped"]):
-        postfix["skipped"] = int(record["skipped"])
-    bar.set_postfix(postfix, refresh=False)
-    bar.update(length)
+def _diverged(step: int, result: FitResult) -> DivergenceError:
+    return DivergenceError(
+        f"Step {step} (counting from 0): the loss, gradients, updates or optimiser "
+        "state are not finite; training stopped there (on_nonfinite='stop'). Lower "
+        "the learning rates, set bounds, or use on_nonfinite='skip'.",
+        step,
+        result,
+    )

@@ -6,9 +6,10 @@ import equinox as eqx
 import optax
 from jaxtyping import Array, PyTree
 
+from ._checks import check_params, check_same_structure
 from ._custom_types import Grads, OptState, Params, Updates
 from ._hyper import broadcast_values
-from ._optax import as_optax, check_params, check_same_structure, distinct_buffers
+from ._optax import as_optax, distinct_buffers
 
 
 class AbstractOptimiser(eqx.Module):

@@ -1,6 +1,5 @@
 """Towers of optimisers: `Stack` and its default levels."""
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -10,6 +9,7 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array
 
+from ._checks import check_leaf_shapes, check_params, check_same_structure
 from ._custom_types import Grads, Params, Updates
 from ._defaults import default_levels, default_warmup
 from ._hyper import (
@@ -24,16 +24,8 @@ from ._hypergradients.one_step import (
     initial_record,
 )
 from ._levels import check_array_leaves, check_levels
-from ._optax import (
-    apply_updates,
-    as_optax,
-    check_leaf_shapes,
-    check_params,
-    check_same_structure,
-    distinct_buffers,
-)
+from ._optax import apply_updates, as_optax, distinct_buffers
 from ._optimiser import AbstractOptimiser
-from ._pack import pack
 from ._state import Contents, TowerState
 from ._tower_step import update_tied, update_untied
 
@@ -195,8 +187,8 @@ class Stack(eqx.Module):
         check_array_leaves(opts, states)
         contents = Contents(opts, states, saved, jnp.zeros([], jnp.int32))
         param_shapes = tuple(p.shape for p in params)
-        return TowerState(
-            pack(distinct_buffers(contents)),
+        return TowerState.from_contents(
+            distinct_buffers(contents),
             self.depth,
             self.tie,
             param_shapes,
@@ -305,9 +297,7 @@ class Stack(eqx.Module):
         )
         updates = jax.tree.unflatten(out_def, updates)
         count = optax.safe_increment(contents.count)
-        new_state = dataclasses.replace(
-            state, packed=pack(Contents(opts, states, saved, count))
-        )
+        new_state = state.replace_contents(Contents(opts, states, saved, count))
         return updates, new_state
 
     def as_optax(self) -> optax.GradientTransformation:

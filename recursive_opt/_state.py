@@ -1,6 +1,7 @@
 """The state of a tower: its levels' optimisers, states and records, packed."""
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
@@ -10,6 +11,7 @@ from jaxtyping import Array, Int, PyTree
 
 from ._custom_types import OptState
 from ._hyper import TRANSFORMS, clip, hyper_fields, values
+from ._optax import distinct_buffers
 from ._optimiser import AbstractOptimiser
 from ._pack import Packed, pack, unpack
 
@@ -19,6 +21,50 @@ class Contents(eqx.Module):
     states: tuple[OptState, ...]
     saved: tuple[Any, ...]  # each level's record for its hypergradient
     count: Int[Array, ""]
+
+
+def _view(opts) -> tuple[dict[str, PyTree[Array]], ...]:
+    return tuple(values(o) for o in opts)
+
+
+def _same(new: Array, current: Array) -> Array:
+    # A value computed from the raw one by the same transform, possibly in another
+    # compiled program: equal up to a few ulps. A change that small is no change.
+    tol = 4 * jnp.finfo(current.dtype).eps
+    return (new == current) | (jnp.abs(new - current) <= tol * jnp.abs(current))
+
+
+def _apply_view(opts, view):
+    """`opts` with every hyperparameter whose value in `view` differs from its raw
+    one's set from the view (then moved into its bounds); the others keep their raw
+    values bit for bit."""
+    new_opts = []
+    for opt, level in zip(opts, view, strict=True):
+        fields = hyper_fields(opt)
+        names = list(level)
+        raws = []
+        for name in names:
+            h, v = fields[name], level[name]
+            t = TRANSFORMS[h.transform]
+
+            def one(r, v, t=t):
+                v = jnp.broadcast_to(jnp.asarray(v, r.dtype), r.shape)
+                return jnp.where(_same(v, t.forward(r)), r, t.inverse(v))
+
+            if jax.tree.structure(v) == jax.tree.structure(h.raw):
+                raws.append(jax.tree.map(one, h.raw, v))
+            elif jax.tree.structure(v).num_leaves == 1:  # one value for every leaf
+                (v,) = jax.tree.leaves(v)
+                raws.append(jax.tree.map(lambda r, v=v, one=one: one(r, v), h.raw))
+            else:
+                raise ValueError(
+                    f"The tower state's hyperparameter {name!r} was set to a tree "
+                    f"of structure {jax.tree.structure(v)}; it needs one value or "
+                    f"a tree of structure {jax.tree.structure(h.raw)}."
+                )
+        opt = eqx.tree_at(lambda o: [getattr(o, n).raw for n in names], opt, raws)
+        new_opts.append(clip(opt))
+    return tuple(new_opts)
 
 
 class TowerState(eqx.Module):
@@ -33,9 +79,17 @@ class TowerState(eqx.Module):
     parameters are the list of their leaves, so the state does not depend on how a
     framework wraps them; small arrays are packed into a few flat vectors (see
     `_pack.py`).
+
+    `hyperparams` holds every level's hyperparameter *values* (one dict per level,
+    bottom first; one dict for a tied tower), in the form optax's tree utilities
+    read and write: `optax.tree_utils.tree_get_all_with_path(state, "lr")` finds
+    each level's learning rate, and `tree_set` changes it for the next update
+    (the raw value is recomputed from a changed value; unchanged ones keep theirs
+    bit for bit).
     """
 
     packed: Packed
+    hyperparams: tuple[dict[str, PyTree[Array]], ...]
     depth: int = eqx.field(static=True)
     tied: bool = eqx.field(static=True)
     # Shapes of the parameters' leaves. Their treedef is only for display: Flax NNX
@@ -43,9 +97,29 @@ class TowerState(eqx.Module):
     param_shapes: tuple[tuple[int, ...], ...] = eqx.field(static=True)
     param_treedef: Any = eqx.field(static=True)
 
+    @classmethod
+    def from_contents(
+        cls, contents: Contents, depth, tied, param_shapes, param_treedef
+    ) -> "TowerState":
+        return cls(
+            pack(contents),
+            distinct_buffers(_view(contents.opts)),
+            depth,
+            tied,
+            param_shapes,
+            param_treedef,
+        )
+
+    def replace_contents(self, contents: Contents) -> "TowerState":
+        return dataclasses.replace(
+            self, packed=pack(contents), hyperparams=_view(contents.opts)
+        )
+
     @property
     def contents(self) -> Contents:
-        return unpack(self.packed)
+        contents = unpack(self.packed)
+        opts = _apply_view(contents.opts, self.hyperparams)
+        return dataclasses.replace(contents, opts=opts)
 
     @property
     def opts(self) -> tuple[AbstractOptimiser, ...]:
@@ -78,7 +152,7 @@ class TowerState(eqx.Module):
             )
         states[level - 1] = opt_state
         contents = dataclasses.replace(contents, states=tuple(states))
-        return dataclasses.replace(self, packed=pack(contents))
+        return self.replace_contents(contents)
 
     def set_hyperparams(self, level: int, new: dict[str, Any]) -> "TowerState":
         """This state with level `level`'s (1-based; 1 for a tied tower's one set)
@@ -98,7 +172,7 @@ class TowerState(eqx.Module):
             opt = eqx.tree_at(lambda o: getattr(o, name).raw, opt, raw)
         opts[level - 1] = clip(opt)
         contents = dataclasses.replace(contents, opts=tuple(opts))
-        return dataclasses.replace(self, packed=pack(contents))
+        return self.replace_contents(contents)
 
 
 def hyperparams(state: TowerState) -> list[dict[str, PyTree[Array]]]:
@@ -132,3 +206,33 @@ def hyperparams(state: TowerState) -> list[dict[str, PyTree[Array]]]:
 
     is_list = lambda x: isinstance(x, list)  # noqa: E731
     return [jax.tree.map(restructure, level, is_leaf=is_list) for level in levels]
+
+
+def at_level(level: int) -> Callable[[tuple, Any], bool]:
+    """A `filtering=` for optax's tree utilities that selects one level of a tower.
+
+    **Arguments:**
+
+    - `level`: the level, 1-based (1 tunes the model). A tied tower has one set of
+        hyperparameters, at level 1.
+
+    **Returns:** a function `(path, value) -> bool` that is true for the
+    hyperparameters of that level, in a tower state alone or inside an
+    `optax.chain`.
+
+    ```python
+    lr = optax.tree_utils.tree_get(state, "lr", filtering=ro.at_level(1))
+    state = optax.tree_utils.tree_set(state, ro.at_level(1), lr=jnp.float32(0.01))
+    ```
+    """
+    if not isinstance(level, int) or isinstance(level, bool) or level < 1:
+        raise ValueError(f"at_level needs a level >= 1, got {level!r}.")
+    attr = jax.tree_util.GetAttrKey("hyperparams")
+    index = jax.tree_util.SequenceKey(level - 1)
+
+    def filtering(path, value) -> bool:
+        return any(
+            a == attr and b == index for a, b in zip(path[:-1], path[1:], strict=False)
+        )
+
+    return filtering

@@ -10,11 +10,11 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import PyTree
 
-from ._fit import _check_positive, stack_history
+from ._checks import check_positive
+from ._driver import drive, fetch, stack_history
 from ._hyper import TRANSFORMS, hyper_fields
 from ._loop import Loop, normalise_key
 from ._model import Model, _is_nnx, data_to_keys, keys_to_data
@@ -44,7 +44,22 @@ class SweepResult:
     stopped_at: np.ndarray
 
 
-def _check_over(tower, state, over: dict, level: int) -> tuple[dict, int | None]:
+def _check_over(tower, model: Model, over: dict, level: int, seeds) -> tuple[dict, int]:
+    """`over` as NumPy arrays, checked against level `level`'s hyperparameters, and
+    the population's size."""
+    over, n = _check_values(tower, model, over, level)
+    if seeds is not None:
+        if n is not None and len(seeds) != n:
+            raise ValueError(
+                "Every array in `over` (and `seeds`) must have the same length."
+            )
+        n = len(seeds)
+    if n is None:
+        raise ValueError("sweep needs `over` (values to sweep) or `seeds`.")
+    return over, n
+
+
+def _check_values(tower, model: Model, over: dict, level: int):
     if not over:
         return {}, None
     if not isinstance(tower, Stack):
@@ -52,6 +67,7 @@ def _check_over(tower, state, over: dict, level: int) -> tuple[dict, int | None]
             "sweep `over` needs a recursive_opt optimiser or tower, whose "
             "hyperparameters are arrays; got an optax transformation."
         )
+    state = tower.init(model.params)
     n_sets = 1 if state.tied else state.depth
     if (
         isinstance(level, bool)
@@ -89,17 +105,6 @@ def _check_over(tower, state, over: dict, level: int) -> tuple[dict, int | None]
         size = len(arr)
         out[name] = arr
     return out, size
-
-
-def _fetch(tree: PyTree) -> PyTree:
-    """To host NumPy, gathering across processes when a leaf spans several hosts."""
-
-    def one(x):
-        if isinstance(x, jax.Array) and not x.is_fully_addressable:
-            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-        return np.asarray(x)
-
-    return jax.tree.map(one, tree)
 
 
 def _is_init_fn(params: Any) -> bool:
@@ -180,8 +185,42 @@ def sweep(
     res.final_loss  # (12,)
     ```
     """
-    _check_positive("steps", steps)
-    _check_positive("log_every", log_every)
+    check_positive("steps", steps)
+    check_positive("log_every", log_every)
+    seeds = _check_seeds(seeds, params)
+    _, impl = normalise_key(key)
+    template = (
+        params(jr.key(int(seeds[0]), impl=impl)) if _is_init_fn(params) else params
+    )
+    model = Model(template)
+    how = dict(has_aux=has_aux, on_nonfinite=on_nonfinite, bounds=bounds)
+    loop, key_data = Loop.build(
+        loss_fn, model, tower, data, batch_size, key, meta_data, **how
+    )
+    over, n = _check_over(loop.tower, model, dict(over or {}), level, seeds)
+    carry = _population(loop, model, params, over, level, seeds, n, key_data, impl)
+    carry, arrays = _shard(carry, loop.arrays, n, devices)
+    records: list[dict[str, np.ndarray]] = []
+    show = dict(eval_data=eval_data, eval_fn=eval_fn, progress=progress, desc=desc)
+    carry, _ = drive(
+        loop, carry, steps, log_every, records, 0, **show, arrays=arrays, population=n
+    )
+    history = {k: np.moveaxis(v, 0, 1) for k, v in stack_history(records).items()}
+    fetched = jax.tree.map(lambda x: x[:n], fetch(keys_to_data(carry)))
+    carry = data_to_keys(fetched, carry)
+    return SweepResult(
+        final_loss=history["loss"][:, -1],
+        history=history,
+        params=model.rebuild(carry.params, carry.rest),
+        state=carry.opt_state,
+        values=over,
+        seeds=seeds,
+        skipped=carry.skipped,
+        stopped_at=carry.bad_step,
+    )
+
+
+def _check_seeds(seeds, params) -> np.ndarray | None:
     if seeds is not None:
         seeds = np.asarray(seeds)
         if (
@@ -194,36 +233,12 @@ def sweep(
             )
     if _is_init_fn(params) and seeds is None:
         raise ValueError("A params function (of a PRNG key) needs `seeds`.")
-    _, impl = normalise_key(key)
-    template = (
-        params(jr.key(int(seeds[0]), impl=impl)) if _is_init_fn(params) else params
-    )
-    model = Model(template)
-    loop, key_data = Loop.build(
-        loss_fn,
-        model,
-        tower,
-        data,
-        batch_size,
-        key,
-        meta_data,
-        has_aux=has_aux,
-        on_nonfinite=on_nonfinite,
-        bounds=bounds,
-    )
-    tower = loop.tower
-    state0 = tower.init(model.params)
-    over, n = _check_over(tower, state0, dict(over or {}), level)
-    if seeds is not None:
-        if n is not None and len(seeds) != n:
-            raise ValueError(
-                "Every array in `over` (and `seeds`) must have the same length."
-            )
-        n = len(seeds)
-    if n is None:
-        raise ValueError("sweep needs `over` (values to sweep) or `seeds`.")
-    carry = _population(loop, model, params, over, level, seeds, n, key_data, impl)
+    return seeds
 
+
+def _shard(carry, arrays, n: int, devices):
+    """The population axis of `carry` sharded over `devices` (padded to a multiple
+    of their number by repeating the last member); `arrays` replicated."""
     devices = list(devices) if devices is not None else jax.devices()
     pad = (-n) % len(devices)
     if pad:
@@ -232,56 +247,4 @@ def sweep(
         )
     mesh = Mesh(np.array(devices), ("pop",))
     carry = jax.device_put(carry, NamedSharding(mesh, PartitionSpec("pop")))
-    arrays = jax.device_put(loop.arrays, NamedSharding(mesh, PartitionSpec()))
-
-    def pop_chunk(c, arrays, batches, length):
-        return jax.vmap(lambda c: loop.chunk(c, arrays, batches, length))(c)
-
-    chunk = jax.jit(pop_chunk, static_argnums=3, donate_argnums=0)
-    evaluate = jax.jit(
-        jax.vmap(lambda p, r, d: loop.evaluate(p, r, d, eval_fn), (0, 0, None))
-    )
-    records = []
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=steps, desc=desc, unit="step", dynamic_ncols=True)
-    done = 0
-    try:
-        while done < steps:
-            nxt = loop.next_chunk(done, steps, log_every)
-            if nxt is None:
-                raise ValueError(
-                    f"The data iterator ended after {done} of {steps} steps."
-                )
-            length, batches = nxt
-            carry, record = chunk(carry, arrays, batches, length)
-            if eval_data is not None:
-                record.update(evaluate(carry.params, carry.rest, eval_data))
-            record = {k: v[:n] for k, v in _fetch(record).items()}
-            done += length
-            record["step"] = np.full(n, done)
-            records.append(record)
-            if bar is not None:
-                bar.set_postfix(
-                    {"median loss": f"{np.nanmedian(record['loss']):.4g}"},
-                    refresh=False,
-                )
-                bar.update(length)
-    finally:
-        if bar is not None:
-            bar.close()
-    history = {k: np.moveaxis(v, 0, 1) for k, v in stack_history(records).items()}
-    fetched = jax.tree.map(lambda x: x[:n], _fetch(keys_to_data(carry)))
-    carry = data_to_keys(fetched, carry)
-    return SweepResult(
-        final_loss=history["loss"][:, -1],
-        history=history,
-        params=model.rebuild(carry.params, carry.rest),
-        state=carry.opt_state,
-        values=over,
-        seeds=seeds,
-        skipped=carry.skipped,
-        stopped_at=carry.bad_step,
-    )
+    return carry, jax.device_put(arrays, NamedSharding(mesh, PartitionSpec()))

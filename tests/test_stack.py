@@ -140,8 +140,11 @@ def test_tower_state_has_few_leaves(getkey):
     params = {"w": jnp.zeros((64, 32)), "b": jnp.zeros(32)}
     state = ro.Stack[4](ro.Adam(1e-3)).init(params)
     # Adam's mu and nu, the stacked Jacobian for "w", plus one packed vector per
-    # dtype; "b" and all hyperparameter-level arrays are small.
-    assert len(jax.tree.leaves(state)) == 3 + 2
+    # dtype; "b" and all hyperparameter-level arrays are small. Besides, one scalar
+    # value per hyperparameter and level (lr, b1, b2, eps at 4 levels), for optax's
+    # tree utilities.
+    assert len(jax.tree.leaves(state)) == 3 + 2 + 4 * 4
+    assert len(jax.tree.leaves(state.packed)) == 3 + 2
 
 
 def test_with_opt_state_replaces_one_level_and_checks_structure():
