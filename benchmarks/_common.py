@@ -1,6 +1,7 @@
 """Shared pieces of the benchmark scripts: models, timing, tables, the machine."""
 
 import os
+import re
 import platform
 import statistics
 import time
@@ -77,10 +78,17 @@ def machine() -> str:
     )
 
 
+def _cell(c) -> str:
+    # Code such as `Stack[3](Adam(lr))` would read as a Markdown link.
+    c = str(c)
+    call = r"\w+\[[^\]]*\]\((?:[^()]|\([^()]*\))*\)"  # Stack[d](...), one nesting
+    return re.sub(f"({call})", r"`\1`", c) if "](" in c else c
+
+
 def table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        lines.append("| " + " | ".join(str(c) for c in row) + " |")
+        lines.append("| " + " | ".join(_cell(c) for c in row) + " |")
     return "\n".join(lines)
 
 
