@@ -1,8 +1,8 @@
 """Shared pieces of the benchmark scripts: models, timing, tables, the machine."""
 
 import os
-import re
 import platform
+import re
 import statistics
 import time
 from collections.abc import Callable

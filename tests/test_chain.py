@@ -244,6 +244,16 @@ class _AdamRecomputing(ro.Adam):
     recompute_jacobian = True
 
 
+class _SGDKeepingGradients(ro.SGD):
+    def columns_from_state(self, names):
+        return False
+
+
+class _AdamKeepingColumns(ro.Adam):
+    def columns_from_state(self, names):
+        return False
+
+
 @pytest.mark.parametrize("tie", [False, True])
 @pytest.mark.parametrize(
     "opt, flipped",
@@ -256,18 +266,32 @@ class _AdamRecomputing(ro.Adam):
             ro.Adam(0.01, eps=ro.hyper(1e-3, tune=True), weight_decay=0.1),
             _AdamRecomputing(0.01, eps=ro.hyper(1e-3, tune=True), weight_decay=0.1),
         ),
+        (
+            ro.SGD(LR_ELEMENT, momentum=ro.fixed(0.8)),
+            _SGDKeepingGradients(LR_ELEMENT, momentum=ro.fixed(0.8)),
+        ),
+        (
+            ro.Adam(0.01, b1=ro.fixed(0.9), b2=ro.fixed(0.99)),
+            _AdamKeepingColumns(0.01, b1=ro.fixed(0.9), b2=ro.fixed(0.99)),
+        ),
     ],
-    ids=["sgd", "adamw"],
+    ids=["sgd", "adamw", "sgd_momentum_lr", "adam_lr"],
 )
 def test_kept_gradients_and_kept_columns_agree(opt, flipped, tie):
     """A level that keeps its last gradients (and recomputes its columns from
-    them and its new state) steps exactly as one that keeps its columns."""
-    assert opt.recompute_jacobian != flipped.recompute_jacobian
+    them and its new state), or nothing (its columns are recomputed from its new
+    state alone), steps exactly as one that keeps its columns or gradients."""
     runs = [_library(ro.Stack[3](o, tie=tie), logistic) for o in (opt, flipped)]
     (x, state), (x_flipped, state_flipped) = runs
     records = [getattr(s, "record", s) for s in state.saved + state_flipped.saved]
     kinds = {type(r).__name__ for r in records}  # (level 1's is warmed up: Scaled)
-    assert {"LastStep", "Jacobian"} <= kinds
+    names = ("lr",)
+    if opt.columns_from_state(names):  # the learning rate alone is tuned
+        assert not flipped.columns_from_state(names)
+        assert "FromState" in kinds and kinds & {"LastStep", "Jacobian"}
+    else:
+        assert opt.recompute_jacobian != flipped.recompute_jacobian
+        assert {"LastStep", "Jacobian"} <= kinds
     chex.assert_trees_all_close(x, x_flipped, rtol=1e-12)
     chex.assert_trees_all_close(
         ro.hyperparams(state), ro.hyperparams(state_flipped), rtol=1e-12

@@ -52,13 +52,17 @@ def test_depth_one_tied_and_explicit_towers_keep_their_levels():
     }
 
 
+@pytest.mark.parametrize(
+    "level1", [ro.Adam(0.05), ro.SGD(0.05, momentum=0.9)], ids=["adam", "sgd_momentum"]
+)
 @pytest.mark.parametrize("warmup", [None, 4])
-def test_default_tower_matches_brute_force(warmup):
+def test_default_tower_matches_brute_force(warmup, level1):
     """The default levels (fixed betas below, Adam with b2 = 0.99 above, level 1's
     step warmed up) through the same chain as every tower: checked against step
     t-1 written out by hand, with the ramp still rising (the default's 100 steps)
-    and after it ends (4)."""
-    tower = ro.Stack[3](ro.Adam(0.05))
+    and after it ends (4). Level 1 keeps no record: its learning rate's column is
+    recomputed from the moments or the momentum buffer."""
+    tower = ro.Stack[3](level1)
     assert tower.warmup == 100
     if warmup is not None:
         tower = ro.Stack(*tower.levels, warmup=warmup)
@@ -67,6 +71,7 @@ def test_default_tower_matches_brute_force(warmup):
     for _ in range(6):
         updates, state = tower.update(jax.grad(quadratic.loss)(x), state, x)
         x = ro.apply_updates(x, updates)
+    assert type(state.saved[0].record).__name__ == "FromState"
     bf_x, bf_hs, bf_G = brute_force_untied(
         list(tower.levels), quadratic.loss, quadratic.init(None), 6, tower.warmup
     )

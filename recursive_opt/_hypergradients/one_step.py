@@ -7,11 +7,14 @@ cotangent from below (the model's gradients, or the hypergradient of the level
 below). For a rule elementwise in its hyperparameters
 (`AbstractElementwiseOptimiser`: coordinate i of the update depends on coordinate
 i of each broadcast value) d update / d hp is one array per tuned hyperparameter,
-shaped like the updates: a column. Such a level keeps either the columns of its
-last update (`Jacobian`) or, when its optimiser recomputes them cheaply from a
-step's gradients and new state (`recompute_jacobian`), just those gradients
-(`LastStep`). Both are valid when the update was made at the hyperparameters'
-*current* values: every untied level, and a tied tower's model step. Any other
+shaped like the updates: a column. Such a level keeps nothing when its optimiser
+recomputes the columns from the new state alone (`columns_from_state`: the
+learning rate's column of Adam or of SGD with momentum, what a default tower
+tunes; `FromState`), just the step's gradients when it recomputes them cheaply
+from those and the new state (`recompute_jacobian`; `LastStep`), or else the
+columns themselves (`Jacobian`). All three are valid when the update was made at
+the hyperparameters' *current* values: every untied level, and a tied tower's
+model step. Any other
 rule, and a tied tower's self-update, keeps the step's `Inputs` and is
 re-evaluated under `jax.vjp`.
 """
@@ -125,6 +128,21 @@ class LastStep(eqx.Module):
         return _hypergrad(opt, self.names, cotangent, record, products)
 
 
+class FromState(eqx.Module):
+    """Nothing of the last step: its optimiser recomputes the columns from the
+    state that step wrote (`columns_from_state`), which the next step reads
+    anyway. Such a level's record costs no memory and no extra bytes beyond the
+    pass that contracts the columns with the next gradients."""
+
+    names: tuple[str, ...] = eqx.field(static=True)
+
+    def hypergrad(
+        self, opt: AbstractOptimiser, state: OptState, cotangent: PyTree
+    ) -> HyperParams:
+        # The cotangent stands in for the step's gradients as a template only.
+        return LastStep(cotangent, None, self.names).hypergrad(opt, state, cotangent)
+
+
 class Inputs(eqx.Module):
     """The inputs of a level's last update, held constant by the chain.
 
@@ -151,11 +169,14 @@ class Inputs(eqx.Module):
 
 def step_record(
     opt, grads, state, params
-) -> tuple[Updates, OptState, LastStep | Jacobian | Inputs]:
+) -> tuple[Updates, OptState, FromState | LastStep | Jacobian | Inputs]:
     """One update of `opt`, and what the next step's hypergradient needs of it."""
     if not isinstance(opt, AbstractElementwiseOptimiser):
         return step_inputs(opt, grads, state, params)
     names = tuple(tuned_raw(opt))
+    if opt.columns_from_state(names):
+        updates, new_state = opt.update(grads, state, params)
+        return updates, new_state, FromState(names)
     if opt.recompute_jacobian:
         updates, new_state = opt.update(grads, state, params)
         kept = params if opt.uses_params else None
@@ -172,7 +193,7 @@ def step_inputs(opt, grads, state, params) -> tuple[Updates, OptState, Inputs]:
     return updates, new_state, Inputs(grads, state, params if opt.uses_params else None)
 
 
-def initial_record(opt, target, state) -> LastStep | Jacobian | Inputs:
+def initial_record(opt, target, state) -> FromState | LastStep | Jacobian | Inputs:
     """The record before any step, from `opt`'s initial `state` for `target`.
 
     Its hypergradient is not used (the tower passes 0 up at the first step)."""
@@ -180,6 +201,8 @@ def initial_record(opt, target, state) -> LastStep | Jacobian | Inputs:
     if not isinstance(opt, AbstractElementwiseOptimiser):
         return Inputs(zeros(), state, zeros() if opt.uses_params else None)
     names = tuple(tuned_raw(opt))
+    if opt.columns_from_state(names):
+        return FromState(names)
     if opt.recompute_jacobian:
         return LastStep(zeros(), zeros() if opt.uses_params else None, names)
     stacked = jax.tree.map(lambda x: jnp.zeros((len(names), *x.shape), x.dtype), target)
@@ -195,7 +218,7 @@ class Scaled(eqx.Module):
     """A record of a step whose updates were multiplied by `scale` (a tower's
     warm-up): its hypergradient is `scale` times the record's."""
 
-    record: LastStep | Jacobian | Inputs
+    record: FromState | LastStep | Jacobian | Inputs
     scale: Array
 
     def hypergrad(self, opt, state, cotangent):

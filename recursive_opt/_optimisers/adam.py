@@ -81,6 +81,11 @@ class Adam(AbstractElementwiseOptimiser):
         updates, mu, nu = self._map(leaf, grads, state.mu, state.nu, params, hp)
         return updates, AdamState(count, mu, nu)
 
+    def columns_from_state(self, names):
+        # d update / d lr (and eps) reads the moments alone, unless weight decay
+        # adds the parameters.
+        return self.weight_decay is None and set(names) <= {"lr", "eps"}
+
     def jacobian_after(self, grads, state, params, hp, names):
         # In closed form from the step's gradients and the moments it wrote, with
         # d m / d b1 = m0 - g = (m - g) / b1 (and the same for v), so the old

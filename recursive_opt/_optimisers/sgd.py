@@ -72,6 +72,10 @@ class SGD(AbstractElementwiseOptimiser):
             direction = jax.tree.map(lambda g, t, m: g + m * t, grads, trace, mom)
         return jax.tree.map(lambda d, a: -a * d, direction, lr), SGDState(trace)
 
+    def columns_from_state(self, names):
+        # With (plain) momentum, d update / d lr is minus the buffer just written.
+        return self.momentum is not None and not self.nesterov and names == ("lr",)
+
     def jacobian_after(self, grads, state, params, hp, names):
         # In closed form from the step's gradients and the buffer it wrote:
         # d trace / d m = t0 = (trace - g) / m.

@@ -1,0 +1,118 @@
+"""Bytes moved by one optimiser update: XLA's cost analysis next to a byte model.
+
+On an accelerator an optimiser update is memory-bound: its time is the bytes it
+reads and writes. For depths 1..D of a tower of SGD with momentum 0.9 and of
+Adam, each with level 1's learning rate alone tuned (what `Stack[d](opt)` tunes)
+or with its momentum / betas tuned as well, the update `tower.update(grads,
+state, params)` is compiled (state donated) and its "bytes accessed" read from
+`jax.jit(...).lower(...).compile().cost_analysis()`; the same for optax's update.
+Units: P, one float32 array the size of the parameters, read or written once.
+
+The byte model (float32), for the reference's order (a level's hyperparameters
+are updated before the level below steps with them):
+
+- optax SGD-m reads g and the buffer and writes the buffer and the updates: 4 P.
+  optax Adam reads g, m and v and writes m, v and the updates: 6 P.
+- A tower's level-1 hypergradient <g_t, d u_{t-1}/d h> is a reduction that must
+  finish before the update pass can start, so it is a pass of its own over g_t and
+  whatever stands for the column d u_{t-1}/d h.
+- The learning rate's column (log transform) is the previous update itself:
+  -lr * buf for SGD-m, -lr * m_hat / (sqrt(v_hat) + eps) for Adam, computed from
+  the state the update reads anyway, so it needs no storage; the first pass
+  reads g and the state (SGD-m 2 P, Adam 3 P).
+- A momentum's or beta's column depends on the previous gradient too: it is kept,
+  read in the first pass and written in the second (+2 P each; the first pass
+  reads g, the state and the columns).
+- Levels above level 1 act on a few scalars: no parameter-sized bytes.
+
+So the floor is 6 P (1.5x) for SGD-m and 9 P (1.5x) for Adam with the learning
+rate tuned, and 8 P (2.0x) and 13 P (2.17x) with momentum or both betas. An order
+where the model steps first and the hypergradient then updates the learning rate
+(one pass, the reduction fused into the update) would need only optax's bytes.
+
+XLA:CPU fuses differently from a GPU's XLA, so CPU bytes are a rough proxy; run
+this on the accelerator for the figures that matter.
+
+    python benchmarks/bytes.py [--depths 4] [--size 2048]
+"""
+
+import argparse
+
+import jax
+import jax.numpy as jnp
+import optax
+from _common import machine, table
+
+import recursive_opt as ro
+
+FLOOR = {  # (family, tuned set): (optax's bytes, the tower's floor), in P
+    ("SGD-m", "lr"): (4, 6),
+    ("SGD-m", "lr, momentum"): (4, 8),
+    ("Adam", "lr"): (6, 9),
+    ("Adam", "lr, b1, b2"): (6, 13),
+}
+
+
+def towers(family: str, tuned: str, depth: int):
+    if family == "SGD-m":
+        momentum = 0.9 if tuned == "lr" else ro.hyper(0.9)
+        level1 = ro.SGD(0.01, momentum=momentum)
+    else:
+        betas = {} if tuned == "lr" else {"b1": ro.hyper(0.9), "b2": ro.hyper(0.999)}
+        level1 = ro.Adam(1e-3, **betas)
+    return ro.Stack[depth](level1)
+
+
+def bytes_accessed(update, grads, state, params) -> float:
+    compiled = jax.jit(update, donate_argnums=1).lower(grads, state, params).compile()
+    cost = compiled.cost_analysis()
+    if isinstance(cost, list):  # older jax: one dict per computation
+        cost = cost[0]
+    return float(cost["bytes accessed"])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--depths", type=int, default=4)
+    parser.add_argument("--size", type=int, default=2048, help="w is size x size")
+    args = parser.parse_args()
+
+    n = args.size
+    params = {"w": jnp.full((n, n), 0.01, jnp.float32), "b": jnp.zeros(n, jnp.float32)}
+    grads = jax.tree.map(lambda p: p + 1e-3, params)
+    p_bytes = 4 * sum(x.size for x in jax.tree.leaves(params))
+    print(machine())
+    print(f"{p_bytes / 4 / 1e6:.2f}M float32 parameters; P = {p_bytes / 1e6:.1f} MB\n")
+
+    optax_of = {"SGD-m": optax.sgd(0.01, momentum=0.9), "Adam": optax.adam(1e-3)}
+    rows, summary = [], {}
+    for (family, tuned), (model_optax, floor) in FLOOR.items():
+        tx = optax_of[family]
+        base = bytes_accessed(tx.update, grads, tx.init(params), params) / p_bytes
+        row = [family, tuned, f"{base:.2f} ({model_optax})"]
+        for depth in range(1, args.depths + 1):
+            tower = towers(family, tuned, depth)
+            measured = (
+                bytes_accessed(tower.update, grads, tower.init(params), params)
+                / p_bytes
+            )
+            row.append(f"{measured:.2f} ({measured / base:.2f}x)")
+            summary[(family, tuned, depth)] = measured / base
+        row.append(f"{floor} ({floor / model_optax:.2f}x)")
+        rows.append(row)
+    header = ["family", "tuned at level 1", "optax P (model)"]
+    header += [f"depth {d} P (x optax)" for d in range(1, args.depths + 1)]
+    header += ["floor P (x optax)"]
+    print(table(header, rows))
+    if args.depths >= 3:
+        print(
+            "\nDepth 3, x optax's bytes: "
+            + ", ".join(
+                f"{family} {tuned}: {summary[(family, tuned, 3)]:.2f}x"
+                for family, tuned in FLOOR
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
