@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One prepared run on an accelerator machine, about 5 minutes: overhead.py (both
-# models), compile_time.py and a population sweep (sensitivity.py). Writes each
+# models), compile_time.py, a population sweep (sensitivity.py) and bytes.py. Writes each
 # table (and plot) to DIR (default: $OUT on the lent device machine, else
 # benchmarks/results-gpu). Uses the machine's own jax, equinox, optax, flax,
 # scikit-learn and matplotlib; recursive_opt is taken from this checkout.
@@ -24,4 +24,6 @@ run() {  # run LIMIT NAME ARGS...: NAME's table to $out/NAME.md
 run 140 overhead --depths 4 --blocks 20 --large-blocks 10 --large-steps 10
 run 70 compile_time --depths 1,2,4,8 --repeats 1
 run 80 sensitivity --steps 300 --num 12 --heights 1,2,3
+echo "== bytes"
+timeout 120 "$py" benchmarks/bytes.py 2>&1 | tee "$out/bytes.md" || status=1
 exit $status

@@ -9,9 +9,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def on_files(files, config):
-    for path in ["benchmarks/README.md", *sorted(
-        p.relative_to(ROOT).as_posix() for p in (ROOT / "benchmarks").glob("*.png")
-    )]:
+    for path in [
+        "benchmarks/README.md",
+        *sorted(
+            p.relative_to(ROOT).as_posix() for p in (ROOT / "benchmarks").glob("*.png")
+        ),
+    ]:
         files.append(
             File(
                 path,

@@ -24,7 +24,12 @@ class Contents(eqx.Module):
 
 
 def _view(opts) -> tuple[dict[str, PyTree[Array]], ...]:
-    return tuple(values(o) for o in opts)
+    # Scalars and per-leaf values only: a per-element hyperparameter's values
+    # would be another parameter-sized array in the state, written every step.
+    return tuple(
+        {n: h.value for n, h in hyper_fields(o).items() if h.per != "element"}
+        for o in opts
+    )
 
 
 def _same(new: Array, current: Array) -> Array:
@@ -81,8 +86,10 @@ class TowerState(eqx.Module):
     `_pack.py`).
 
     `hyperparams` holds every level's hyperparameter *values* (one dict per level,
-    bottom first; one dict for a tied tower), in the form optax's tree utilities
-    read and write: `optax.tree_utils.tree_get_all_with_path(state, "lr")` finds
+    bottom first; one dict for a tied tower; per-element hyperparameters are left
+    out, as they would double their memory: read them with `ro.hyperparams` and set
+    them with `set_hyperparams`), in the form optax's tree utilities read and
+    write: `optax.tree_utils.tree_get_all_with_path(state, "lr")` finds
     each level's learning rate, and `tree_set` changes it for the next update
     (the raw value is recomputed from a changed value; unchanged ones keep theirs
     bit for bit).

@@ -249,11 +249,6 @@ class _SGDKeepingGradients(ro.SGD):
         return False
 
 
-class _AdamKeepingColumns(ro.Adam):
-    def columns_from_state(self, names):
-        return False
-
-
 @pytest.mark.parametrize("tie", [False, True])
 @pytest.mark.parametrize(
     "opt, flipped",
@@ -270,12 +265,8 @@ class _AdamKeepingColumns(ro.Adam):
             ro.SGD(LR_ELEMENT, momentum=ro.fixed(0.8)),
             _SGDKeepingGradients(LR_ELEMENT, momentum=ro.fixed(0.8)),
         ),
-        (
-            ro.Adam(0.01, b1=ro.fixed(0.9), b2=ro.fixed(0.99)),
-            _AdamKeepingColumns(0.01, b1=ro.fixed(0.9), b2=ro.fixed(0.99)),
-        ),
     ],
-    ids=["sgd", "adamw", "sgd_momentum_lr", "adam_lr"],
+    ids=["sgd", "adamw", "sgd_momentum_lr"],
 )
 def test_kept_gradients_and_kept_columns_agree(opt, flipped, tie):
     """A level that keeps its last gradients (and recomputes its columns from

@@ -29,10 +29,15 @@ def _final_loss(lr, b1, tie):
 @pytest.mark.parametrize("tie", [False, True])
 def test_grad_of_final_loss_wrt_initial_hyperparameters(tie):
     lr, b1 = 0.05, 0.8
-    g_lr, g_b1 = jax.jit(jax.grad(_final_loss, argnums=(0, 1)), static_argnums=2)(
-        lr, b1, tie
+    # One compiled program gives the gradient and the finite differences' values.
+    value_and_grad = jax.jit(
+        jax.value_and_grad(_final_loss, argnums=(0, 1)), static_argnums=2
     )
-    f = jax.jit(_final_loss, static_argnums=2)
+    _, (g_lr, g_b1) = value_and_grad(lr, b1, tie)
+
+    def f(lr, b1, tie):
+        return value_and_grad(lr, b1, tie)[0]
+
     h = 1e-6
     fd_lr = (f(lr + h, b1, tie) - f(lr - h, b1, tie)) / (2 * h)
     fd_b1 = (f(lr, b1 + h, tie) - f(lr, b1 - h, tie)) / (2 * h)

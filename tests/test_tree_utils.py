@@ -220,3 +220,14 @@ def test_orbax_restores_an_nnx_optimizer_holding_a_tower(tmp_path):
     opt.update(model, nnx.grad(loss)(model))
     opt2.update(model2, nnx.grad(loss)(model2))
     assert equal_trees(nnx.state(model2), nnx.state(model))
+
+
+def test_per_element_hyperparameters_stay_out_of_the_view():
+    """Their values would be another parameter-sized array in the state."""
+    t = ro.Stack(ro.SGD(ro.hyper(0.1, per="element")), ro.SGD(1e-3))
+    state = t.init(PARAMS)
+    found = tu.tree_get_all_with_path(state, "lr")
+    assert len(found) == 1 and ro.at_level(2)(*found[0])
+    new = state.set_hyperparams(1, {"lr": 0.3})  # the way to set them
+    for leaf in jax.tree.leaves(ro.hyperparams(new)[0]["lr"]):
+        np.testing.assert_allclose(leaf, 0.3, rtol=1e-6)

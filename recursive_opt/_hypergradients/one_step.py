@@ -9,8 +9,8 @@ below). For a rule elementwise in its hyperparameters
 i of each broadcast value) d update / d hp is one array per tuned hyperparameter,
 shaped like the updates: a column. Such a level keeps nothing when its optimiser
 recomputes the columns from the new state alone (`columns_from_state`: the
-learning rate's column of Adam or of SGD with momentum, what a default tower
-tunes; `FromState`), just the step's gradients when it recomputes them cheaply
+learning rate's column of SGD with momentum, what a default SGD tower tunes;
+`FromState`), just the step's gradients when it recomputes them cheaply
 from those and the new state (`recompute_jacobian`; `LastStep`), or else the
 columns themselves (`Jacobian`). All three are valid when the update was made at
 the hyperparameters' *current* values: every untied level, and a tied tower's
