@@ -257,7 +257,7 @@ class Stack(eqx.Module):
             meta_grads = jax.tree.leaves(meta_grads)
         directions = None
         if self.depth > 1 and self.hypergradient.needs_loss:
-            directions = self.hypergradient.directions(state.contents.saved[0])
+            directions = self.hypergradient.directions(state.saved[0])
         if directions is None:
             grads, aux = grads_and_aux(params)
             return *self._update(grads, state, params, None, meta_grads), aux

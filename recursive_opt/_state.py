@@ -122,6 +122,7 @@ class TowerState(eqx.Module):
             self, packed=pack(contents), hyperparams=_view(contents.opts)
         )
 
+    # `states`, `saved` and `count` need no hyperparameters: read without the view.
     @property
     def contents(self) -> Contents:
         contents = unpack(self.packed)
@@ -134,15 +135,15 @@ class TowerState(eqx.Module):
 
     @property
     def states(self) -> tuple[OptState, ...]:
-        return self.contents.states
+        return unpack(self.packed).states
 
     @property
     def saved(self) -> tuple[Any, ...]:
-        return self.contents.saved
+        return unpack(self.packed).saved
 
     @property
     def count(self) -> Int[Array, ""]:
-        return self.contents.count
+        return unpack(self.packed).count
 
     def with_opt_state(self, level: int, opt_state: OptState) -> "TowerState":
         """This state with level `level`'s (1-based) optimiser state replaced by
