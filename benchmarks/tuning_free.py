@@ -187,8 +187,8 @@ TASKS = {
 }
 
 
-def _lr_only(lr):
-    return ro.Adam(lr, b1=ro.fixed(0.9), b2=ro.fixed(0.999))
+def _lr_only(lr):  # level 1 of the default: lr alone tuned, one per leaf
+    return ro.Adam(ro.hyper(lr, per="leaf"), b1=ro.fixed(0.9), b2=ro.fixed(0.999))
 
 
 def _upper(lr, b2=0.99):
@@ -243,7 +243,7 @@ def ablation() -> dict:
             _lr_only(lr), _upper(0.01), _upper(0.01), warmup=w
         ).as_optax(),
         "default levels, lr+b1+b2 tuned": lambda lr: ro.Stack(
-            ro.Adam(lr), _upper(0.1), _upper(0.01), warmup=w
+            ro.Adam(ro.hyper(lr, per="leaf")), _upper(0.1), _upper(0.01), warmup=w
         ).as_optax(),
         "default levels, upper b2 0.999": lambda lr: ro.Stack(
             _lr_only(lr), _upper(0.1, 0.999), _upper(0.01, 0.999), warmup=w
@@ -251,7 +251,7 @@ def ablation() -> dict:
         "default levels, top Adam(0.1)": lambda lr: ro.Stack(
             _lr_only(lr), _upper(0.1), _upper(0.1), warmup=w
         ).as_optax(),
-        "no warm-up (the previous default)": lambda lr: ro.Stack(
+        "no warm-up": lambda lr: ro.Stack(
             *ro.Stack[3](ro.Adam(lr)).levels
         ).as_optax(),
         "warm-up 30 steps": lambda lr: ro.Stack(
@@ -259,6 +259,9 @@ def ablation() -> dict:
         ).as_optax(),
         "warm-up 300 steps": lambda lr: ro.Stack(
             *ro.Stack[3](ro.Adam(lr)).levels, warmup=300
+        ).as_optax(),
+        "one lr for every leaf (the previous default)": lambda lr: ro.Stack[3](
+            ro.Adam(ro.hyper(lr))
         ).as_optax(),
         "default, RealTime(0.9)": lambda lr: ro.Stack[3](
             ro.Adam(lr), hypergradient=ro.RealTime(0.9)

@@ -9,6 +9,7 @@ import optax
 
 from ._data import load_digits
 from ._fit import fit
+from ._loop import mean_lr
 from ._optimisers.adam import Adam
 from ._optimisers.sgd import SGD
 from ._stack import Stack
@@ -86,7 +87,9 @@ def demo(steps: int, lrs, out: str, depth: int = 3, progress: bool = True) -> di
     rows = []
     for name, res in results.items():
         train = evaluate(res.params, data.train)
-        lrs_now = [v[-1] for k, v in res.history.items() if k.endswith("/lr")]
+        keys = [k for k in res.history if k.startswith("level")]
+        levels = sorted({int(k[5:].split("/")[0]) for k in keys})
+        lrs_now = [mean_lr(res.history, k)[-1] for k in levels]
         rows.append(
             f"| {name} | {float(train['loss']):.4f} | "
             f"{float(res.history['eval/accuracy'][-1]):.3f} | "
@@ -120,7 +123,7 @@ def _plot_demo(results: dict, lrs, path: str) -> None:
             color=colour, linestyle="-" if tower else "--", lw=1.6 if tower else 1
         )
         ax_loss.plot(h["step"], h["loss"], label=name, **style)
-        ax_lr.plot(h["step"], h["level1/lr"], label=name, **style)
+        ax_lr.plot(h["step"], mean_lr(h), label=name, **style)
     ax_loss.set(
         xlabel="step",
         ylabel="mean batch loss",
@@ -129,7 +132,7 @@ def _plot_demo(results: dict, lrs, path: str) -> None:
     )
     ax_lr.set(
         xlabel="step",
-        ylabel="learning rate of the model (level 1)",
+        ylabel="level-1 lr (towers: geometric mean over arrays)",
         yscale="log",
         title="Level-1 learning rate",
     )

@@ -16,7 +16,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jaxtyping import PyTree
 
-from ._loop import Carry, Loop
+from ._loop import Carry, Loop, mean_lr
 
 
 class Timer:
@@ -148,7 +148,7 @@ def _show(bar, length: int, record: dict, population: bool) -> None:
         postfix = {"median loss": f"{np.nanmedian(record['loss']):.4g}"}
     else:
         postfix = {"loss": f"{float(record['loss']):.4g}"}
-        lr = record.get("level1/lr")
+        lr = mean_lr(record)
         if lr is not None:
             postfix["lr"] = f"{float(np.mean(lr)):.3g}"
         if int(record["skipped"]):

@@ -17,7 +17,7 @@ from ._hyper import (
     resolve,
     tuned_raw,
 )
-from ._hypergradients import AbstractHypergradient
+from ._hypergradients import AbstractHypergradient, OneStep
 from ._hypergradients._base import linearize
 from ._hypergradients.one_step import (
     Inputs,
@@ -60,8 +60,11 @@ class _Repeat:
                 hypergradient=hypergradient,
                 warmup=warmup or 0,
             )
+        # One lr per leaf with the default scheme; other schemes carry a tangent
+        # (or a window's derivative) per tuned value, so they keep one lr.
+        per_leaf = hypergradient is None or isinstance(hypergradient, OneStep)
         return Stack(
-            *default_levels(opt, self.depth),
+            *default_levels(opt, self.depth, per_leaf),
             hypergradient=hypergradient,
             warmup=default_warmup(self.depth) if warmup is None else warmup,
         )

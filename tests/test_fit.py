@@ -1,5 +1,6 @@
 """ro.fit: the scanned loop against hand-written loops, history, models, the guard."""
 
+import chex
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -90,7 +91,7 @@ def test_fit_matches_a_hand_written_loop():
     for a, b in zip(jax.tree.leaves(res.params), jax.tree.leaves(params)):
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
     for a, b in zip(ro.hyperparams(res.state), ro.hyperparams(state)):
-        np.testing.assert_allclose(a["lr"], b["lr"], rtol=1e-5)
+        chex.assert_trees_all_close(a["lr"], b["lr"], rtol=1e-5)
     assert res.step == 30 and res.skipped == 0
 
 

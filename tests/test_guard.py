@@ -127,7 +127,10 @@ def test_bounds_keep_hyperparameters_in_range():
 
 @pytest.mark.parametrize("transform", ["log", "logit", "identity", "square", "tanh01"])
 def test_bounds_land_exactly_on_the_bound(transform):
-    tower = ro.Stack[2](ro.SGD(0.3, momentum=ro.hyper(0.6, transform=transform)))
+    # One lr (declared): this test is about momentum's bounds.
+    tower = ro.Stack[2](
+        ro.SGD(ro.hyper(0.3), momentum=ro.hyper(0.6, transform=transform))
+    )
 
     def init(pair):
         bounds = normalise_bounds({"momentum": pair}, tower)

@@ -68,7 +68,9 @@ def test_scan_over_steps(getkey):
     )(params)
     assert losses.shape == (100,)
     assert losses[-1] < 0.5 * losses[0]
-    assert jnp.isfinite(ro.hyperparams(state)[0]["lr"])
+    lrs = jax.tree.leaves(ro.hyperparams(state)[0]["lr"])  # one per leaf
+    assert len(lrs) == len(jax.tree.leaves(params))
+    assert all(jnp.isfinite(lr) for lr in lrs)
 
 
 @pytest.mark.parametrize("tie", [False, True])

@@ -141,9 +141,9 @@ def test_tower_state_has_few_leaves(getkey):
     state = ro.Stack[4](ro.Adam(1e-3)).init(params)
     # Adam's mu and nu, the stacked Jacobian for "w", plus one packed vector per
     # dtype; "b" and all hyperparameter-level arrays are small. Besides, one scalar
-    # value per hyperparameter and level (lr, b1, b2, eps at 4 levels), for optax's
-    # tree utilities.
-    assert len(jax.tree.leaves(state)) == 3 + 2 + 4 * 4
+    # value per hyperparameter and level (lr, b1, b2, eps at 4 levels; level 1's lr
+    # is one per leaf, so two), for optax's tree utilities.
+    assert len(jax.tree.leaves(state)) == 3 + 2 + 4 * 4 + 1
     assert len(jax.tree.leaves(state.packed)) == 3 + 2
 
 

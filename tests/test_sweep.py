@@ -205,7 +205,7 @@ SHARDED = textwrap.dedent(
         # steps amplify that to ~1e-10 after 20 steps. A wrong member would be off
         # by O(1): the lrs differ by 100x.
         np.testing.assert_allclose(many.params["w"], one.params["w"], rtol=1e-8)
-        assert len(set(many.history["level1/lr"][:, -1])) == n  # members differ
+        assert len(set(many.history["level1/lr['w']"][:, -1])) == n  # members differ
     print("sharded ok")
     """
 )
