@@ -10,6 +10,7 @@ import pytest
 
 import recursive_opt as ro
 from recursive_opt._hyper import hyper_fields
+from recursive_opt._loop import mean_lr
 
 from .helpers import PROBLEMS, brute_force_untied
 
@@ -50,6 +51,51 @@ def test_depth_one_tied_and_explicit_towers_keep_their_levels():
         "b1",
         "b2",
     }
+
+
+def test_level_1_learning_rate_is_one_per_leaf_unless_declared_or_another_scheme():
+    def per(tower):
+        return tower.levels[0].lr.per
+
+    assert per(ro.Stack[3](ro.Adam(1e-3))) == "leaf"
+    assert per(ro.Stack[2](ro.SGD(0.1, momentum=0.9))) == "leaf"
+    assert per(ro.Stack[2](ro.Adam(), hypergradient=ro.OneStep())) == "leaf"
+    assert per(ro.Stack[2](ro.Adam(ro.hyper(1e-3)))) == "tree"  # declared: kept
+    assert per(ro.Stack[2](ro.Adam(ro.hyper(1e-3, per="element")))) == "element"
+    assert per(ro.Stack[2](ro.Adam(), hypergradient=ro.RealTime(0.9))) == "tree"
+    assert per(ro.Stack[3](ro.Adam(), tie=True)) == "tree"  # tied: opt itself
+    assert per(ro.Stack(ro.Adam(), ro.Adam())) == "tree"  # explicit: as given
+
+
+def test_history_has_one_level_1_lr_per_leaf_and_mean_lr_is_their_geometric_mean():
+    params = {"w": jnp.zeros(3), "b": jnp.zeros(())}
+    x = jr.normal(jr.key(0), (32, 3))
+    y = x @ jnp.array([1.0, -2.0, 0.5]) + 3.0
+
+    def loss(p, batch):
+        return jnp.mean((batch[0] @ p["w"] + p["b"] - batch[1]) ** 2)
+
+    res = ro.fit(
+        loss,
+        params,
+        ro.Stack[2](ro.Adam(1e-2)),
+        (x, y),
+        steps=40,
+        batch_size=8,
+        log_every=10,
+        progress=False,
+    )
+    h = res.history
+    assert sorted(k for k in h if k.startswith("level1/lr")) == [
+        "level1/lr['b']",
+        "level1/lr['w']",
+    ]
+    assert not np.allclose(h["level1/lr['b']"], h["level1/lr['w']"])  # they differ
+    np.testing.assert_allclose(
+        mean_lr(h), np.sqrt(h["level1/lr['b']"] * h["level1/lr['w']"]), rtol=1e-6
+    )
+    np.testing.assert_array_equal(mean_lr(h, 2), h["level2/lr"])  # one: itself
+    assert mean_lr(h, 3) is None
 
 
 @pytest.mark.parametrize(
