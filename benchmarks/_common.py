@@ -16,6 +16,11 @@ PAPER_MLP = (784, 128, 10)  # the reference paper's MNIST MLP
 LARGE_MLP = (784, 2048, 1536, 10)  # about 4.8M parameters
 
 
+def next_to_me(name: str) -> str:
+    """`name` in the benchmarks directory, wherever the script is run from."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
+
+
 def init_mlp(key, sizes=PAPER_MLP, dtype=jnp.float32):
     keys = jr.split(key, len(sizes) - 1)
     return [

@@ -14,7 +14,7 @@ import time
 
 import jax.random as jr
 import numpy as np
-from _common import init_mlp, machine, make_step, pyplot, save, table
+from _common import init_mlp, machine, make_step, next_to_me, pyplot, save, table
 
 import recursive_opt as ro
 
@@ -40,7 +40,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--depths", default="1,2,4,8,16")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--png", default="benchmarks/compile_time.png")
+    parser.add_argument("--png", default=next_to_me("compile_time.png"))
     args = parser.parse_args()
     depths = [int(d) for d in args.depths.split(",")]
     kx, ky, kp = jr.split(jr.key(0), 3)

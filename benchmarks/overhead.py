@@ -26,6 +26,7 @@ from _common import (
     machine,
     make_step,
     n_params,
+    next_to_me,
     paired_ratio,
     pyplot,
     save,
@@ -119,7 +120,7 @@ def main():
     parser.add_argument("--large-steps", type=int, default=4)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--models", default="paper,large")
-    parser.add_argument("--png", default="benchmarks/overhead.png")
+    parser.add_argument("--png", default=next_to_me("overhead.png"))
     args = parser.parse_args()
     print(f"{machine()}; batch {args.batch}; median paired ratio to plain optax\n")
     plots = {}

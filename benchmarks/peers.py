@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import optax
-from _common import init_mlp, machine, mlp, pyplot, save, table
+from _common import init_mlp, machine, mlp, next_to_me, pyplot, save, table
 
 import recursive_opt as ro
 
@@ -233,7 +233,7 @@ def main():
     parser.add_argument("--lr-max", type=float, default=1.0)
     parser.add_argument("--upper-lr", type=float, default=0.01)
     parser.add_argument("--tasks", default="digits,cancer,char,quadratic")
-    parser.add_argument("--png", default="benchmarks/peers.png")
+    parser.add_argument("--png", default=next_to_me("peers.png"))
     args = parser.parse_args()
     makers = {
         "digits": digits_task,

@@ -36,6 +36,7 @@ from _common import (
     init_mlp,
     machine,
     mlp_loss,
+    next_to_me,
     paired_ratio,
     pyplot,
     save,
@@ -206,7 +207,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default="digits,cancer,char,quadratic")
     parser.add_argument("--blocks", type=int, default=7)
-    parser.add_argument("--png", default="benchmarks/schemes.png")
+    parser.add_argument("--png", default=next_to_me("schemes.png"))
     args = parser.parse_args()
     print(machine() + "\n")
     best_lr, best, header, rows, trajectories = noisy_quadratic()

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import optax
-from _common import init_mlp, machine, mlp, pyplot, save, table
+from _common import init_mlp, machine, mlp, next_to_me, pyplot, save, table
 
 import recursive_opt as ro
 
@@ -48,7 +48,7 @@ def main():
     parser.add_argument("--num", type=int, default=13)
     parser.add_argument("--heights", default="1,2,3,4")
     parser.add_argument("--upper-lr", type=float, default=0.01)
-    parser.add_argument("--png", default="benchmarks/sensitivity.png")
+    parser.add_argument("--png", default=next_to_me("sensitivity.png"))
     args = parser.parse_args()
     data = ro.load_digits()
     params = init_mlp(jr.key(0), (64, 128, 10))

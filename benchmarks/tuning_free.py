@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import optax
-from _common import init_mlp, machine, mlp, pyplot, table
+from _common import init_mlp, machine, mlp, next_to_me, pyplot, table
 from peers import (
     Task,
     _accuracy,
@@ -251,9 +251,7 @@ def ablation() -> dict:
         "default levels, top Adam(0.1)": lambda lr: ro.Stack(
             _lr_only(lr), _upper(0.1), _upper(0.1), warmup=w
         ).as_optax(),
-        "no warm-up": lambda lr: ro.Stack(
-            *ro.Stack[3](ro.Adam(lr)).levels
-        ).as_optax(),
+        "no warm-up": lambda lr: ro.Stack(*ro.Stack[3](ro.Adam(lr)).levels).as_optax(),
         "warm-up 30 steps": lambda lr: ro.Stack(
             *ro.Stack[3](ro.Adam(lr)).levels, warmup=30
         ).as_optax(),
@@ -297,7 +295,7 @@ def main():
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--tasks", default="all")
     parser.add_argument("--no-ablation", action="store_true")
-    parser.add_argument("--png", default="benchmarks/tuning_free.png")
+    parser.add_argument("--png", default=next_to_me("tuning_free.png"))
     args = parser.parse_args()
     keys = list(TASKS) if args.tasks == "all" else args.tasks.split(",")
     grid, once, abl = towers(), defaults(), ({} if args.no_ablation else ablation())
