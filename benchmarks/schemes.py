@@ -157,7 +157,8 @@ def noisy_quadratic():
         def body(carry, c):
             p, s = carry
             p, s, _ = tower.step(_nq_loss, p, s, c)
-            return (p, s), ro.hyperparams(s)[0]["lr"]
+            # theta is one array: its learning rate (one per array by default).
+            return (p, s), jax.tree.leaves(ro.hyperparams(s)[0]["lr"])[0]
 
         (p, _), lrs = jax.lax.scan(body, (theta0, tower.init(theta0)), noise)
         return _expected(p), lrs

@@ -195,7 +195,8 @@ def hyperparams(state: TowerState) -> list[dict[str, PyTree[Array]]]:
     shaped like the tuned tree for `per="leaf"`/`"element"`.
 
     ```python
-    ro.hyperparams(state)[0]["lr"]  # the learning rate of the model
+    ro.hyperparams(state)[0]["lr"]  # the model's learning rate(s): one per array
+                                    # for `Stack[d](opt)`, shaped like the params
     ```
     """
     if not isinstance(state, TowerState):
