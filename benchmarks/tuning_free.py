@@ -23,6 +23,9 @@ paper's protocol (digits, 600 steps, batch 128, heights 2-4).
 
     python benchmarks/tuning_free.py [--steps 400] [--tasks all]
         [--no-ablation] [--png benchmarks/tuning_free.png]
+
+`--tasks attention` runs a one-block transformer on characters, a check added
+after the nine (not in `all`).
 """
 
 import argparse
@@ -174,6 +177,61 @@ def wine_task():
     )
 
 
+def attention_task(context: int = 16, d: int = 32):
+    """A one-block causal transformer (pre-LayerNorm, one head, GELU MLP) predicting
+    the next character of `textwrap.py`: a held-out check, not in `--tasks all`."""
+    src = sysconfig.get_paths()["stdlib"]
+    with open(f"{src}/textwrap.py", encoding="utf-8") as f:
+        text = f.read()[:60_000]
+    vocab = sorted(set(text))
+    n = len(vocab)
+    ids = np.array([vocab.index(c) for c in text], np.int32)
+    windows = np.lib.stride_tricks.sliding_window_view(ids, context + 1)[::2]
+    x, y = windows[:, :-1], windows[:, -1]
+    split = int(0.9 * len(x))
+    ks = jr.split(jr.key(7), 8)
+    square = lambda k: jr.normal(k, (d, d)) / jnp.sqrt(d)  # noqa: E731
+    params = {
+        "embed": jr.normal(ks[0], (n, d)) * 0.3,
+        "pos": jr.normal(ks[1], (context, d)) * 0.1,
+        "wq": square(ks[2]),
+        "wk": square(ks[3]),
+        "wv": square(ks[4]),
+        "wo": square(ks[5]),
+        "ln1": {"g": jnp.ones(d), "b": jnp.zeros(d)},
+        "ln2": {"g": jnp.ones(d), "b": jnp.zeros(d)},
+        "ff": init_mlp(ks[6], (d, 64, d)),
+        "out": init_mlp(ks[7], (d, n))[0],
+    }
+    causal = jnp.tril(jnp.ones((context, context), bool))[None]
+
+    def norm(h, q):
+        mean, var = h.mean(-1, keepdims=True), h.var(-1, keepdims=True)
+        return (h - mean) / jnp.sqrt(var + 1e-5) * q["g"] + q["b"]
+
+    def logits(p, x):
+        h = p["embed"][x] + p["pos"][None]
+        a = norm(h, p["ln1"])
+        q, k, v = a @ p["wq"], a @ p["wk"], a @ p["wv"]
+        s = jnp.where(causal, jnp.einsum("btd,bsd->bts", q, k) / jnp.sqrt(d), -1e9)
+        h = h + jax.nn.softmax(s, -1) @ v @ p["wo"]
+        (l1, l2), f = p["ff"], norm(h, p["ln2"])
+        h = h + jax.nn.gelu(f @ l1["w"] + l1["b"]) @ l2["w"] + l2["b"]
+        return h[:, -1] @ p["out"]["w"] + p["out"]["b"]
+
+    loss = lambda p, b: _ce(logits(p, b[0]), b[1])  # noqa: E731
+    return Task(
+        f"char attention ({n} symbols)",
+        (x[:split], y[:split]),
+        (x[split:], y[split:]),
+        params,
+        loss,
+        loss,
+        "test loss (nats/char)",
+        64,
+    )
+
+
 TASKS = {
     "digits": digits_task,
     "cancer": breast_cancer_task,
@@ -185,6 +243,7 @@ TASKS = {
     "regression": regression_task,
     "wine": wine_task,
 }
+EXTRA_TASKS = {"attention": attention_task}  # run by name only
 
 
 def _lr_only(lr):  # level 1 of the default: lr alone tuned, one per leaf
@@ -301,7 +360,7 @@ def main():
     grid, once, abl = towers(), defaults(), ({} if args.no_ablation else ablation())
     results = {}  # task name -> {method: (losses, metrics)}
     for key in keys:
-        task = TASKS[key]()
+        task = {**TASKS, **EXTRA_TASKS}[key]()
         res = results[task.name] = {"metric": task.metric_name}
         for name, make in {**grid, **abl}.items():
             res[name] = run_grid(task, make, LRS, args.steps)
