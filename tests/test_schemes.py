@@ -395,3 +395,49 @@ def test_meta_data_errors():
             progress=False,
             meta_data=batches[1],
         )
+
+
+def test_one_step_record_dtype_stores_rounded_columns_and_stays_close_to_exact():
+    """`OneStep(record_dtype=bfloat16)`: Adam's stored columns are the exact
+    path's, rounded; the trajectory stays close to the exact one, not equal."""
+    params = {"w": jnp.linspace(-1.0, 1.0, 12).reshape(4, 3), "b": jnp.zeros(3)}
+
+    def loss(p):
+        return jnp.sum(jnp.sin(3 * p["w"]) ** 2) + jnp.sum((p["b"] - 1.0) ** 2)
+
+    def run(scheme, steps):
+        tower = ro.Stack[2](ro.Adam(0.05), hypergradient=scheme)
+        traces = []
+
+        @jax.jit
+        def step(p, s):
+            traces.append(None)
+            updates, s = tower.update(jax.grad(loss)(p), s, p)
+            return ro.apply_updates(p, updates), s
+
+        p, s = params, tower.init(params)
+        for _ in range(steps):
+            p, s = step(p, s)
+        assert len(traces) == 1
+        return p, s
+
+    bf16 = ro.OneStep(record_dtype=jnp.bfloat16)
+    (p_exact, s_exact), (p_low, s_low) = run(ro.OneStep(), 1), run(bf16, 1)
+    jac_exact, jac_low = s_exact.saved[0].record.jac, s_low.saved[0].record.jac
+    assert all(j.dtype == jnp.bfloat16 for j in jax.tree.leaves(jac_low))
+    chex.assert_trees_all_equal(
+        jax.tree.map(lambda j: j.astype(jnp.bfloat16), jac_exact), jac_low
+    )
+    chex.assert_trees_all_equal(p_exact, p_low)  # the first hypergradient is 0
+
+    (_, s_exact), (_, s_low) = run(ro.OneStep(), 30), run(bf16, 30)
+    lr_exact, lr_low = (
+        jax.tree.leaves(ro.hyperparams(s)[0]["lr"]) for s in (s_exact, s_low)
+    )
+    np.testing.assert_allclose(lr_low, lr_exact, rtol=2e-2)
+    assert not np.allclose(lr_low, lr_exact, rtol=1e-9, atol=0)
+    assert all(
+        j.dtype == jnp.bfloat16 for j in jax.tree.leaves(s_low.saved[0].record.jac)
+    )
+    with pytest.raises(ValueError, match="floating"):
+        ro.OneStep(record_dtype=jnp.int32)

@@ -20,6 +20,7 @@ re-evaluated under `jax.vjp`.
 """
 
 from collections.abc import Callable
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -30,6 +31,16 @@ from .._custom_types import HyperParams, OptState, Updates
 from .._hyper import broadcast, broadcast_values, tuned_raw, with_raw
 from .._optimiser import AbstractElementwiseOptimiser, AbstractOptimiser
 from ._base import AbstractHypergradient
+
+
+def _dtype_or_none(dtype: Any) -> Any:
+    if dtype is None:
+        return None
+    dtype = jnp.dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"record_dtype must be a floating dtype, got {dtype}")
+    return dtype
+
 
 # (the leaf's record, its cotangent, whether each name's value is a scalar there)
 #   -> each name's cotangent: a scalar (a sum over the leaf) or an array
@@ -168,9 +179,10 @@ class Inputs(eqx.Module):
 
 
 def step_record(
-    opt, grads, state, params
+    opt, grads, state, params, dtype=None
 ) -> tuple[Updates, OptState, FromState | LastStep | Jacobian | Inputs]:
-    """One update of `opt`, and what the next step's hypergradient needs of it."""
+    """One update of `opt`, and what the next step's hypergradient needs of it;
+    stored columns (`Jacobian`) in `dtype` if given."""
     if not isinstance(opt, AbstractElementwiseOptimiser):
         return step_inputs(opt, grads, state, params)
     names = tuple(tuned_raw(opt))
@@ -184,7 +196,10 @@ def step_record(
     hp = broadcast_values(opt, grads)
     updates, new_state = opt.rule(grads, state, params, hp)
     columns = opt.jacobian_after(grads, new_state, params, hp, names)
-    jac = jax.tree.map(lambda *cs: jnp.stack(cs), *[columns[n] for n in names])
+    jac = jax.tree.map(
+        lambda *cs: jnp.stack(cs).astype(dtype or cs[0].dtype),
+        *[columns[n] for n in names],
+    )
     return updates, new_state, Jacobian(jac, names)
 
 
@@ -193,7 +208,9 @@ def step_inputs(opt, grads, state, params) -> tuple[Updates, OptState, Inputs]:
     return updates, new_state, Inputs(grads, state, params if opt.uses_params else None)
 
 
-def initial_record(opt, target, state) -> FromState | LastStep | Jacobian | Inputs:
+def initial_record(
+    opt, target, state, dtype=None
+) -> FromState | LastStep | Jacobian | Inputs:
     """The record before any step, from `opt`'s initial `state` for `target`.
 
     Its hypergradient is not used (the tower passes 0 up at the first step)."""
@@ -205,7 +222,9 @@ def initial_record(opt, target, state) -> FromState | LastStep | Jacobian | Inpu
         return FromState(names)
     if opt.recompute_jacobian:
         return LastStep(zeros(), zeros() if opt.uses_params else None, names)
-    stacked = jax.tree.map(lambda x: jnp.zeros((len(names), *x.shape), x.dtype), target)
+    stacked = jax.tree.map(
+        lambda x: jnp.zeros((len(names), *x.shape), dtype or x.dtype), target
+    )
     return Jacobian(stacked, names)
 
 
@@ -243,13 +262,26 @@ class OneStep(AbstractHypergradient):
     favours what lowers the next loss, which biases learning rates low (Wu et
     al. 2018); see [`recursive_opt.RealTime`][] for a longer horizon.
 
+    **Arguments:**
+
+    - `record_dtype`: the dtype in which level 1 stores its columns d update /
+      d hyperparameter between steps, where its optimiser stores them (Adam:
+      one parameter-sized array per tuned hyperparameter; SGD keeps no columns).
+      None (the default) stores them in the parameters' dtype. `jnp.bfloat16`
+      halves those arrays' memory and bytes; the hypergradient then carries
+      bfloat16's relative rounding (about 4e-3) in each column
+      (`benchmarks/bytes.py` measures both).
+
     ```python
     tower = ro.Stack(ro.Adam(1e-3), ro.Adam(1e-2), hypergradient=ro.OneStep())
+    ro.Stack[3](ro.Adam(), hypergradient=ro.OneStep(record_dtype=jnp.bfloat16))
     ```
     """
 
+    record_dtype: Any = eqx.field(static=True, default=None, converter=_dtype_or_none)
+
     def init(self, opt, params, state, scaled=False):
-        record = initial_record(opt, params, state)
+        record = initial_record(opt, params, state, self.record_dtype)
         return (
             Scaled(record, jnp.zeros([], jnp.result_type(float))) if scaled else record
         )
@@ -261,7 +293,9 @@ class OneStep(AbstractHypergradient):
         self, opt, grads, state, params, record, hvps=None, scale=None, cotangent=None
     ):
         del record, hvps, cotangent
-        updates, new_state, record = step_record(opt, grads, state, params)
+        updates, new_state, record = step_record(
+            opt, grads, state, params, self.record_dtype
+        )
         if scale is None:
             return updates, new_state, record
         return scaled(updates, scale), new_state, Scaled(record, scale)
