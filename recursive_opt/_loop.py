@@ -77,7 +77,8 @@ def hyper_record(state: PyTree) -> dict[str, Array]:
 def mean_lr(history: dict, level: int = 1) -> np.ndarray | None:
     """Level `level`'s learning rate in a record or history: the value of
     `level<k>/lr`, or for one learning rate per leaf (`level<k>/lr['w']`, ...)
-    their geometric mean; None if there is none."""
+    their geometric mean (their mean where one is not positive, as an identity
+    transform allows); None if there is none."""
     key = f"level{level}/lr"
     found = [v for k, v in history.items() if k == key or k.startswith(key + "[")]
     found += [v for k, v in history.items() if k.startswith(key + ".")]
@@ -85,7 +86,10 @@ def mean_lr(history: dict, level: int = 1) -> np.ndarray | None:
         return None
     if len(found) == 1:
         return np.asarray(found[0])
-    return np.exp(np.mean(np.log(np.stack([np.asarray(v) for v in found])), axis=0))
+    values = np.stack([np.asarray(v) for v in found])
+    if np.all(values > 0):
+        return np.exp(np.mean(np.log(values), axis=0))
+    return np.mean(values, axis=0)
 
 
 def normalise_key(key: Any) -> tuple[Array, Any]:

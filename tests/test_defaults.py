@@ -96,6 +96,11 @@ def test_history_has_one_level_1_lr_per_leaf_and_mean_lr_is_their_geometric_mean
     )
     np.testing.assert_array_equal(mean_lr(h, 2), h["level2/lr"])  # one: itself
     assert mean_lr(h, 3) is None
+    signed = {
+        "level1/lr['a']": np.array([-1.0, 4.0]),
+        "level1/lr['b']": np.array([3.0, 1.0]),
+    }
+    np.testing.assert_allclose(mean_lr(signed), [1.0, 2.5])  # not positive: the mean
 
 
 @pytest.mark.parametrize(
