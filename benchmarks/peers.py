@@ -103,38 +103,43 @@ def breast_cancer_task():
     )
 
 
-def char_task(context: int = 8, max_chars: int = 200_000):
+def char_windows(names, context: int, max_chars: int, stride: int = 1):
+    """Next-character windows of Python's own standard-library files `names`:
+    the vocabulary size and 90/10 train/test splits of (context, next char)."""
     src = sysconfig.get_paths()["stdlib"]
     text = ""
-    for name in ("argparse.py", "textwrap.py", "string.py", "shutil.py", "inspect.py"):
+    for name in names:
         with open(os.path.join(src, name), encoding="utf-8") as f:
             text += f.read()
     text = text[:max_chars]
     vocab = sorted(set(text))
     ids = np.array([vocab.index(c) for c in text], np.int32)
-    windows = np.lib.stride_tricks.sliding_window_view(ids, context + 1)
+    windows = np.lib.stride_tricks.sliding_window_view(ids, context + 1)[::stride]
     x, y = windows[:, :-1], windows[:, -1]
     split = int(0.9 * len(x))
+    return len(vocab), (x[:split], y[:split]), (x[split:], y[split:])
+
+
+def next_char_task(name: str, data: tuple, params, logits, batch: int) -> Task:
+    """A next-character task: cross-entropy of `logits(params, x)`, also the
+    test metric. `data`: (train, test)."""
+    loss = lambda p, b: _ce(logits(p, b[0]), b[1])  # noqa: E731
+    return Task(name, *data, params, loss, loss, "test loss (nats/char)", batch)
+
+
+def char_task(context: int = 8, max_chars: int = 200_000):
+    files = ("argparse.py", "textwrap.py", "string.py", "shutil.py", "inspect.py")
+    n, *data = char_windows(files, context, max_chars)
     k1, k2 = jr.split(jr.key(0))
     params = {
-        "embed": jr.normal(k1, (len(vocab), 16)) * 0.1,
-        "mlp": init_mlp(k2, (context * 16, 256, len(vocab))),
+        "embed": jr.normal(k1, (n, 16)) * 0.1,
+        "mlp": init_mlp(k2, (context * 16, 256, n)),
     }
 
     def logits(p, x):
         return mlp(p["mlp"], p["embed"][x].reshape(x.shape[0], -1))
 
-    loss = lambda p, b: _ce(logits(p, b[0]), b[1])  # noqa: E731
-    return Task(
-        f"char MLP ({len(vocab)} symbols)",
-        (x[:split], y[:split]),
-        (x[split:], y[split:]),
-        params,
-        loss,
-        loss,
-        "test loss (nats/char)",
-        128,
-    )
+    return next_char_task(f"char MLP ({n} symbols)", data, params, logits, 128)
 
 
 def quadratic_task():

@@ -29,7 +29,6 @@ after the nine (not in `all`).
 """
 
 import argparse
-import sysconfig
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +42,9 @@ from peers import (
     _ce,
     breast_cancer_task,
     char_task,
+    char_windows,
     digits_task,
+    next_char_task,
     quadratic_task,
     run_grid,
     standardised_split,
@@ -88,16 +89,8 @@ def cnn_task():
 
 
 def rnn_task(context: int = 16, hidden: int = 64, max_chars: int = 100_000):
-    src = sysconfig.get_paths()["stdlib"]
-    with open(f"{src}/argparse.py", encoding="utf-8") as f:
-        text = f.read()[:max_chars]
-    vocab = sorted(set(text))
-    ids = np.array([vocab.index(c) for c in text], np.int32)
-    windows = np.lib.stride_tricks.sliding_window_view(ids, context + 1)[::3]
-    x, y = windows[:, :-1], windows[:, -1]
-    split = int(0.9 * len(x))
+    n, *data = char_windows(("argparse.py",), context, max_chars, stride=3)
     k1, k2, k3 = jr.split(jr.key(5), 3)
-    n = len(vocab)
     params = {
         "embed": jr.normal(k1, (n, 16)) * 0.3,
         "wx": jr.normal(k2, (16, hidden)) / 4.0,
@@ -114,17 +107,7 @@ def rnn_task(context: int = 16, hidden: int = 64, max_chars: int = 100_000):
         h, _ = jax.lax.scan(cell, h0, jnp.swapaxes(p["embed"][x], 0, 1))
         return h @ p["out"]["w"] + p["out"]["b"][None]
 
-    loss = lambda p, b: _ce(logits(p, b[0]), b[1])  # noqa: E731
-    return Task(
-        f"char RNN ({n} symbols)",
-        (x[:split], y[:split]),
-        (x[split:], y[split:]),
-        params,
-        loss,
-        loss,
-        "test loss (nats/char)",
-        64,
-    )
+    return next_char_task(f"char RNN ({n} symbols)", data, params, logits, 64)
 
 
 def least_squares_task():
@@ -180,15 +163,7 @@ def wine_task():
 def attention_task(context: int = 16, d: int = 32):
     """A one-block causal transformer (pre-LayerNorm, one head, GELU MLP) predicting
     the next character of `textwrap.py`: a held-out check, not in `--tasks all`."""
-    src = sysconfig.get_paths()["stdlib"]
-    with open(f"{src}/textwrap.py", encoding="utf-8") as f:
-        text = f.read()[:60_000]
-    vocab = sorted(set(text))
-    n = len(vocab)
-    ids = np.array([vocab.index(c) for c in text], np.int32)
-    windows = np.lib.stride_tricks.sliding_window_view(ids, context + 1)[::2]
-    x, y = windows[:, :-1], windows[:, -1]
-    split = int(0.9 * len(x))
+    n, *data = char_windows(("textwrap.py",), context, 60_000, stride=2)
     ks = jr.split(jr.key(7), 8)
     square = lambda k: jr.normal(k, (d, d)) / jnp.sqrt(d)  # noqa: E731
     params = {
@@ -219,17 +194,7 @@ def attention_task(context: int = 16, d: int = 32):
         h = h + jax.nn.gelu(f @ l1["w"] + l1["b"]) @ l2["w"] + l2["b"]
         return h[:, -1] @ p["out"]["w"] + p["out"]["b"]
 
-    loss = lambda p, b: _ce(logits(p, b[0]), b[1])  # noqa: E731
-    return Task(
-        f"char attention ({n} symbols)",
-        (x[:split], y[:split]),
-        (x[split:], y[split:]),
-        params,
-        loss,
-        loss,
-        "test loss (nats/char)",
-        64,
-    )
+    return next_char_task(f"char attention ({n} symbols)", data, params, logits, 64)
 
 
 TASKS = {
