@@ -13,7 +13,8 @@ task: the final training loss (whole training set) of
   `Stack[3](Adam(lr), tie=True)` and `Stack[3](SGD(lr, momentum=0.9))`, over 12
   initial lrs from 1e-5 to 1, and the zero-argument `Stack[3](Adam())`;
 - Adam over the same grid (its best point is "tuned Adam", what a 12-run grid
-  search buys, and its median);
+  search buys, and its median), and SGD with momentum 0.9 over it (the
+  baseline of the SGD tower);
 - `optax.contrib` at their defaults: prodigy, dadapt_adamw, dog,
   mechanize(adam(1e-3)), schedule_free_adamw(1e-3), cocob.
 
@@ -220,9 +221,11 @@ def _upper(lr, b2=0.99):
 
 
 def towers() -> dict:
-    """Swept over the initial lr: the default towers and plain Adam."""
+    """Swept over the initial lr: the default towers, plain Adam and plain
+    SGD with momentum (what the SGD tower is to be compared with)."""
     return {
         "Adam (grid)": optax.adam,
+        "SGD-m (grid)": lambda lr: optax.sgd(lr, momentum=0.9),
         "Stack[2](Adam(lr))": lambda lr: ro.Stack[2](ro.Adam(lr)).as_optax(),
         "Stack[3](Adam(lr))": lambda lr: ro.Stack[3](ro.Adam(lr)).as_optax(),
         "Stack[3](Adam(lr), tie=True)": lambda lr: ro.Stack[3](
