@@ -80,8 +80,11 @@ def mean_lr(history: dict, level: int = 1) -> np.ndarray | None:
     their geometric mean (their mean where one is not positive, as an identity
     transform allows); None if there is none."""
     key = f"level{level}/lr"
-    found = [v for k, v in history.items() if k == key or k.startswith(key + "[")]
-    found += [v for k, v in history.items() if k.startswith(key + ".")]
+    found = [
+        v
+        for k, v in history.items()
+        if k == key or k.startswith((key + "[", key + "."))
+    ]
     if not found:
         return None
     if len(found) == 1:

@@ -196,10 +196,9 @@ def step_record(
     hp = broadcast_values(opt, grads)
     updates, new_state = opt.rule(grads, state, params, hp)
     columns = opt.jacobian_after(grads, new_state, params, hp, names)
-    jac = jax.tree.map(
-        lambda *cs: jnp.stack(cs).astype(dtype or cs[0].dtype),
-        *[columns[n] for n in names],
-    )
+    jac = jax.tree.map(lambda *cs: jnp.stack(cs), *[columns[n] for n in names])
+    if dtype is not None:
+        jac = jax.tree.map(lambda j: j.astype(dtype), jac)
     return updates, new_state, Jacobian(jac, names)
 
 
@@ -223,7 +222,10 @@ def initial_record(
     if opt.recompute_jacobian:
         return LastStep(zeros(), zeros() if opt.uses_params else None, names)
     stacked = jax.tree.map(
-        lambda x: jnp.zeros((len(names), *x.shape), dtype or x.dtype), target
+        lambda x: jnp.zeros(
+            (len(names), *x.shape), x.dtype if dtype is None else dtype
+        ),
+        target,
     )
     return Jacobian(stacked, names)
 
