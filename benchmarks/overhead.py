@@ -55,6 +55,9 @@ def variants(max_depth: int):
                     family,
                     ro.Stack[d](opt, tie=True).as_optax(),
                 )
+        if max_depth >= 3:  # the one-pass order, an option (OneStep(fused=True))
+            fused = ro.Stack[3](opt, hypergradient=ro.OneStep(fused=True))
+            out[f"{family} d=3 fused"] = (family, fused.as_optax())
     return out
 
 
@@ -108,6 +111,13 @@ def report(label: str, result: dict, max_depth: int) -> str:
         for f in FAMILIES
         if f"{f} d=3" in result
     )
+    fused = ", ".join(
+        f"{f} {result[f'{f} d=3 fused'][1]:.2f}x"
+        for f in FAMILIES
+        if f"{f} d=3 fused" in result
+    )
+    if fused:
+        goals += f"\nDepth 3 in the fused order (OneStep(fused=True)): {fused}"
     return f"{label}\n\n{table(header, rows)}\n\n{goals}\n"
 
 

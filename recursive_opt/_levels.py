@@ -48,6 +48,11 @@ def check_levels(
         )
     if len(levels) > 1:
         hypergradient.check(levels[0])
+        if tie and getattr(hypergradient, "fused", False):
+            raise ValueError(
+                "Stack(tie=True) steps in the reference's order only: "
+                "OneStep(fused=True) needs an untied tower (tie=False)."
+            )
     return hypergradient
 
 

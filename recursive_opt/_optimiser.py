@@ -119,8 +119,9 @@ class AbstractElementwiseOptimiser(AbstractOptimiser):
         """Whether the columns of `names` need only the new state and the
         hyperparameters, not the step's gradients or parameters (e.g. the
         learning rate's column of a rule with a momentum buffer is that buffer).
-        A tower then keeps nothing of the step: `jacobian_after` is called with
-        the next gradients in place of the step's, as a template of shapes and
-        dtypes. False unless a subclass says otherwise."""
+        A tower then keeps nothing of the step, if `recompute_jacobian` is set or
+        its scheme prefers it (`OneStep(fused=True)`): `jacobian_after` is called
+        with the next gradients in place of the step's, as a template of shapes
+        and dtypes. False unless a subclass says otherwise."""
         del names
         return False

@@ -1,8 +1,11 @@
 """One step of a tower's levels: the hypergradients bottom up, then the levels top
-down (each level's hyperparameters change before the level below uses them)."""
+down (each level's hyperparameters change before the level below uses them; with
+`OneStep(fused=True)`, level 1 steps first, with the ones it has)."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jaxtyping import PyTree
 
 from ._hyper import clip, tuned_raw, with_raw
 from ._hypergradients.one_step import (
@@ -22,6 +25,26 @@ def ramp(tower, count):
     return jnp.minimum(1, (count + 1).astype(dtype) / tower.warmup)
 
 
+class Previous(eqx.Module):
+    """Level 1's record in the fused order, with what the hypergradient chain
+    needs of the step before it: the levels' hyperparameters, and the records and
+    states of the levels between the top and level 1, as they were when level 1
+    took that step (which the levels above had made at the step before)."""
+
+    record: PyTree
+    opts: tuple  # levels 1..d-1
+    states: tuple  # levels 2..d-1
+    saved: tuple  # levels 2..d-1
+
+
+def fused(tower) -> bool:
+    return tower.depth > 1 and getattr(tower.hypergradient, "fused", False)
+
+
+def initial_previous(record, opts, states, saved) -> Previous:
+    return Previous(record, tuple(opts[:-1]), tuple(states[1:-1]), tuple(saved[1:]))
+
+
 def update_untied(tower, grads, cotangent, state, params, hvps):
     d, scheme = tower.depth, tower.hypergradient
     opts, states, saved = list(state.opts), list(state.states), list(state.saved)
@@ -29,6 +52,8 @@ def update_untied(tower, grads, cotangent, state, params, hvps):
         updates, states[0] = opts[0].update(grads, states[0], params)
         updates = scaled(updates, ramp(tower, state.count))
         return updates, tuple(opts), tuple(states), tuple(saved)
+    if fused(tower):
+        return _update_fused(tower, grads, cotangent, state, params, hvps)
     has_prev = state.count > 0
     # Hypergradients of every level, from the previous step's updates.
     G = [grads, scheme.hypergrad(opts[0], states[0], saved[0], cotangent)]
@@ -59,6 +84,42 @@ def update_untied(tower, grads, cotangent, state, params, hvps):
         ramp(tower, state.count),
         cotangent,
     )
+    return updates, tuple(opts), tuple(states), tuple(saved)
+
+
+def _update_fused(tower, grads, cotangent, state, params, hvps):
+    """Level 1 steps with its current hyperparameters; the hypergradients of the
+    step before it then move them (and the levels above) for the next step."""
+    d, scheme = tower.depth, tower.hypergradient
+    opts, states, saved = list(state.opts), list(state.states), list(state.saved)
+    prev = saved[0]
+    # Step t-1 was taken with prev.opts[0], which the levels above had made at
+    # step t-2 from prev's records: the chain differentiates through those.
+    G = [grads, scheme.hypergrad(prev.opts[0], states[0], prev.record, cotangent)]
+    for k in range(1, d - 1):
+        G.append(prev.saved[k - 1].hypergrad(prev.opts[k], prev.states[k - 1], G[k]))
+    # No step before the first; no level above had stepped before the second.
+    G[1] = zero_unless(state.count > 0, G[1])
+    G[2:] = [zero_unless(state.count > 1, g) for g in G[2:]]
+    now = initial_previous(None, opts, states, saved)
+    updates, states[0], record = scheme.step(
+        opts[0],
+        grads,
+        states[0],
+        params,
+        prev.record,
+        hvps,
+        ramp(tower, state.count),
+        cotangent,
+    )
+    for k in reversed(range(1, d)):
+        target = tuned_raw(opts[k - 1])
+        if k < d - 1:
+            up, states[k], saved[k] = step_record(opts[k], G[k], states[k], target)
+        else:
+            up, states[k] = opts[k].update(G[k], states[k], target)
+        opts[k - 1] = clip(with_raw(opts[k - 1], apply_updates(target, up)))
+    saved[0] = Previous(record, now.opts, now.states, now.saved)
     return updates, tuple(opts), tuple(states), tuple(saved)
 
 

@@ -258,10 +258,13 @@ def _upd(opt: Plain, tuned, fixed, consts):
     return plain_update(opt, {**fixed, **tuned}, sg(g), sg(s), sg(p))[0]
 
 
-def brute_force_untied(levels, loss, x, steps, warmup=0):
+def brute_force_untied(levels, loss, x, steps, warmup=0, fused=False):
     """Returns (params, [raw hyperparameters of levels 1..d-1], [G_2..G_d of the last
     step]). With `warmup` > 0, level 1's step t (from 0) is multiplied by
-    min(1, (t + 1) / warmup)."""
+    min(1, (t + 1) / warmup). With `fused`, level 1 steps before the levels above
+    move its hyperparameters (`OneStep(fused=True)`)."""
+    if fused:
+        return _brute_force_fused(levels, loss, x, steps, warmup)
     d = len(levels)
     opts = [plain(o) for o in levels]
     hs, fixed, target = [], [], x
@@ -314,6 +317,75 @@ def _untied_objective(eps, opts, hs, fixed, consts, loss, ramp=1.0):
     h = [None] * (d - 1)
     h[d - 2] = jax.tree.map(jnp.add, hs[d - 2], eps[d - 2])
     for k in range(d - 2, 0, -1):  # level k+1 moved h[k-1] with hyperparameters h[k]
+        u = _upd(opts[k], h[k], fixed[k], consts[k])
+        h[k - 1] = jax.tree.map(
+            lambda p, u, e: p + u + e, sg(consts[k][2]), u, eps[k - 1]
+        )
+    u = _upd(opts[0], h[0], fixed[0], consts[0])
+    return loss(jax.tree.map(lambda p, v: p + ramp * v, sg(consts[0][2]), u))
+
+
+def _brute_force_fused(levels, loss, x, steps, warmup):
+    # Level 1's step t-1 was taken with the hyperparameters the levels above made
+    # at step t-2 (or the initial ones): G_2..G_d differentiate that path.
+    d = len(levels)
+    opts = [plain(o) for o in levels]
+    hs, fixed, target = [], [], x
+    for opt in opts:
+        tuned, fix = plain_raw(opt, target)
+        hs.append(tuned)
+        fixed.append(fix)
+        target = tuned
+    top = hs.pop()
+    states = [plain_init(opts[0], x)] + [
+        plain_init(opts[k], hs[k - 1]) for k in range(1, d)
+    ]
+    # (hyperparameters, level-1 consts, upper consts) of the previous step, and
+    # the upper consts before it (None: no level above had stepped yet).
+    prev, upper_before, ramp = None, None, 1.0
+    for t in range(steps):
+        g = jax.grad(loss)(x)
+        zeros = [jax.tree.map(jnp.zeros_like, h) for h in hs]
+        if prev is None:
+            upper = zeros
+        else:
+            hs_then, c0, _ = prev
+            upper = jax.grad(_fused_objective)(
+                zeros, opts, hs_then, fixed, [c0] + upper_before, loss, ramp
+            )
+        ramp = min(1.0, (t + 1) / warmup) if warmup else 1.0
+        G = [g] + upper
+        u, new_state = plain_update(opts[0], {**fixed[0], **hs[0]}, g, states[0], x)
+        c0 = (g, states[0], x)
+        states[0] = new_state
+        x = ro.apply_updates(x, jax.tree.map(lambda v: ramp * v, u))
+        consts = [None] * d
+        new_hs = list(hs)
+        for k in reversed(range(1, d)):
+            tuned = top if k == d - 1 else new_hs[k]
+            target = new_hs[k - 1]
+            u, new_state = plain_update(
+                opts[k], {**fixed[k], **tuned}, G[k], states[k], target
+            )
+            consts[k] = (G[k], states[k], target)
+            states[k] = new_state
+            new_hs[k - 1] = ro.apply_updates(target, u)
+        upper_before = prev[2] if prev is not None else [None] * (d - 1)
+        prev = (hs, c0, consts[1:])
+        hs = new_hs
+    return x, hs, G[1:]
+
+
+def _fused_objective(eps, opts, hs, fixed, consts, loss, ramp):
+    # `_untied_objective`, where a level above that had not stepped (consts None)
+    # left the values below it at their initial ones.
+    d = len(opts)
+    h = [None] * (d - 1)
+    h[d - 2] = jax.tree.map(jnp.add, hs[d - 2], eps[d - 2])
+    for k in range(d - 2, 0, -1):
+        if consts[k] is None:
+            h[k - 1] = jax.tree.map(jnp.add, hs[k - 1], eps[k - 1])
+            continue
         u = _upd(opts[k], h[k], fixed[k], consts[k])
         h[k - 1] = jax.tree.map(
             lambda p, u, e: p + u + e, sg(consts[k][2]), u, eps[k - 1]

@@ -308,3 +308,58 @@ def test_large_leaf_contractions_match_small_leaf_ones(opt, monkeypatch):
     chex.assert_trees_all_close(
         ro.hyperparams(small[1]), ro.hyperparams(large[1]), rtol=1e-12
     )
+
+
+def _record_kind(state):
+    record = state.saved[0].record  # the fused order's `Previous`
+    return type(getattr(record, "record", record)).__name__  # under a warm-up
+
+
+FUSED = ro.OneStep(fused=True)
+
+
+@pytest.mark.parametrize(
+    "make, warmup, kind",
+    [
+        # Adam with only its lr tuned (the default tower): no stored column.
+        (
+            lambda: ro.Stack[3](ro.Adam(0.05), hypergradient=FUSED).levels,
+            4,
+            "FromState",
+        ),
+        (lambda: ro.Stack[4](ro.SGD(0.05, momentum=0.9)).levels, 0, "FromState"),
+        (lambda: [BY_NAME[n].make() for n in ("adam", "adam", "sgd")], 3, "Jacobian"),
+        (lambda: [BY_NAME[n].make() for n in ("sgd_momentum", "sgd")], 0, "LastStep"),
+        (lambda: [BY_NAME[n].make() for n in ("adamw", "adam")], 0, "Jacobian"),
+        (
+            lambda: [BY_NAME[n].make() for n in ("rmsprop", "sgd_momentum", "adam")],
+            0,
+            "Inputs",
+        ),
+    ],
+    ids=["default_adam", "default_sgd_m_depth4", "adam", "sgd_m", "adamw", "mixed"],
+)
+def test_fused_order_matches_brute_force(make, warmup, kind):
+    """`OneStep(fused=True)`: level 1 steps before the levels above move its
+    hyperparameters, and every G_k differentiates the path that made the step
+    before (its hyperparameters, the upper levels' step before that)."""
+    levels = list(make())
+    tower = ro.Stack(*levels, hypergradient=FUSED, warmup=warmup)
+    # The chain's G_k starts a step later per level than in the reference order.
+    params, state = _library(tower, logistic, steps=7)
+    assert _record_kind(state) == kind
+    x0 = logistic.init(jax.random.key(1))
+    bf_params, bf_hs, bf_G = brute_force_untied(
+        levels, logistic.loss, x0, 7, warmup=warmup, fused=True
+    )
+    TOL = _tol([type(o).__name__.lower() for o in levels])
+    chex.assert_trees_all_close(params, bf_params, **TOL)
+    chex.assert_trees_all_close(
+        _raw_leaves(state.opts[:-1]), jax.tree.leaves(bf_hs), **TOL
+    )
+    assert all(np.any(np.abs(leaf) > 0) for leaf in jax.tree.leaves(bf_G))
+    # A different order from the reference's: the hyperparameters differ.
+    _, ref = _library(ro.Stack(*levels, warmup=warmup), logistic, steps=7)
+    assert not np.allclose(
+        _raw_leaves(state.opts[:1]), _raw_leaves(ref.opts[:1]), **TOL
+    )

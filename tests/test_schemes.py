@@ -191,8 +191,15 @@ SCHEMES = [
     ro.RealTime(0.9),
     ro.RealTime(0.9, curvature=False),
     ro.Unrolled(2),
+    ro.OneStep(fused=True),
 ]
-SCHEME_IDS = ["one_step", "real_time", "real_time_no_curvature", "unrolled"]
+SCHEME_IDS = [
+    "one_step",
+    "real_time",
+    "real_time_no_curvature",
+    "unrolled",
+    "one_step_fused",
+]
 
 
 @pytest.mark.parametrize("scheme", SCHEMES, ids=SCHEME_IDS)
@@ -253,6 +260,10 @@ def test_scheme_arguments_are_checked():
     with pytest.raises(ValueError, match="per='tree'"):
         ro.Stack(per_leaf, ro.Adam(0.1), hypergradient=ro.RealTime(0.9))
     ro.Stack(per_leaf, ro.Adam(0.1), hypergradient=ro.RealTime(0.9, curvature=False))
+    with pytest.raises(TypeError, match="True or False"):
+        ro.OneStep(fused="yes")
+    with pytest.raises(ValueError, match="untied"):
+        ro.Stack[3](ro.Adam(), tie=True, hypergradient=ro.OneStep(fused=True))
 
 
 @pytest.mark.parametrize("scheme", SCHEMES[1:], ids=SCHEME_IDS[1:])

@@ -42,6 +42,12 @@ def _dtype_or_none(dtype: Any) -> Any:
     return dtype
 
 
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"OneStep(fused=...) needs True or False, got {value!r}")
+    return value
+
+
 # (the leaf's record, its cotangent, whether each name's value is a scalar there)
 #   -> each name's cotangent: a scalar (a sum over the leaf) or an array
 LeafProducts = Callable[[PyTree, Array, tuple[bool, ...]], tuple[Array, ...]]
@@ -178,15 +184,23 @@ class Inputs(eqx.Module):
         return vjp(cotangent)[0]
 
 
+def _from_state(opt, names, prefer_state):
+    """Whether `opt` keeps nothing of a step for `names`' columns: where it can,
+    if recomputing them is its choice (`recompute_jacobian`) or the caller's."""
+    can = opt.columns_from_state(names)
+    return can and (opt.recompute_jacobian or prefer_state)
+
+
 def step_record(
-    opt, grads, state, params, dtype=None
+    opt, grads, state, params, dtype=None, prefer_state=False
 ) -> tuple[Updates, OptState, FromState | LastStep | Jacobian | Inputs]:
     """One update of `opt`, and what the next step's hypergradient needs of it;
-    stored columns (`Jacobian`) in `dtype` if given."""
+    stored columns (`Jacobian`) in `dtype` if given. `prefer_state`: recompute
+    the columns from the state wherever the optimiser can."""
     if not isinstance(opt, AbstractElementwiseOptimiser):
         return step_inputs(opt, grads, state, params)
     names = tuple(tuned_raw(opt))
-    if opt.columns_from_state(names):
+    if _from_state(opt, names, prefer_state):
         updates, new_state = opt.update(grads, state, params)
         return updates, new_state, FromState(names)
     if opt.recompute_jacobian:
@@ -208,7 +222,7 @@ def step_inputs(opt, grads, state, params) -> tuple[Updates, OptState, Inputs]:
 
 
 def initial_record(
-    opt, target, state, dtype=None
+    opt, target, state, dtype=None, prefer_state=False
 ) -> FromState | LastStep | Jacobian | Inputs:
     """The record before any step, from `opt`'s initial `state` for `target`.
 
@@ -217,7 +231,7 @@ def initial_record(
     if not isinstance(opt, AbstractElementwiseOptimiser):
         return Inputs(zeros(), state, zeros() if opt.uses_params else None)
     names = tuple(tuned_raw(opt))
-    if opt.columns_from_state(names):
+    if _from_state(opt, names, prefer_state):
         return FromState(names)
     if opt.recompute_jacobian:
         return LastStep(zeros(), zeros() if opt.uses_params else None, names)
@@ -273,17 +287,33 @@ class OneStep(AbstractHypergradient):
       halves those arrays' memory and bytes; the hypergradient then carries
       bfloat16's relative rounding (about 4e-3) in each column
       (`benchmarks/bytes.py` measures both).
+    - `fused`: the order of a step. False (the default, the reference's order):
+      level 1's hyperparameters move first, with the hypergradient of step t,
+      and level 1 steps with the result, so the hypergradient (a reduction over
+      every parameter) must be finished before the update pass starts: two
+      passes over the parameters. True: level 1 steps with the hyperparameters
+      it has, and the same hypergradient, which reads what that pass reads,
+      moves them for step t+1, so both can be one pass. The hypergradients stay
+      exact (the tower differentiates each step at the hyperparameters it used,
+      and keeps the levels above's records one step longer); they act one step
+      later. Untied towers only. Level 1 then also recomputes its columns from
+      its state wherever it can instead of storing them (Adam with only its
+      learning rate tuned: no stored column).
 
     ```python
     tower = ro.Stack(ro.Adam(1e-3), ro.Adam(1e-2), hypergradient=ro.OneStep())
     ro.Stack[3](ro.Adam(), hypergradient=ro.OneStep(record_dtype=jnp.bfloat16))
+    ro.Stack[3](ro.Adam(), hypergradient=ro.OneStep(fused=True))
     ```
     """
 
     record_dtype: Any = eqx.field(static=True, default=None, converter=_dtype_or_none)
+    fused: bool = eqx.field(static=True, default=False, converter=_flag)
 
     def init(self, opt, params, state, scaled=False):
-        record = initial_record(opt, params, state, self.record_dtype)
+        record = initial_record(
+            opt, params, state, self.record_dtype, prefer_state=self.fused
+        )
         return (
             Scaled(record, jnp.zeros([], jnp.result_type(float))) if scaled else record
         )
@@ -296,7 +326,7 @@ class OneStep(AbstractHypergradient):
     ):
         del record, hvps, cotangent
         updates, new_state, record = step_record(
-            opt, grads, state, params, self.record_dtype
+            opt, grads, state, params, self.record_dtype, prefer_state=self.fused
         )
         if scale is None:
             return updates, new_state, record

@@ -125,6 +125,12 @@ class Adam(AbstractElementwiseOptimiser):
         columns = self._map(leaf, grads, state.mu, state.nu, params, hp)
         return dict(zip(names, columns))
 
+    def columns_from_state(self, names):
+        # The learning rate's column is the direction, from the moments and the
+        # count alone (not with weight decay: it reads the step's parameters).
+        # Kept anyway unless a scheme prefers recomputing (`recompute_jacobian`).
+        return names == ("lr",) and self.weight_decay is None
+
     def _map(self, leaf, grads, mu, nu, params, hp):
         """`leaf` over the leaves; its outputs (a tuple) as one tree each."""
         leaves, treedef = jax.tree.flatten(grads)
