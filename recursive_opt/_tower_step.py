@@ -26,10 +26,11 @@ def ramp(tower, count):
 
 
 class Previous(eqx.Module):
-    """Level 1's record in the fused order, with what the hypergradient chain
-    needs of the step before it: the levels' hyperparameters, and the records and
-    states of the levels between the top and level 1, as they were when level 1
-    took that step (which the levels above had made at the step before)."""
+    """Level 1's record in the fused order, and the tower as it was when level 1
+    took that step: the hyperparameters of levels 1..d-1 it was taken with, and
+    the states and records of levels 2..d-1, from the step before, in which the
+    levels above made those hyperparameters. The chain differentiates that path.
+    (Copies of hyperparameters: a per-element one costs a parameter-sized array.)"""
 
     record: PyTree
     opts: tuple  # levels 1..d-1
@@ -63,13 +64,7 @@ def update_untied(tower, grads, cotangent, state, params, hvps):
     # Top down: each level's hyperparameters change before the level below
     # uses them, and bounds hold before it steps.
     before = (opts[0], opts[1:], states[1:], saved[1:])
-    for k in reversed(range(1, d)):
-        target = tuned_raw(opts[k - 1])
-        if k < d - 1:
-            updates, states[k], saved[k] = step_record(opts[k], G[k], states[k], target)
-        else:
-            updates, states[k] = opts[k].update(G[k], states[k], target)
-        opts[k - 1] = clip(with_raw(opts[k - 1], apply_updates(target, updates)))
+    _levels_above(opts, states, saved, G)
     take = scheme.upper_steps(saved[0])
     if take is not None:  # the levels above step only when the scheme says
         after = (opts[0], opts[1:], states[1:], saved[1:])
@@ -112,15 +107,23 @@ def _update_fused(tower, grads, cotangent, state, params, hvps):
         ramp(tower, state.count),
         cotangent,
     )
+    _levels_above(opts, states, saved, G)
+    saved[0] = Previous(record, now.opts, now.states, now.saved)
+    return updates, tuple(opts), tuple(states), tuple(saved)
+
+
+def _levels_above(opts: list, states: list, saved: list, G: list) -> None:
+    """Levels d..2, top down, each moving the level below's hyperparameters with
+    its hypergradient `G[k]` (in place); bounds hold before the level below steps.
+    The top level keeps no record: its update is never differentiated."""
+    d = len(opts)
     for k in reversed(range(1, d)):
         target = tuned_raw(opts[k - 1])
         if k < d - 1:
-            up, states[k], saved[k] = step_record(opts[k], G[k], states[k], target)
+            updates, states[k], saved[k] = step_record(opts[k], G[k], states[k], target)
         else:
-            up, states[k] = opts[k].update(G[k], states[k], target)
-        opts[k - 1] = clip(with_raw(opts[k - 1], apply_updates(target, up)))
-    saved[0] = Previous(record, now.opts, now.states, now.saved)
-    return updates, tuple(opts), tuple(states), tuple(saved)
+            updates, states[k] = opts[k].update(G[k], states[k], target)
+        opts[k - 1] = clip(with_raw(opts[k - 1], apply_updates(target, updates)))
 
 
 def update_tied(tower, grads, cotangent, state, params, hvps):
