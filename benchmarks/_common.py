@@ -55,6 +55,21 @@ def make_step(tx: optax.GradientTransformation, loss=mlp_loss):
     return jax.jit(step, donate_argnums=(0, 1))
 
 
+def step_runner(step: Callable, params, state, *batch, steps: int) -> Callable:
+    """A block of `steps` calls of a `make_step` step from `(params, state)`
+    (compiled here by a first call), each block going on from the last."""
+    carry = [step(params, state, *batch)[:2]]
+
+    def run():
+        params, state = carry[0]
+        for _ in range(steps):
+            params, state, _ = step(params, state, *batch)
+        jax.block_until_ready(params)
+        carry[0] = (params, state)
+
+    return run
+
+
 def time_alternating(
     runs: dict[str, Callable[[], None]], blocks: int
 ) -> dict[str, list[float]]:

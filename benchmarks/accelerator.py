@@ -37,6 +37,7 @@ from _common import (
     mlp_loss,
     n_params,
     paired_ratio,
+    step_runner,
     table,
     time_alternating,
 )
@@ -188,20 +189,11 @@ def transformer(layers, width, seq, batch, blocks: int, steps: int) -> str:
             ro.Adam(1e-3, b1=ro.hyper(0.9), b2=ro.hyper(0.999))
         ).as_optax(),
     }
-    runs, carries = {}, {}
+    runs = {}
     for label, tx in variants.items():
         step = make_step(tx, loss=lambda p, x, _: lm_loss(p, x))
         p = jax.tree.map(jnp.copy, params)
-        carries[label] = step(p, tx.init(p), tokens, None)[:2]  # compile
-
-        def run(label=label, step=step):
-            p, s = carries[label]
-            for _ in range(steps):
-                p, s, _ = step(p, s, tokens, None)
-            jax.block_until_ready(p)
-            carries[label] = (p, s)
-
-        runs[label] = run
+        runs[label] = step_runner(step, p, tx.init(p), tokens, None, steps=steps)
     times = time_alternating(runs, blocks)
     rows = [
         [

@@ -16,7 +16,6 @@ paper's MLP (784-128-10, batch 256) and a ~4.8M-parameter MLP (784-2048-1536-10)
 import argparse
 import statistics
 
-import jax
 import jax.random as jr
 import optax
 from _common import (
@@ -30,6 +29,7 @@ from _common import (
     paired_ratio,
     pyplot,
     save,
+    step_runner,
     table,
     time_alternating,
 )
@@ -65,21 +65,13 @@ def measure(sizes, batch: int, max_depth: int, blocks: int, steps: int):
     kx, ky, kp = jr.split(jr.key(0), 3)
     x = jr.normal(kx, (batch, sizes[0]))
     y = jr.randint(ky, (batch,), 0, sizes[-1])
-    runs, carries = {}, {}
+    runs = {}
     table_variants = variants(max_depth)
     for name, (_, tx) in table_variants.items():
         params = init_mlp(kp, sizes)
-        step = make_step(tx)
-        carries[name] = step(params, tx.init(params), x, y)[:2]  # compile
-
-        def run(name=name, step=step):
-            params, state = carries[name]
-            for _ in range(steps):
-                params, state, _ = step(params, state, x, y)
-            jax.block_until_ready(params)
-            carries[name] = (params, state)
-
-        runs[name] = run
+        runs[name] = step_runner(
+            make_step(tx), params, tx.init(params), x, y, steps=steps
+        )
     times = time_alternating(runs, blocks)
     result = {}
     for name, (family, _) in table_variants.items():

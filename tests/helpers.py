@@ -258,13 +258,9 @@ def _upd(opt: Plain, tuned, fixed, consts):
     return plain_update(opt, {**fixed, **tuned}, sg(g), sg(s), sg(p))[0]
 
 
-def brute_force_untied(levels, loss, x, steps, warmup=0, fused=False):
-    """Returns (params, [raw hyperparameters of levels 1..d-1], [G_2..G_d of the last
-    step]). With `warmup` > 0, level 1's step t (from 0) is multiplied by
-    min(1, (t + 1) / warmup). With `fused`, level 1 steps before the levels above
-    move its hyperparameters (`OneStep(fused=True)`)."""
-    if fused:
-        return _brute_force_fused(levels, loss, x, steps, warmup)
+def _untied_start(levels, x):
+    """(plain levels, tuned raw values of levels 1..d-1, fixed raw values, the
+    top level's tuned values, initial states)."""
     d = len(levels)
     opts = [plain(o) for o in levels]
     hs, fixed, target = [], [], x
@@ -277,6 +273,18 @@ def brute_force_untied(levels, loss, x, steps, warmup=0, fused=False):
     states = [plain_init(opts[0], x)] + [
         plain_init(opts[k], hs[k - 1]) for k in range(1, d)
     ]
+    return opts, hs, fixed, top, states
+
+
+def brute_force_untied(levels, loss, x, steps, warmup=0, fused=False):
+    """Returns (params, [raw hyperparameters of levels 1..d-1], [G_2..G_d of the last
+    step]). With `warmup` > 0, level 1's step t (from 0) is multiplied by
+    min(1, (t + 1) / warmup). With `fused`, level 1 steps before the levels above
+    move its hyperparameters (`OneStep(fused=True)`)."""
+    if fused:
+        return _brute_force_fused(levels, loss, x, steps, warmup)
+    d = len(levels)
+    opts, hs, fixed, top, states = _untied_start(levels, x)
     consts, ramp = None, 1.0
     for t in range(steps):
         g = jax.grad(loss)(x)
@@ -329,17 +337,7 @@ def _brute_force_fused(levels, loss, x, steps, warmup):
     # Level 1's step t-1 was taken with the hyperparameters the levels above made
     # at step t-2 (or the initial ones): G_2..G_d differentiate that path.
     d = len(levels)
-    opts = [plain(o) for o in levels]
-    hs, fixed, target = [], [], x
-    for opt in opts:
-        tuned, fix = plain_raw(opt, target)
-        hs.append(tuned)
-        fixed.append(fix)
-        target = tuned
-    top = hs.pop()
-    states = [plain_init(opts[0], x)] + [
-        plain_init(opts[k], hs[k - 1]) for k in range(1, d)
-    ]
+    opts, hs, fixed, top, states = _untied_start(levels, x)
     # (hyperparameters, level-1 consts, upper consts) of the previous step, and
     # the upper consts before it (None: no level above had stepped yet).
     prev, upper_before, ramp = None, None, 1.0
