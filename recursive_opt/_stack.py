@@ -62,11 +62,13 @@ class _Repeat:
             )
         # One lr per leaf with the default scheme; other schemes carry a tangent
         # (or a window's derivative) per tuned value, so they keep one lr.
-        per_leaf = hypergradient is None or isinstance(hypergradient, OneStep)
+        one_step = hypergradient is None or isinstance(hypergradient, OneStep)
+        if warmup is None:
+            warmup = default_warmup(opt, self.depth, one_step)
         return Stack(
-            *default_levels(opt, self.depth, per_leaf),
+            *default_levels(opt, self.depth, one_step),
             hypergradient=hypergradient,
-            warmup=default_warmup(self.depth) if warmup is None else warmup,
+            warmup=warmup,
         )
 
     def __repr__(self) -> str:
@@ -82,7 +84,8 @@ class Stack(eqx.Module):
     default: `opt` at level 1 with its learning rate tuned (other hyperparameters
     stay fixed unless declared with `ro.hyper`), `Adam(0.1)` at level 2 and
     `Adam(0.01)` above, each on the log learning rate of the level below, and
-    level 1's step warmed up over 100 steps (see `_defaults.py` for why). With
+    level 1's step warmed up over 100 steps (300 when `opt` is an `SGD` and the
+    scheme `OneStep`; see `_defaults.py` for why). With
     `tie=True` all levels are `opt` and share one
     hyperparameter pytree, which then optimises itself; its hypergradient is the
     sum over its uses, truncated at depth `d`.
@@ -101,8 +104,8 @@ class Stack(eqx.Module):
         `ro.OneStep()`).
     - `warmup`: level 1's step t (from 0) is multiplied by min(1, (t+1)/warmup);
         0 (the default of `Stack(...)` and of tied towers) switches it off;
-        `Stack[d](opt)` uses 100 unless given `warmup=`. Hypergradients see the
-        step actually taken.
+        `Stack[d](opt)` uses 100 (300 for SGD) unless given `warmup=`.
+        Hypergradients see the step actually taken.
 
     ```python
     tower = ro.Stack[3](ro.Adam())  # a start anywhere in 1e-5..1 is corrected

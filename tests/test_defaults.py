@@ -110,11 +110,11 @@ def test_history_has_one_level_1_lr_per_leaf_and_mean_lr_is_their_geometric_mean
 def test_default_tower_matches_brute_force(warmup, level1):
     """The default levels (fixed betas below, Adam with b2 = 0.99 above, level 1's
     step warmed up) through the same chain as every tower: checked against step
-    t-1 written out by hand, with the ramp still rising (the default's 100 steps)
-    and after it ends (4). SGD's level 1 keeps no record: its learning rate's
-    column is recomputed from the momentum buffer."""
+    t-1 written out by hand, with the ramp still rising (the default's 100 steps,
+    300 for SGD) and after it ends (4). SGD's level 1 keeps no record: its
+    learning rate's column is recomputed from the momentum buffer."""
     tower = ro.Stack[3](level1)
-    assert tower.warmup == 100
+    assert tower.warmup == (300 if isinstance(level1, ro.SGD) else 100)
     if warmup is not None:
         tower = ro.Stack(*tower.levels, warmup=warmup)
     x = quadratic.init(None)
@@ -198,6 +198,13 @@ def test_default_towers_train_from_any_initial_lr():
 
 def test_warmup_is_the_default_towers_and_scales_level_1s_first_steps():
     assert ro.Stack[3](ro.Adam()).warmup == 100
+    assert ro.Stack[3](ro.RMSProp()).warmup == 100  # adaptive: bounded steps
+    assert ro.Stack[2](ro.SGD(0.1, momentum=0.9)).warmup == 300
+    assert ro.Stack[3](ro.SGD(0.1), warmup=50).warmup == 50
+    fused, real_time = ro.OneStep(fused=True), ro.RealTime(0.9)
+    assert ro.Stack[2](ro.SGD(0.1), hypergradient=fused).warmup == 300
+    assert ro.Stack[2](ro.SGD(0.1), hypergradient=real_time).warmup == 100
+    assert ro.Stack[1](ro.SGD(0.1)).warmup == 0
     assert ro.Stack[1](ro.Adam()).warmup == 0
     assert ro.Stack[3](ro.Adam(), tie=True).warmup == 0
     assert ro.Stack(ro.Adam(), ro.Adam()).warmup == 0
