@@ -114,7 +114,10 @@ def test_tower_on_equinox_model_with_non_array_fields(getkey):
         return eqx.apply_updates(model, updates), state, loss
 
     losses = []
-    for _ in range(60):
+    # 100 steps: on these separable data the loss falls towards 0, the lrs climb,
+    # and both a 100- and the SGD default's 300-step warm-up spike once before
+    # step 60 (to 0.3 and 3.2 from 0.72) and recover (4e-5 and 2e-7 at step 100).
+    for _ in range(100):
         model, state, loss = step(model, state)
         losses.append(float(loss))
     assert losses[-1] < 0.5 * losses[0]
