@@ -27,7 +27,7 @@ from ._levels import check_array_leaves, check_levels
 from ._optax import apply_updates, as_optax, distinct_buffers
 from ._optimiser import AbstractOptimiser
 from ._state import Contents, TowerState
-from ._tower_step import fused, initial_previous, update_tied, update_untied
+from ._tower_step import fused, previous, update_tied, update_untied
 
 
 class _Repeat:
@@ -191,7 +191,7 @@ class Stack(eqx.Module):
                 for k, (o, t, s) in enumerate(zip(opts[:-1], targets[:-1], states))
             )
             if fused(self):
-                first = initial_previous(saved[0], opts, states, saved)
+                first = previous(saved[0], opts, states, saved)
                 saved = (first, *saved[1:])
         check_array_leaves(opts, states)
         contents = Contents(opts, states, saved, jnp.zeros([], jnp.int32))

@@ -42,8 +42,18 @@ def fused(tower) -> bool:
     return tower.depth > 1 and getattr(tower.hypergradient, "fused", False)
 
 
-def initial_previous(record, opts, states, saved) -> Previous:
+def previous(record, opts, states, saved) -> Previous:
+    """`Previous` of level 1's `record` and the tower's levels as they are now."""
     return Previous(record, tuple(opts[:-1]), tuple(states[1:-1]), tuple(saved[1:]))
+
+
+def _chain(G: list, opts, states, saved) -> list:
+    """`G` = [grads, G_2] extended with G_3..G_d: the record of each level k in
+    2..d-1 (`opts`, `states`, `saved` list those levels) carries the hypergradient
+    of the level below to its own hyperparameters."""
+    for opt, state, record in zip(opts, states, saved):
+        G.append(record.hypergrad(opt, state, G[-1]))
+    return G
 
 
 def update_untied(tower, grads, cotangent, state, params, hvps):
@@ -57,9 +67,8 @@ def update_untied(tower, grads, cotangent, state, params, hvps):
         return _update_fused(tower, grads, cotangent, state, params, hvps)
     has_prev = state.count > 0
     # Hypergradients of every level, from the previous step's updates.
-    G = [grads, scheme.hypergrad(opts[0], states[0], saved[0], cotangent)]
-    for k in range(1, d - 1):
-        G.append(saved[k].hypergrad(opts[k], states[k], G[k]))
+    G2 = scheme.hypergrad(opts[0], states[0], saved[0], cotangent)
+    G = _chain([grads, G2], opts[1 : d - 1], states[1 : d - 1], saved[1:])
     G[1:] = [zero_unless(has_prev, g) for g in G[1:]]
     # Top down: each level's hyperparameters change before the level below
     # uses them, and bounds hold before it steps.
@@ -85,18 +94,17 @@ def update_untied(tower, grads, cotangent, state, params, hvps):
 def _update_fused(tower, grads, cotangent, state, params, hvps):
     """Level 1 steps with its current hyperparameters; the hypergradients of the
     step before it then move them (and the levels above) for the next step."""
-    d, scheme = tower.depth, tower.hypergradient
+    scheme = tower.hypergradient
     opts, states, saved = list(state.opts), list(state.states), list(state.saved)
     prev = saved[0]
     # Step t-1 was taken with prev.opts[0], which the levels above had made at
     # step t-2 from prev's records: the chain differentiates through those.
-    G = [grads, scheme.hypergrad(prev.opts[0], states[0], prev.record, cotangent)]
-    for k in range(1, d - 1):
-        G.append(prev.saved[k - 1].hypergrad(prev.opts[k], prev.states[k - 1], G[k]))
+    G2 = scheme.hypergrad(prev.opts[0], states[0], prev.record, cotangent)
+    G = _chain([grads, G2], prev.opts[1:], prev.states, prev.saved)
     # No step before the first; no level above had stepped before the second.
     G[1] = zero_unless(state.count > 0, G[1])
     G[2:] = [zero_unless(state.count > 1, g) for g in G[2:]]
-    now = initial_previous(None, opts, states, saved)
+    now = (list(opts), list(states), list(saved))  # before any level moves
     updates, states[0], record = scheme.step(
         opts[0],
         grads,
@@ -108,7 +116,7 @@ def _update_fused(tower, grads, cotangent, state, params, hvps):
         cotangent,
     )
     _levels_above(opts, states, saved, G)
-    saved[0] = Previous(record, now.opts, now.states, now.saved)
+    saved[0] = previous(record, *now)
     return updates, tuple(opts), tuple(states), tuple(saved)
 
 
