@@ -70,6 +70,14 @@ def step_runner(step: Callable, params, state, *batch, steps: int) -> Callable:
     return run
 
 
+def compiled_bytes(jitted: Callable, *args) -> float:
+    """XLA's cost analysis of `jitted` compiled for `args`: "bytes accessed"."""
+    cost = jitted.lower(*args).compile().cost_analysis()
+    if isinstance(cost, list):  # older jax: one dict per computation
+        cost = cost[0]
+    return float(cost["bytes accessed"])
+
+
 def time_alternating(
     runs: dict[str, Callable[[], None]], blocks: int
 ) -> dict[str, list[float]]:

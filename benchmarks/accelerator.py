@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import optax
 from _common import (
+    compiled_bytes,
     init_mlp,
     machine,
     make_step,
@@ -70,13 +71,6 @@ def _towers(family: str) -> dict:
     return out
 
 
-def _bytes(fn, *args) -> float:
-    cost = fn.lower(*args).compile().cost_analysis()
-    if isinstance(cost, list):  # older jax: one dict per computation
-        cost = cost[0]
-    return float(cost["bytes accessed"])
-
-
 def update_only(sizes, blocks: int, steps: int) -> str:
     params = init_mlp(jr.key(0), sizes)
     grads = jax.tree.map(lambda p: 1e-3 * jnp.ones_like(p), params)
@@ -87,7 +81,7 @@ def update_only(sizes, blocks: int, steps: int) -> str:
         for label, tx in _towers(family).items():
             update = jax.jit(tx.update, donate_argnums=1)
             state = tx.init(params)
-            moved[label] = _bytes(update, grads, state, params) / p_bytes
+            moved[label] = compiled_bytes(update, grads, state, params) / p_bytes
             carries[label] = update(grads, state, params)[1]  # compile
 
             def run(label=label, update=update):

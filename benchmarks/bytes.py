@@ -57,7 +57,7 @@ import argparse
 import jax
 import jax.numpy as jnp
 import optax
-from _common import machine, table
+from _common import compiled_bytes, machine, table
 
 import recursive_opt as ro
 
@@ -93,11 +93,8 @@ def towers(family: str, tuned: str, depth: int):
 
 
 def bytes_accessed(update, grads, state, params) -> float:
-    compiled = jax.jit(update, donate_argnums=1).lower(grads, state, params).compile()
-    cost = compiled.cost_analysis()
-    if isinstance(cost, list):  # older jax: one dict per computation
-        cost = cost[0]
-    return float(cost["bytes accessed"])
+    """Bytes the compiled `update(grads, state, params)` (state donated) moves."""
+    return compiled_bytes(jax.jit(update, donate_argnums=1), grads, state, params)
 
 
 def main():

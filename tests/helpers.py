@@ -325,6 +325,9 @@ def _untied_objective(eps, opts, hs, fixed, consts, loss, ramp=1.0):
     h = [None] * (d - 1)
     h[d - 2] = jax.tree.map(jnp.add, hs[d - 2], eps[d - 2])
     for k in range(d - 2, 0, -1):  # level k+1 moved h[k-1] with hyperparameters h[k]
+        if consts[k] is None:  # it had not stepped (fused order): the initial h
+            h[k - 1] = jax.tree.map(jnp.add, hs[k - 1], eps[k - 1])
+            continue
         u = _upd(opts[k], h[k], fixed[k], consts[k])
         h[k - 1] = jax.tree.map(
             lambda p, u, e: p + u + e, sg(consts[k][2]), u, eps[k - 1]
@@ -348,7 +351,7 @@ def _brute_force_fused(levels, loss, x, steps, warmup):
             upper = zeros
         else:
             hs_then, c0, _ = prev
-            upper = jax.grad(_fused_objective)(
+            upper = jax.grad(_untied_objective)(
                 zeros, opts, hs_then, fixed, [c0] + upper_before, loss, ramp
             )
         ramp = min(1.0, (t + 1) / warmup) if warmup else 1.0
@@ -372,24 +375,6 @@ def _brute_force_fused(levels, loss, x, steps, warmup):
         prev = (hs, c0, consts[1:])
         hs = new_hs
     return x, hs, G[1:]
-
-
-def _fused_objective(eps, opts, hs, fixed, consts, loss, ramp):
-    # `_untied_objective`, where a level above that had not stepped (consts None)
-    # left the values below it at their initial ones.
-    d = len(opts)
-    h = [None] * (d - 1)
-    h[d - 2] = jax.tree.map(jnp.add, hs[d - 2], eps[d - 2])
-    for k in range(d - 2, 0, -1):
-        if consts[k] is None:
-            h[k - 1] = jax.tree.map(jnp.add, hs[k - 1], eps[k - 1])
-            continue
-        u = _upd(opts[k], h[k], fixed[k], consts[k])
-        h[k - 1] = jax.tree.map(
-            lambda p, u, e: p + u + e, sg(consts[k][2]), u, eps[k - 1]
-        )
-    u = _upd(opts[0], h[0], fixed[0], consts[0])
-    return loss(jax.tree.map(lambda p, v: p + ramp * v, sg(consts[0][2]), u))
 
 
 def brute_force_tied(opt, depth, loss, x, steps):
