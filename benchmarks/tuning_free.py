@@ -116,19 +116,16 @@ def rnn_task(context: int = 16, hidden: int = 64, max_chars: int = 100_000):
     return next_char_task(f"char RNN ({n} symbols)", data, params, logits, 64)
 
 
+def _least_squares(name: str, data: ro.Dataset, batch: int) -> Task:
+    """Least squares without an intercept on `ro.make_quadratic` data."""
+    loss = lambda p, b: jnp.mean((b[0] @ p["w"] - b[1]) ** 2)  # noqa: E731
+    w = jnp.zeros(data.train[0].shape[1])
+    return Task(name, data.train, data.test, {"w": w}, loss, loss, "test MSE", batch)
+
+
 def least_squares_task():
     d = ro.make_quadratic(dim=20, n=512, condition=1e4, noise=0.0, seed=1)
-    loss = lambda p, b: jnp.mean((b[0] @ p["w"] - b[1]) ** 2)  # noqa: E731
-    return Task(
-        "ill-conditioned least squares",
-        d.train,
-        d.test,
-        {"w": jnp.zeros(20)},
-        loss,
-        loss,
-        "test MSE",
-        64,
-    )
+    return _least_squares("ill-conditioned least squares", d, 64)
 
 
 def regression_task():
@@ -327,17 +324,7 @@ def factorisation_task():
 
 def noisy_quadratic_task():
     d = ro.make_quadratic(dim=30, n=2048, condition=1000.0, noise=1.0, seed=3)
-    loss = lambda p, b: jnp.mean((b[0] @ p["w"] - b[1]) ** 2)  # noqa: E731
-    return Task(
-        "noisy quadratic, batch 8",
-        d.train,
-        d.test,
-        {"w": jnp.zeros(30)},
-        loss,
-        loss,
-        "test MSE",
-        8,
-    )
+    return _least_squares("noisy quadratic, batch 8", d, 8)
 
 
 TASKS = {
