@@ -29,9 +29,9 @@ def init_mlp(key, sizes=PAPER_MLP, dtype=jnp.float32):
     ]
 
 
-def mlp(params, x):
+def mlp(params, x, activation=jnp.tanh):
     for layer in params[:-1]:
-        x = jnp.tanh(x @ layer["w"] + layer["b"])
+        x = activation(x @ layer["w"] + layer["b"])
     return x @ params[-1]["w"] + params[-1]["b"]
 
 

@@ -71,6 +71,12 @@ def digits_task():
     )
 
 
+def binary_logits(p, x):
+    """Logistic regression's two-class logits (class 0's fixed at zero)."""
+    z = x @ p["w"] + p["b"]
+    return jnp.stack([jnp.zeros_like(z), z], -1)
+
+
 def standardised_split(data, n_train: int):
     """A scikit-learn dataset as (train, test) pairs `(x, y)`: a fixed random split,
     inputs standardised with the training set's statistics."""
@@ -85,19 +91,14 @@ def breast_cancer_task():
     from sklearn.datasets import load_breast_cancer
 
     train, test = standardised_split(load_breast_cancer(), 455)
-
-    def logits(p, x):
-        z = x @ p["w"] + p["b"]
-        return jnp.stack([jnp.zeros_like(z), z], -1)
-
     params = {"w": jnp.zeros(30), "b": jnp.zeros([])}
     return Task(
         "breast-cancer logistic",
         train,
         test,
         params,
-        lambda p, b: _ce(logits(p, b[0]), b[1]),
-        _accuracy(logits),
+        lambda p, b: _ce(binary_logits(p, b[0]), b[1]),
+        _accuracy(binary_logits),
         "test accuracy",
         64,
     )

@@ -35,6 +35,7 @@ its saddle, and a noisy quadratic with batches of 8.
 """
 
 import argparse
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -46,6 +47,7 @@ from peers import (
     Task,
     _accuracy,
     _ce,
+    binary_logits,
     breast_cancer_task,
     char_task,
     char_windows,
@@ -200,12 +202,6 @@ def attention_task(context: int = 16, d: int = 32):
     return next_char_task(f"char attention ({n} symbols)", data, params, logits, 64)
 
 
-def relu_mlp(params, x):
-    for layer in params[:-1]:
-        x = jax.nn.relu(x @ layer["w"] + layer["b"])
-    return x @ params[-1]["w"] + params[-1]["b"]
-
-
 def iris_task():
     from sklearn.datasets import load_iris
 
@@ -248,18 +244,13 @@ def scaled_logistic_task():
     w = rng.normal(size=50) / 10
     y = (x @ w + rng.normal(size=2400) > 0).astype(np.int32)
     x = x.astype(np.float32)
-
-    def logits(p, x):
-        z = x @ p["w"] + p["b"]
-        return jnp.stack([jnp.zeros_like(z), z], -1)
-
     return Task(
         "badly scaled logistic",
         (x[:2000], y[:2000]),
         (x[2000:], y[2000:]),
         {"w": jnp.zeros(50), "b": jnp.zeros([])},
-        lambda p, b: _ce(logits(p, b[0]), b[1]),
-        _accuracy(logits),
+        lambda p, b: _ce(binary_logits(p, b[0]), b[1]),
+        _accuracy(binary_logits),
         "test accuracy",
         64,
     )
@@ -267,6 +258,7 @@ def scaled_logistic_task():
 
 def deep_relu_task():
     d = ro.load_digits()
+    relu_mlp = functools.partial(mlp, activation=jax.nn.relu)
     return Task(
         "deep ReLU MLP",
         d.train,
