@@ -158,6 +158,7 @@ def plain(opt) -> Plain:
     options = {
         "nesterov": getattr(opt, "nesterov", False),
         "acc0": getattr(opt, "initial_accumulator_value", None),
+        "normalise": getattr(opt, "normalise", None),
     }
     return Plain(type(opt).__name__, options, hypers)
 
@@ -194,7 +195,7 @@ def plain_init(opt: Plain, target):
     if opt.kind == "SGD":
         return zeros if "momentum" in opt.hypers else None
     if opt.kind == "Adam":
-        return (0, zeros, zeros)
+        return (0, zeros, zeros, zeros)
     if opt.kind == "RMSProp":
         return zeros
     return jax.tree.map(lambda t: jnp.full_like(t, opt.options["acc0"]), target)
@@ -222,9 +223,17 @@ def plain_update(opt: Plain, raw, g, s, p):
         )
         return each(lambda d, a: -a * d, d, lr), trace
     if opt.kind == "Adam":
-        count, mu, nu = s
+        count, mu, nu, scale = s
         t = count + 1
         b1, b2, eps = hp["b1"], hp["b2"], hp["eps"]
+        decay = opt.options["normalise"]
+        if decay is not None:  # g over the running mean of |g|, bias-corrected
+            scale = each(lambda g, a: (1 - decay) * jnp.abs(g) + decay * a, g, scale)
+            g = each(
+                lambda g, a: jnp.where(a > 0, g / jnp.where(a > 0, a, 1.0), 0.0),
+                g,
+                each(lambda a: a / (1 - decay**t), scale),
+            )
         mu = each(lambda g, m, b: (1 - b) * g + b * m, g, mu, b1)
         nu = each(lambda g, v, b: (1 - b) * g * g + b * v, g, nu, b2)
 
@@ -237,7 +246,7 @@ def plain_update(opt: Plain, raw, g, s, p):
         d = each(direction, mu, nu, b1, b2, eps)
         if "weight_decay" in hp:
             d = each(lambda d, p, w: d + w * p, d, p, hp["weight_decay"])
-        return each(lambda d, a: -a * d, d, lr), (t, mu, nu)
+        return each(lambda d, a: -a * d, d, lr), (t, mu, nu, scale)
     if opt.kind == "RMSProp":
         nu = each(lambda g, v, b: (1 - b) * g * g + b * v, g, s, hp["decay"])
         u = each(lambda g, v, e, a: -a * g / jnp.sqrt(v + e), g, nu, hp["eps"], lr)

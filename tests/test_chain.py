@@ -53,6 +53,31 @@ def _library(tower, problem, steps=STEPS):
     return x, state
 
 
+def test_normalised_adam_levels_match_brute_force():
+    """Upper levels with `Adam(normalise=...)` (level 2's betas tuned too, so
+    every closed-form column sees the normalised gradients) against the brute
+    force. Level 1 tunes its lr alone: its betas' hypergradients are exactly 0 at
+    the first step, and normalising makes rounding noise there a full step."""
+    levels = [
+        ro.Adam(ro.hyper(0.05, per="leaf"), b1=ro.fixed(0.9), b2=ro.fixed(0.999)),
+        ro.Adam(0.1, b1=0.8, b2=0.95, normalise=0.9),
+        ro.Adam(0.01, normalise=0.5),
+    ]
+    params, state = _library(ro.Stack(*levels), quadratic)
+    bf_params, bf_hs, bf_G = brute_force_untied(
+        levels, quadratic.loss, quadratic.init(None), STEPS
+    )
+    chex.assert_trees_all_close(params, bf_params, **ADAM_TOL)
+    chex.assert_trees_all_close(
+        _raw_leaves(state.opts[:-1]), jax.tree.leaves(bf_hs), **ADAM_TOL
+    )
+    assert all(np.any(np.abs(leaf) > 0) for leaf in jax.tree.leaves(bf_G))
+    # Not a no-op: plain Adam levels end elsewhere.
+    plain = [levels[0], ro.Adam(0.1, b1=0.8, b2=0.95), ro.Adam(0.01)]
+    other, _ = _library(ro.Stack(*plain), quadratic)
+    assert not np.allclose(jax.tree.leaves(other)[0], jax.tree.leaves(params)[0])
+
+
 # Depth 3 checks G2 and G3 for every `per`; depth 2 adds the two-level edge case.
 DEPTH_PER = [(2, "tree"), (3, "tree"), (3, "leaf"), (3, "element")]
 
@@ -193,6 +218,7 @@ def test_log_lr_hypergradient_is_multiplicative():
             eps=ro.hyper(1e-3, tune=True),
             weight_decay=ro.hyper(0.1, tune=True),
         ),
+        ro.Adam(0.01, b1=0.8, b2=0.95, normalise=0.9),
     ],
     ids=[
         "sgd",
@@ -202,6 +228,7 @@ def test_log_lr_hypergradient_is_multiplicative():
         "adam_small_decays",
         "sgd_small_momentum",
         "adamw_eps_element",
+        "adam_normalised",
     ],
 )
 def test_closed_form_jacobians_match_forward_mode(opt, getkey):

@@ -112,3 +112,28 @@ def test_raw_hyperparameters_are_strong_default_floats():
         assert h.raw.dtype == jnp.result_type(float)
         assert not h.raw.weak_type
     np.testing.assert_allclose(opt.b1.value, 0.875, rtol=1e-12)
+
+
+def test_adam_normalise_is_optax_adam_on_gradients_over_their_running_mean(getkey):
+    """`Adam(normalise=d)`: each coordinate divided by the bias-corrected running
+    mean of its |gradient| (this step's included), then optax's Adam; a coordinate
+    whose gradients have all been 0 stays 0."""
+    d = 0.8
+    opt, tx = ro.Adam(0.02, b1=0.9, b2=0.99, normalise=d), optax.adam(0.02, 0.9, 0.99)
+    params = {"w": jax.random.normal(getkey(), (4,)), "z": jnp.zeros(2)}
+    state, tx_state = opt.init(params), tx.init(params)
+    scale = np.zeros(4)
+    for t in range(1, 6):
+        # Scales falling by a decade a step: Adam alone would slow down.
+        w = np.asarray(jax.random.normal(getkey(), (4,))) * 10.0**-t
+        grads = {"w": jnp.asarray(w), "z": jnp.zeros(2)}
+        scale = d * scale + (1 - d) * np.abs(w)
+        by_hand = {"w": jnp.asarray(w / (scale / (1 - d**t))), "z": jnp.zeros(2)}
+        updates, state = opt.update(grads, state)
+        expected, tx_state = tx.update(by_hand, tx_state)
+        chex.assert_trees_all_close(updates, expected, rtol=1e-12)
+        assert np.all(np.asarray(updates["z"]) == 0)
+    assert opt.normalise == d and ro.Adam(0.1).init(params).scale is None
+    for bad in [0, 1, 1.5, True, "0.9"]:
+        with pytest.raises(ValueError, match="normalise"):
+            ro.Adam(0.1, normalise=bad)

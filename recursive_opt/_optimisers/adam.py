@@ -15,6 +15,8 @@ class AdamState(eqx.Module):
     count: Int[Array, ""]
     mu: PyTree[Array]
     nu: PyTree[Array]
+    # The running mean of |gradient| (`Adam(normalise=...)`); None without it.
+    scale: PyTree[Array] | None = None
 
 
 class Adam(AbstractElementwiseOptimiser):
@@ -32,6 +34,18 @@ class Adam(AbstractElementwiseOptimiser):
     - `b1`, `b2`: moment decay rates; tuned, `"logit"` by default.
     - `eps`: fixed, `"log"` by default.
     - `weight_decay`: 0 (the default) switches it off; otherwise fixed, `"log"`.
+    - `normalise`: None (the default) or a decay d in (0, 1): each gradient
+        coordinate is divided by the running mean of its absolute value (decay d,
+        bias-corrected, including this step's) before it enters the moments. The
+        step then does not slow down when the gradients shrink steadily (by less
+        than a factor 1 - d a step), as Adam's does while its second moment still
+        remembers larger ones. Meant for an upper level, whose gradients
+        (hypergradients) shrink by orders of magnitude during training; not a
+        default (`benchmarks/README.md`, tuning_free.py's table of what was
+        tried). A coordinate whose gradients are 0 up to rounding gets full steps
+        from the rounding: use it where they are not (a learning rate's
+        hypergradients; not those of Adam's betas at the first step, exactly 0
+        in exact arithmetic). Not in optax.
 
     ```python
     tower = ro.Stack[3](ro.Adam(1e-3))
@@ -44,6 +58,7 @@ class Adam(AbstractElementwiseOptimiser):
     eps: Hyper
     weight_decay: Hyper | None
     uses_params: bool = eqx.field(static=True)
+    normalise: float | None = eqx.field(static=True)
     # Columns cost divisions: kept, not recomputed. That holds for the learning
     # rate's column too, although it could be recomputed from the moments alone
     # (no record at all): on XLA:CPU that made a depth-3 tower's step on a 4.8M
@@ -57,6 +72,7 @@ class Adam(AbstractElementwiseOptimiser):
         b2: ArrayLike | HyperSpec = 0.999,
         eps: ArrayLike | HyperSpec = 1e-8,
         weight_decay: ArrayLike | HyperSpec = 0.0,
+        normalise: float | None = None,
     ):
         self.lr = declare("Adam", "lr", lr, "log", True)
         self.b1 = declare("Adam", "b1", b1, "logit", True)
@@ -69,13 +85,40 @@ class Adam(AbstractElementwiseOptimiser):
                 "Adam", "weight_decay", weight_decay, "log", False
             )
         self.uses_params = self.weight_decay is not None
+        if normalise is not None:
+            ok = isinstance(normalise, int | float) and not isinstance(normalise, bool)
+            if not (ok and 0 < normalise < 1):
+                raise ValueError(
+                    f"Adam(normalise=...) needs None or a decay in (0, 1), got "
+                    f"{normalise!r}."
+                )
+            normalise = float(normalise)
+        self.normalise = normalise
 
     def init_state(self, params):
         zeros = jax.tree.map(jnp.zeros_like, params)
-        return AdamState(jnp.zeros([], jnp.int32), zeros, zeros)
+        scale = None if self.normalise is None else zeros
+        return AdamState(jnp.zeros([], jnp.int32), zeros, zeros, scale)
+
+    def _normalised(self, grads, scale, count):
+        """The gradients divided by the running mean of their absolute values, as
+        of step `count` (1-based); 0 where that mean is 0."""
+        d = self.normalise
+
+        def leaf(g, s):
+            s_hat = bias_correction(s, d, count)
+            positive = s_hat > 0
+            return jnp.where(positive, g / jnp.where(positive, s_hat, 1), 0)
+
+        return jax.tree.map(leaf, grads, scale)
 
     def rule(self, grads, state, params, hp):
         count = optax.safe_increment(state.count)
+        scale = None
+        if self.normalise is not None:
+            d = self.normalise
+            scale = jax.tree.map(lambda g, s: ema(jnp.abs(g), s, d), grads, state.scale)
+            grads = self._normalised(grads, scale, count)
 
         def leaf(g, m0, v0, p, lr, b1, b2, eps, wd):
             m, v = ema(g, m0, b1), ema(g**2, v0, b2)
@@ -83,7 +126,7 @@ class Adam(AbstractElementwiseOptimiser):
             return -lr * direction, m, v
 
         updates, mu, nu = self._map(leaf, grads, state.mu, state.nu, params, hp)
-        return updates, AdamState(count, mu, nu)
+        return updates, AdamState(count, mu, nu, scale)
 
     def jacobian_after(self, grads, state, params, hp, names):
         # In closed form from the step's gradients and the moments it wrote, with
@@ -91,8 +134,12 @@ class Adam(AbstractElementwiseOptimiser):
         # moments need not be kept. Divisions by scalars are multiplications by
         # their reciprocals and each column has one or two divisions per
         # coordinate: on large models these columns are a tower's main extra cost.
-        # Before any step (count 0, all zeros) every column is 0.
+        # Before any step (count 0, all zeros) every column is 0. With `normalise`
+        # the moments saw the gradients divided by the step's running mean, which
+        # does not depend on the hyperparameters: the same columns, of those.
         count = jnp.maximum(state.count, 1)
+        if self.normalise is not None:
+            grads = self._normalised(grads, state.scale, count)
 
         def leaf(g, m, v, p, lr, b1, b2, eps, wd):
             t = count.astype(g.dtype)
