@@ -458,10 +458,13 @@ def main():
     args = parser.parse_args()
     groups = {"all": list(TASKS), "heldout": list(HELDOUT_TASKS)}
     keys = [k for key in args.tasks.split(",") for k in groups.get(key, [key])]
+    makers = {**TASKS, **EXTRA_TASKS, **HELDOUT_TASKS}
+    if unknown := [k for k in keys if k not in makers]:
+        parser.error(f"unknown task(s) {unknown}; known: all, heldout, {list(makers)}")
     grid, once, abl = towers(), defaults(), ({} if args.no_ablation else ablation())
     results = {}  # task name -> {method: (losses, metrics)}
     for key in keys:
-        task = {**TASKS, **EXTRA_TASKS, **HELDOUT_TASKS}[key]()
+        task = makers[key]()
         res = results[task.name] = {"metric": task.metric_name}
         for name, make in {**grid, **abl}.items():
             res[name] = run_grid(task, make, LRS, args.steps)

@@ -134,6 +134,7 @@ def test_adam_normalise_is_optax_adam_on_gradients_over_their_running_mean(getke
         chex.assert_trees_all_close(updates, expected, rtol=1e-12)
         assert np.all(np.asarray(updates["z"]) == 0)
     assert opt.normalise == d and ro.Adam(0.1).init(params).scale is None
+    assert ro.Adam(0.1, normalise=np.float32(0.5)).normalise == 0.5
     for bad in [0, 1, 1.5, True, "0.9"]:
         with pytest.raises(ValueError, match="normalise"):
             ro.Adam(0.1, normalise=bad)

@@ -1,3 +1,4 @@
+import numbers
 from typing import ClassVar
 
 import equinox as eqx
@@ -86,7 +87,7 @@ class Adam(AbstractElementwiseOptimiser):
             )
         self.uses_params = self.weight_decay is not None
         if normalise is not None:
-            ok = isinstance(normalise, int | float) and not isinstance(normalise, bool)
+            ok = isinstance(normalise, numbers.Real) and not isinstance(normalise, bool)
             if not (ok and 0 < normalise < 1):
                 raise ValueError(
                     f"Adam(normalise=...) needs None or a decay in (0, 1), got "
