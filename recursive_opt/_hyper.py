@@ -193,7 +193,8 @@ def declare(
     # Raw values are strongly typed default floats (float32, or float64 with x64),
     # whatever the value's dtype: a weak type would turn strong after the first
     # update and make jit retrace, and 16-bit raw values are too coarse to tune.
-    # The rules cast hyperparameters to the parameters' dtype.
+    # The rules see them in the parameters' dtype, or float32 for 16-bit
+    # parameters (`compute_dtype`).
     dtype = jnp.result_type(float)
     raw = TRANSFORMS[transform].inverse(jnp.asarray(value, dtype=dtype))
     return Hyper(raw, transform, tune, per, declared, bounds)
@@ -279,14 +280,37 @@ def values(opt: eqx.Module) -> dict[str, PyTree[Array]]:
     return {n: h.value for n, h in hyper_fields(opt).items()}
 
 
+def compute_dtype(dtype) -> jnp.dtype:
+    """The dtype hyperparameters take over a leaf of `dtype`: the leaf's own, but
+    at least float32. In bfloat16, Adam's b2 = 0.999 rounds to 1 (its bias
+    correction 1 - b2**t to 0) and a log learning rate moves in steps of 2-3 %,
+    so 16-bit parameters get float32 hyperparameters, and the rules cast what
+    they return back to the dtypes of the gradients and state they were given
+    (`cast_like`)."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def cast_like(tree: PyTree, like: PyTree) -> PyTree:
+    """`tree`'s array leaves in the dtypes of the matching leaves of `like` (the
+    same structure); a no-op where they already agree."""
+
+    def cast(x, y):
+        if hasattr(x, "dtype") and hasattr(y, "dtype") and x.dtype != y.dtype:
+            return x.astype(y.dtype)
+        return x
+
+    return jax.tree.map(cast, tree, like)
+
+
 def _resolve_one(h: Hyper, target: PyTree[Array]) -> Hyper:
     if h.per == "tree":
         return h
     if h.per == "leaf":
-        raw = jax.tree.map(lambda x: h.raw.astype(x.dtype), target)
+        raw = jax.tree.map(lambda x: h.raw.astype(compute_dtype(x.dtype)), target)
     else:
         raw = jax.tree.map(
-            lambda x: jnp.broadcast_to(h.raw.astype(x.dtype), x.shape), target
+            lambda x: jnp.broadcast_to(h.raw.astype(compute_dtype(x.dtype)), x.shape),
+            target,
         )
     return dataclasses.replace(h, raw=raw)
 
@@ -302,7 +326,8 @@ def resolve(opt, target: PyTree[Array]):
 
 
 def broadcast(value: PyTree[Array], target: PyTree[Array]) -> PyTree[Array]:
-    """Lay a hyperparameter's value over `target`, leaf for leaf, in `target`'s dtypes.
+    """Lay a hyperparameter's value over `target`, leaf for leaf, in the dtypes
+    of `target`'s leaves (at least float32: `compute_dtype`).
 
     `value` is a scalar (`per="tree"`, or not yet resolved), a tree shaped like
     `target`, or a tree shaped like each entry of a dict `target` (a tied tower's
@@ -312,9 +337,11 @@ def broadcast(value: PyTree[Array], target: PyTree[Array]) -> PyTree[Array]:
     v_def = jax.tree.structure(value)
     t_def = jax.tree.structure(target)
     if v_def == t_def:
-        return jax.tree.map(lambda v, t: v.astype(t.dtype), value, target)
+        return jax.tree.map(
+            lambda v, t: v.astype(compute_dtype(t.dtype)), value, target
+        )
     if v_def.num_leaves == 1 and v_def == jax.tree.structure(0):
-        return jax.tree.map(lambda t: value.astype(t.dtype), target)
+        return jax.tree.map(lambda t: value.astype(compute_dtype(t.dtype)), target)
     if isinstance(target, dict) and all(
         jax.tree.structure(t) == v_def for t in target.values()
     ):

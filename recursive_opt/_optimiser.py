@@ -8,7 +8,7 @@ from jaxtyping import Array, PyTree
 
 from ._checks import check_params, check_same_structure
 from ._custom_types import Grads, OptState, Params, Updates
-from ._hyper import broadcast_values
+from ._hyper import broadcast_values, cast_like
 from ._optax import as_optax, distinct_buffers
 
 
@@ -22,8 +22,11 @@ class AbstractOptimiser(eqx.Module):
     - `init_state(params) -> state`, the state for `params` (moments, counters).
     - `rule(grads, state, params, hp) -> (updates, state)`, one step as a pure
         function of the constrained hyperparameter values `hp`, a dict
-        `name -> pytree shaped like grads`, already in the gradients' dtypes. A
-        tower differentiates through `hp`, so the rule must be differentiable in it.
+        `name -> pytree shaped like grads`, already in the gradients' dtypes
+        (float32 where those are 16-bit: bfloat16 would round b2 = 0.999 to 1;
+        what the rule returns is cast back to the dtypes of `grads` and `state`).
+        A tower differentiates through `hp`, so the rule must be differentiable
+        in it.
     - `uses_params`: whether `rule` reads `params` (weight decay).
 
     A tower differentiates `rule` in its hyperparameters by reverse mode (it keeps
@@ -75,7 +78,20 @@ class AbstractOptimiser(eqx.Module):
             )
         if params is not None:
             check_same_structure(grads, params, "grads", "params")
-        return self.rule(grads, state, params, broadcast_values(self, grads))
+        return self.apply_rule(grads, state, params, broadcast_values(self, grads))
+
+    def apply_rule(
+        self,
+        grads: Grads,
+        state: OptState,
+        params: Params | None,
+        hp: dict[str, PyTree[Array]],
+    ) -> tuple[Updates, OptState]:
+        """`rule`, with its updates and state cast back to the dtypes of `grads`
+        and `state`: the hyperparameters of 16-bit leaves are float32, which
+        promotes the rule's arithmetic (no-op for 32- and 64-bit leaves)."""
+        updates, new_state = self.rule(grads, state, params, hp)
+        return cast_like(updates, grads), cast_like(new_state, state)
 
     def as_optax(self) -> optax.GradientTransformation:
         """This optimiser as an `optax.GradientTransformation` (plain closures)."""

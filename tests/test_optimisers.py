@@ -105,6 +105,46 @@ def test_hyperparameters_keep_parameter_dtype(getkey):
         chex.assert_trees_all_equal_dtypes(params, grads)
 
 
+BF16_CASES = [(e.make, e.optax_equiv) for e in CATALOGUE] + [
+    (lambda: ro.Adam(1e-3), optax.adam(1e-3))  # b2 = 0.999: 1.0 in bfloat16
+]
+
+
+@pytest.mark.parametrize(
+    "make, tx", BF16_CASES, ids=[*CATALOGUE_IDS, "adam_default_b2"]
+)
+def test_bfloat16_parameters_match_optax_in_float32(make, tx, getkey):
+    """bfloat16 parameters: updates and state stay bfloat16, and the updates are
+    optax's in float32 on the same gradients, up to bfloat16 rounding. The
+    hyperparameters are float32 there (in bfloat16 b2 = 0.999 is 1, and Adam's
+    bias correction 1 - b2**t is 0)."""
+    base = jax.random.normal(getkey(), (5, 4))
+    params = {"w": jnp.ones((5, 4), jnp.bfloat16), "b": jnp.zeros(4, jnp.bfloat16)}
+    opt = make()
+    state, ref_state = opt.init(params), tx.init(jax.tree.map(_f32, params))
+    dtypes = [x.dtype for x in jax.tree.leaves(state)]
+    for t in range(6):
+        # Of one sign per coordinate and shrinking: no cancellation in the moments.
+        noise = 1 + 0.1 * jax.random.normal(getkey(), (5, 4))
+        w = (base * noise * 0.7**t).astype(jnp.bfloat16)
+        grads = {"w": w, "b": w[0]}
+        updates, state = opt.update(grads, state, params)
+        ref, ref_state = tx.update(
+            jax.tree.map(_f32, grads), ref_state, jax.tree.map(_f32, params)
+        )
+        chex.assert_trees_all_equal_dtypes(updates, params)
+        assert [x.dtype for x in jax.tree.leaves(state)] == dtypes
+        scale = max(float(jnp.max(jnp.abs(u))) for u in jax.tree.leaves(ref))
+        chex.assert_trees_all_close(
+            jax.tree.map(_f32, updates), ref, rtol=3e-2, atol=1e-3 * scale
+        )
+        params = ro.apply_updates(params, updates)
+
+
+def _f32(x):
+    return x.astype(jnp.float32)
+
+
 def test_raw_hyperparameters_are_strong_default_floats():
     """Whatever the value's dtype: weak types would retrace, 16-bit is too coarse."""
     opt = ro.Adam(np.float32(1e-3), b1=jnp.bfloat16(0.875), b2=0.99)

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, PyTree
 
 from .._custom_types import HyperParams, OptState, Updates
-from .._hyper import broadcast, broadcast_values, tuned_raw, with_raw
+from .._hyper import broadcast, broadcast_values, cast_like, tuned_raw, with_raw
 from .._optimiser import AbstractElementwiseOptimiser, AbstractOptimiser
 from ._base import AbstractHypergradient
 
@@ -76,7 +76,8 @@ def _hypergrad(
         jax.tree.map(leaf, cotangent, record, *[spread_values[n] for n in names])
     )
     cot_values = {
-        n: treedef.unflatten([t[i] for t in per_leaf]) for i, n in enumerate(names)
+        n: cast_like(treedef.unflatten([t[i] for t in per_leaf]), spread_values[n])
+        for i, n in enumerate(names)
     }
     return vjp(cot_values)[0]
 
@@ -209,10 +210,15 @@ def step_record(
         return updates, new_state, LastStep(grads, kept, names)
     hp = broadcast_values(opt, grads)
     updates, new_state = opt.rule(grads, state, params, hp)
+    # The columns from the state the rule wrote, before it is cast back (16-bit
+    # leaves: `compute_dtype`); kept in the gradients' dtypes unless `dtype`.
     columns = opt.jacobian_after(grads, new_state, params, hp, names)
-    jac = jax.tree.map(lambda *cs: jnp.stack(cs), *[columns[n] for n in names])
-    if dtype is not None:
-        jac = jax.tree.map(lambda j: j.astype(dtype), jac)
+    updates, new_state = cast_like(updates, grads), cast_like(new_state, state)
+    jac = jax.tree.map(
+        lambda g, *cs: jnp.stack(cs).astype(g.dtype if dtype is None else dtype),
+        grads,
+        *[columns[n] for n in names],
+    )
     return updates, new_state, Jacobian(jac, names)
 
 

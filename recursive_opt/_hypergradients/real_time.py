@@ -8,7 +8,14 @@ import numpy as np
 from jaxtyping import Array, PyTree
 
 from .._custom_types import HyperParams
-from .._hyper import broadcast, broadcast_values, hyper_fields, tuned_raw, with_raw
+from .._hyper import (
+    broadcast,
+    broadcast_values,
+    cast_like,
+    hyper_fields,
+    tuned_raw,
+    with_raw,
+)
 from .._optimiser import AbstractOptimiser
 from ._base import AbstractHypergradient
 from .one_step import OneStep, scaled
@@ -51,8 +58,11 @@ def contract(opt: AbstractOptimiser, grads, columns: dict[str, PyTree]) -> Hyper
         full = lambda v, g: jnp.broadcast_to(v, g.shape)  # noqa: E731
         return {n: jax.tree.map(full, broadcast(r[n], grads), grads) for n in raw}
 
-    _, vjp = jax.vjp(spread, raw)
-    products = {n: jax.tree.map(jnp.multiply, grads, columns[n]) for n in raw}
+    spread_values, vjp = jax.vjp(spread, raw)
+    products = {
+        n: cast_like(jax.tree.map(jnp.multiply, grads, columns[n]), spread_values[n])
+        for n in raw
+    }
     return vjp(products)[0]
 
 
@@ -76,7 +86,7 @@ def propagate(
 
     def phi(r, s, p, g):
         o = with_raw(opt, r)
-        return o.rule(g, s, p, broadcast_values(o, g))
+        return o.apply_rule(g, s, p, broadcast_values(o, g))
 
     def state_tangent(zs):
         it = iter(zs)
