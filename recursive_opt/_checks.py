@@ -5,6 +5,7 @@ from typing import Any
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PyTree
 
@@ -20,11 +21,19 @@ def check_params(params: PyTree, who: str) -> None:
     bad = [
         (jax.tree_util.keystr(path), leaf)
         for path, leaf in jax.tree_util.tree_leaves_with_path(params)
-        if not eqx.is_inexact_array(leaf)
+        if not (eqx.is_array(leaf) and jnp.issubdtype(leaf.dtype, jnp.floating))
     ]
     if bad:
         path, leaf = bad[0]
         what = getattr(leaf, "dtype", type(leaf).__name__)
+        if eqx.is_array(leaf) and jnp.issubdtype(leaf.dtype, jnp.complexfloating):
+            # Adam would square instead of |g|^2, and a tuned learning rate
+            # would turn complex through its hypergradient.
+            raise TypeError(
+                f"{who} optimises real arrays; the leaf at `params{path}` is "
+                f"{what}. Optimise its real and imaginary parts as real arrays "
+                "(e.g. a pair `(x.real, x.imag)` combined inside the loss)."
+            )
         raise TypeError(
             f"{who} can only optimise floating-point arrays, but the leaf at "
             f"`params{path}` is {what}. Pass only the trainable arrays, e.g. "

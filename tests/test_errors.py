@@ -218,6 +218,12 @@ def test_non_float_params():
         ro.SGD().init({"w": jnp.zeros(3), "f": "relu"})
     with pytest.raises(ValueError, match=r"a parameter tree with no arrays"):
         ro.SGD().init({})
+    with pytest.raises(
+        TypeError, match=r"real arrays; the leaf at `params\['z'\]` is complex64"
+    ):
+        ro.Stack[2](ro.Adam()).init(
+            {"w": jnp.zeros(3), "z": jnp.zeros(2, jnp.complex64)}
+        )
 
 
 def test_state_from_another_tower():
