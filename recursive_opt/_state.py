@@ -188,7 +188,9 @@ def hyperparams(state: TowerState) -> list[dict[str, PyTree[Array]]]:
 
     **Arguments:**
 
-    - `state`: a tower's state, from `Stack.init` or `Stack.update`.
+    - `state`: a tower's state, from `Stack.init` or `Stack.update`, or an optax
+        state that holds one (`optax.chain(..., tower.as_optax())`'s), or the
+        `opt_state` of a Flax `nnx.Optimizer` built on a tower.
 
     **Returns:** a list with one dict `name -> value` per level (for a tied tower,
     the one shared set repeated at every level). Values are scalars, or pytrees
@@ -199,11 +201,7 @@ def hyperparams(state: TowerState) -> list[dict[str, PyTree[Array]]]:
                                     # for `Stack[d](opt)`, shaped like the params
     ```
     """
-    if not isinstance(state, TowerState):
-        raise TypeError(
-            f"hyperparams needs a tower state from Stack.init/update, got "
-            f"{type(state).__name__}."
-        )
+    state = _plain_arrays(_tower_state(state))
     if state.tied:
         levels = [values(state.opts[0]) for _ in range(state.depth)]
     else:
@@ -215,6 +213,37 @@ def hyperparams(state: TowerState) -> list[dict[str, PyTree[Array]]]:
 
     is_list = lambda x: isinstance(x, list)  # noqa: E731
     return [jax.tree.map(restructure, level, is_leaf=is_list) for level in levels]
+
+
+def _tower_state(state: Any) -> "TowerState":
+    """`state` if it is a tower's state, else the one tower state inside it."""
+    if isinstance(state, TowerState):
+        return state
+    is_tower = lambda x: isinstance(x, TowerState)  # noqa: E731
+    found = [x for x in jax.tree.leaves(state, is_leaf=is_tower) if is_tower(x)]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise ValueError(
+            f"hyperparams was given a state that holds {len(found)} towers' "
+            "states; pass the one you mean (e.g. `state[i]` of an optax.chain)."
+        )
+    raise TypeError(
+        "hyperparams needs a tower state from Stack.init/update (or an optax "
+        f"state that holds one), got {type(state).__name__}."
+    )
+
+
+def _plain_arrays(state: "TowerState") -> "TowerState":
+    """`state` with Flax NNX variables (an `nnx.Optimizer` wraps every array of
+    its optax state in one) replaced by their arrays."""
+    import sys
+
+    nnx = sys.modules.get("flax.nnx")
+    if nnx is None:
+        return state
+    is_var = lambda x: isinstance(x, nnx.Variable)  # noqa: E731
+    return jax.tree.map(lambda x: x[...] if is_var(x) else x, state, is_leaf=is_var)
 
 
 def at_level(level: int) -> Callable[[tuple, Any], bool]:

@@ -38,6 +38,10 @@ def test_tower_in_optax_chain(getkey):
         ref_params = optax.apply_updates(ref_params, ref_updates)
     chex.assert_trees_all_close(params, ref_params, rtol=1e-9)
     assert ro.hyperparams(state[1])[0]["lr"] != pytest.approx(0.05)
+    # The chain's state holds one tower's: hyperparams finds it.
+    chex.assert_trees_all_equal(ro.hyperparams(state), ro.hyperparams(state[1]))
+    with pytest.raises(ValueError, match="holds 2 towers' states"):
+        ro.hyperparams((state, state))
 
 
 def test_as_optax_is_plain_closures():
@@ -87,6 +91,12 @@ def test_tower_in_flax_nnx_optimizer():
         is_leaf=lambda v: isinstance(v, nnx.Variable),
     )
     lr1, _, lr3 = (jax.tree.leaves(h["lr"]) for h in ro.hyperparams(state))
+    # Read straight from the optimiser: its nnx variables are unwrapped.
+    direct = ro.hyperparams(optimizer.opt_state)
+    chex.assert_trees_all_equal(
+        [jax.tree.leaves(h) for h in direct],
+        [jax.tree.leaves(h) for h in ro.hyperparams(state)],
+    )
     assert len(lr1) == len(jax.tree.leaves(nnx.state(model, nnx.Param)))  # per leaf
     assert all(float(v) != pytest.approx(1e-2) for v in lr1)
     assert lr3 == [pytest.approx(1e-2)]
