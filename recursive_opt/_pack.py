@@ -29,14 +29,33 @@ class Packed(eqx.Module):
     layout: tuple[tuple[int, int, tuple[int, ...]], ...] = eqx.field(static=True)
 
 
-def pack(tree: PyTree[Array]) -> Packed:
+def _split_across_devices(x) -> bool:
+    """Whether `x` is a concrete array laid out in pieces over several devices."""
+    if not isinstance(x, jax.Array) or isinstance(x, jax.core.Tracer):
+        return False
+    sharding = x.sharding
+    return len(sharding.device_set) > 1 and not sharding.is_fully_replicated
+
+
+def pack(tree: PyTree[Array], like: Packed | None = None) -> Packed:
+    """`tree` packed. A leaf stays apart (in `big`) if it has more than `SMALL`
+    elements, or if it is split across devices (a sharded model's small arrays
+    and their moments: in one flat vector with replicated scalars they would
+    make that vector sharded, and every step would move its pieces between
+    devices), or if it stayed apart in `like` (the same tree's earlier packing:
+    under `jax.jit` a leaf's sharding is not known, and the layout must not
+    change from step to step)."""
     leaves, treedef = jax.tree.flatten(tree)
-    dtypes = sorted({str(x.dtype) for x in leaves if x.size <= SMALL})
+    if like is not None and like.treedef == treedef:
+        apart = [g < 0 for g, _, _ in like.layout]
+    else:
+        apart = [x.size > SMALL or _split_across_devices(x) for x in leaves]
+    dtypes = sorted({str(x.dtype) for x, a in zip(leaves, apart) if not a})
     pieces: list[list[Array]] = [[] for _ in dtypes]
     offsets = [0] * len(dtypes)
     big, layout = [], []
-    for x in leaves:
-        if x.size <= SMALL:
+    for x, a in zip(leaves, apart):
+        if not a:
             g = dtypes.index(str(x.dtype))
             layout.append((g, offsets[g], tuple(x.shape)))
             pieces[g].append(jnp.ravel(x))

@@ -119,7 +119,9 @@ class TowerState(eqx.Module):
 
     def replace_contents(self, contents: Contents) -> "TowerState":
         return dataclasses.replace(
-            self, packed=pack(contents), hyperparams=_view(contents.opts)
+            self,
+            packed=pack(contents, like=self.packed),
+            hyperparams=_view(contents.opts),
         )
 
     # `states`, `saved` and `count` need no hyperparameters: read without the view.

@@ -211,6 +211,69 @@ SHARDED = textwrap.dedent(
 )
 
 
+MODEL_SHARDED = textwrap.dedent(
+    """
+    import os
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    import jax, jax.numpy as jnp, numpy as np
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    import recursive_opt as ro
+
+    jax.config.update("jax_enable_x64", True)
+    mesh = Mesh(np.array(jax.devices()), ("d",))
+    split = NamedSharding(mesh, P("d"))
+    x = np.random.default_rng(0).normal(size=(32, 8))
+
+    def loss(p):
+        h = jnp.tanh(x @ p["w"] + p["b"])
+        return jnp.mean((h @ p["v"] - 1.0) ** 2)
+
+    init = {"w": np.full((8, 6), 0.1), "b": np.zeros(6), "v": np.full(6, 0.2)}
+    tower = ro.Stack[3](ro.Adam(1e-2))
+
+    def run(params):
+        state = tower.init(params)
+        step = jax.jit(lambda p, s: tower.step(loss, p, s))
+        hlo = step.lower(params, state).compile().as_text()
+        for _ in range(30):
+            params, state, _ = step(params, state)
+        return params, state, hlo
+
+    # Small arrays split over both devices: they and their moments must stay out
+    # of the packed vectors of scalars, which would otherwise be split too and
+    # be moved between the devices in pieces at every step (or hang XLA:CPU).
+    sharded = {k: jax.device_put(v, split) for k, v in init.items()}
+    p2, s2, hlo = run(sharded)
+    p1, s1, _ = run(jax.tree.map(jnp.asarray, init))
+    assert "collective-permute" not in hlo
+    assert all(len(f.sharding.device_set) == 1 or f.sharding.is_fully_replicated
+               for f in s2.packed.flats)
+    assert len(p2["w"].sharding.device_set) == 2
+    for k in init:
+        np.testing.assert_allclose(p2[k], p1[k], rtol=1e-9, err_msg=k)
+    for a, b in zip(jax.tree.leaves(ro.hyperparams(s2)), jax.tree.leaves(ro.hyperparams(s1))):
+        np.testing.assert_allclose(a, b, rtol=1e-9)
+    print("model sharded ok")
+    """
+)
+
+
+def test_tower_on_parameters_split_over_two_devices(tmp_path):
+    script = tmp_path / "model_sharded.py"
+    script.write_text(MODEL_SHARDED)
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["JAX_PLATFORMS"] = "cpu"
+    out = subprocess.run(
+        [sys.executable, str(script)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    assert "model sharded ok" in out.stdout
+
+
 def test_sharded_over_eight_cpu_devices_equals_one_device(tmp_path):
     script = tmp_path / "sharded.py"
     script.write_text(SHARDED)

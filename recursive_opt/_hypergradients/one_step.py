@@ -241,9 +241,10 @@ def initial_record(
         return FromState(names)
     if opt.recompute_jacobian:
         return LastStep(zeros(), zeros() if opt.uses_params else None, names)
+    # From `zeros_like`: laid out over devices as the parameters are.
     stacked = jax.tree.map(
-        lambda x: jnp.zeros(
-            (len(names), *x.shape), x.dtype if dtype is None else dtype
+        lambda x: jnp.stack(
+            [jnp.zeros_like(x, x.dtype if dtype is None else dtype)] * len(names)
         ),
         target,
     )
