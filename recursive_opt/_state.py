@@ -1,6 +1,7 @@
 """The state of a tower: its levels' optimisers, states and records, packed."""
 
 import dataclasses
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -239,8 +240,6 @@ def _tower_state(state: Any) -> "TowerState":
 def _plain_arrays(state: "TowerState") -> "TowerState":
     """`state` with Flax NNX variables (an `nnx.Optimizer` wraps every array of
     its optax state in one) replaced by their arrays."""
-    import sys
-
     nnx = sys.modules.get("flax.nnx")
     if nnx is None:
         return state
