@@ -25,13 +25,16 @@ paper's protocol (digits, 600 steps, batch 128, heights 2-4).
     python benchmarks/tuning_free.py [--steps 400] [--tasks all]
         [--no-ablation] [--png benchmarks/tuning_free.png]
     python benchmarks/tuning_free.py --tasks heldout --no-ablation --png ""
+    python benchmarks/tuning_free.py --rules --tasks all,heldout
 
 `--tasks attention` runs a one-block transformer on characters, a check added
 after the nine (not in `all`). `--tasks heldout` runs seven more tasks added after
 every default was chosen: an iris MLP, a linear regression on the diabetes data, a
 logistic regression with inputs scaled from 1 to 32, a deep (six hidden layers)
 ReLU MLP on digits, a digits autoencoder, a matrix factorisation started near
-its saddle, and a noisy quadratic with batches of 8.
+its saddle, and a noisy quadratic with batches of 8. `--rules` prints only a
+table of `Stack[3]` over each level-1 rule of the catalogue (Adam and SGD with
+and without momentum, RMSProp, AdaGrad) next to the best of each rule's own grid.
 """
 
 import argparse
@@ -427,6 +430,45 @@ def ablation() -> dict:
     }
 
 
+def rules() -> dict:
+    """`--rules`: `Stack[3]` over each level-1 rule of the catalogue, with and
+    without momentum, next to the best of the same rule's own 12-point grid
+    (optax, same defaults): which rules the default towers make tuning-free."""
+    no_b1 = ro.fixed(0.0, "identity")  # Adam without momentum (b1 = 0)
+    s3 = lambda opt: ro.Stack[3](opt).as_optax()  # noqa: E731
+    return {
+        "Adam(lr)": (
+            lambda lr: s3(ro.Adam(lr)),
+            optax.adam,
+        ),
+        "Adam(lr, b1=0.5)": (
+            lambda lr: s3(ro.Adam(lr, b1=ro.fixed(0.5))),
+            lambda lr: optax.adam(lr, b1=0.5),
+        ),
+        "Adam(lr, b1=0)": (
+            lambda lr: s3(ro.Adam(lr, b1=no_b1)),
+            lambda lr: optax.adam(lr, b1=0.0),
+        ),
+        "SGD(lr, momentum=0.9)": (
+            lambda lr: s3(ro.SGD(lr, momentum=0.9)),
+            lambda lr: optax.sgd(lr, momentum=0.9),
+        ),
+        "SGD(lr, momentum=0.5)": (
+            lambda lr: s3(ro.SGD(lr, momentum=0.5)),
+            lambda lr: optax.sgd(lr, momentum=0.5),
+        ),
+        "SGD(lr)": (lambda lr: s3(ro.SGD(lr)), optax.sgd),
+        "RMSProp(lr)": (
+            lambda lr: s3(ro.RMSProp(lr)),
+            lambda lr: optax.rmsprop(lr, decay=0.99, eps=1e-8),
+        ),
+        "AdaGrad(lr)": (
+            lambda lr: s3(ro.AdaGrad(lr)),
+            lambda lr: optax.adagrad(lr, eps=1e-10),
+        ),
+    }
+
+
 def ratios(loss: np.ndarray, best: float) -> np.ndarray:
     loss = np.where(np.isfinite(loss), loss, np.inf)
     return np.maximum(loss, SOLVED) / max(best, SOLVED)
@@ -455,12 +497,19 @@ def main():
     parser.add_argument("--tasks", default="all")
     parser.add_argument("--no-ablation", action="store_true")
     parser.add_argument("--png", default=next_to_me("tuning_free.png"))
+    parser.add_argument(
+        "--rules",
+        action="store_true",
+        help="only the level-1 rules table: Stack[3] of each catalogue rule",
+    )
     args = parser.parse_args()
     groups = {"all": list(TASKS), "heldout": list(HELDOUT_TASKS)}
     keys = [k for key in args.tasks.split(",") for k in groups.get(key, [key])]
     makers = {**TASKS, **EXTRA_TASKS, **HELDOUT_TASKS}
     if unknown := [k for k in keys if k not in makers]:
         parser.error(f"unknown task(s) {unknown}; known: all, heldout, {list(makers)}")
+    if args.rules:
+        return rules_table(keys, makers, args.steps)
     grid, once, abl = towers(), defaults(), ({} if args.no_ablation else ablation())
     results = {}  # task name -> {method: (losses, metrics)}
     for key in keys:
@@ -548,6 +597,26 @@ def main():
         )
     if args.png:
         plot(results, grid, once, args.png)
+
+
+def rules_table(keys: list[str], makers: dict, steps: int) -> None:
+    header, rows = ["level 1 of `Stack[3]`"], {name: [name] for name in rules()}
+    for key in keys:
+        task = makers[key]()
+        header.append(task.name)
+        adam = run_grid(task, optax.adam, LRS, steps)[0]
+        best = np.nanmin(np.where(np.isfinite(adam), adam, np.nan))
+        for name, (tower, plain) in rules().items():
+            r = ratios(run_grid(task, tower, LRS, steps)[0], best)
+            own = np.min(ratios(run_grid(task, plain, LRS, steps)[0], best))
+            rows[name].append(f"{fmt(np.median(r))} / {fmt(np.max(r))} ({fmt(own)})")
+        print(f"{task.name}: tuned Adam {best:.4g}", flush=True)
+    print(f"\n{machine()}; {steps} steps; 12 initial lrs from 1e-5 to 1\n")
+    print(
+        "Final train loss / tuned Adam's: the tower's median / worst over the 12 "
+        "initial lrs (in brackets: the best of the same rule's own grid)\n"
+    )
+    print(table(header, list(rows.values())))
 
 
 def plot(results, grid, once, path):

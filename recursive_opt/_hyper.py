@@ -113,7 +113,12 @@ def check_bounds(where: str, pair: Any) -> Bounds:
 
 
 def fixed(value: ArrayLike, transform: TransformName | None = None) -> HyperSpec:
-    """A hyperparameter that is never tuned: `ro.hyper(value, tune=False)`."""
+    """A hyperparameter that is never tuned: `ro.hyper(value, tune=False)`.
+
+    Without `transform`, a value on the edge of the optimiser's default transform
+    (0 or 1, outside its open range) is stored as is: `ro.Adam(b1=ro.fixed(0.0))`
+    is Adam without momentum.
+    """
     return hyper(value, transform=transform, tune=False)
 
 
@@ -163,9 +168,21 @@ def _check_value(owner: str, name: str, value: Any, transform: str) -> None:
     if not np.isfinite(arr) or not t.valid(arr):
         raise ValueError(
             f"{where} must be {t.valid_range} under the {transform!r} transform, "
-            f"got {value!r}. Pass a value in that range, or choose another "
-            "transform with ro.hyper(value, transform=...)."
+            f"got {value!r}. Pass a value in that range, choose another "
+            "transform with ro.hyper(value, transform=...), or keep it fixed "
+            "with ro.fixed(value)."
         )
+
+
+def _at_edge(value: Any, transform: str) -> bool:
+    """Whether a concrete scalar is 0 or 1 and just outside `transform`'s range."""
+    if isinstance(value, (jax.core.Tracer, str, bytes, bool)) or value is None:
+        return False
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        return False
+    return arr.ndim == 0 and arr in (0.0, 1.0) and not TRANSFORMS[transform].valid(arr)
 
 
 def declare(
@@ -180,6 +197,10 @@ def declare(
         spec = value
         transform = spec.transform or default_transform
         value, tune, per, bounds = spec.value, spec.tune, spec.per, spec.bounds
+        if not tune and spec.transform is None and _at_edge(value, transform):
+            # A fixed value is never moved, so its transform only stores it: one on
+            # the edge of the default's range (Adam's b1 = 0) is stored as is.
+            transform = "identity"
     else:
         transform, tune, per = default_transform, default_tune, "tree"
     _check_value(owner, name, value, transform)

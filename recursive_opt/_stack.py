@@ -85,7 +85,10 @@ class Stack(eqx.Module):
     stay fixed unless declared with `ro.hyper`), `Adam(0.1)` at level 2 and
     `Adam(0.01)` above, each on the log learning rate of the level below, and
     level 1's step warmed up over 100 steps (300 when `opt` is an `SGD` and the
-    scheme `OneStep`; see `_defaults.py` for why). With
+    scheme `OneStep`; see `_defaults.py` for why). It is tuning-free when `opt`
+    has momentum (`Adam`, `SGD(momentum=0.9)`): without it (`SGD()`, `RMSProp`,
+    `AdaGrad`, Adam with `b1=0`) the one-step hypergradient keeps lowering the
+    learning rate under gradient noise. With
     `tie=True` all levels are `opt` and share one
     hyperparameter pytree, which then optimises itself; its hypergradient is the
     sum over its uses, truncated at depth `d`.

@@ -178,3 +178,27 @@ def test_adam_normalise_is_optax_adam_on_gradients_over_their_running_mean(getke
     for bad in [0, 1, 1.5, True, "0.9"]:
         with pytest.raises(ValueError, match="normalise"):
             ro.Adam(0.1, normalise=bad)
+
+
+def test_fixed_value_on_the_edge_of_its_transform(getkey):
+    """b1 = 0 is outside the logit's open range; fixed, it is Adam without momentum
+    (optax's `adam(b1=0)`), and a tower over it keeps b1 at 0."""
+    problem = PROBLEMS[0]
+    params = problem.init(getkey())
+    opt = ro.Adam(0.01, b1=ro.fixed(0.0))
+    _, ours = _run_optax(opt.as_optax(), problem.loss, params, 10)
+    _, ref = _run_optax(optax.adam(0.01, b1=0.0), problem.loss, params, 10)
+    chex.assert_trees_all_close(ours, ref, rtol=1e-12, atol=1e-15)
+    tower = ro.Stack[2](opt)
+    state = tower.init(params)
+    for _ in range(3):
+        grads = jax.grad(problem.loss)(params)
+        updates, state = tower.update(grads, state, params)
+        params = ro.apply_updates(params, updates)
+    assert float(ro.hyperparams(state)[0]["b1"]) == 0.0
+    assert jax.tree.all(jax.tree.map(lambda u: bool(jnp.isfinite(u).all()), updates))
+    # Off the edge, or tuned, the range is still enforced.
+    with pytest.raises(ValueError, match=r"open interval \(0, 1\).*ro.fixed"):
+        ro.Adam(b1=0.0)
+    with pytest.raises(ValueError, match="> 0"):
+        ro.SGD(ro.fixed(-0.1))
