@@ -32,7 +32,10 @@ after the nine (not in `all`). `--tasks heldout` runs seven more tasks added aft
 every default was chosen: an iris MLP, a linear regression on the diabetes data, a
 logistic regression with inputs scaled from 1 to 32, a deep (six hidden layers)
 ReLU MLP on digits, a digits autoencoder, a matrix factorisation started near
-its saddle, and a noisy quadratic with batches of 8. `--rules` prints only a
+its saddle, and a noisy quadratic with batches of 8. `--tasks probes` runs five
+kinds added after those (Rosenbrock's function, digits with 20% of the labels
+noise, a full-batch digits MLP, a teacher-student ReLU network, an L1
+regression), to look for failures of new kinds. `--rules` prints only a
 table of `Stack[3]` over each level-1 rule of the catalogue (Adam and SGD with
 and without momentum, RMSProp, AdaGrad) next to the best of each rule's own grid.
 """
@@ -322,6 +325,72 @@ def noisy_quadratic_task():
     return _least_squares("noisy quadratic, batch 8", d, 8)
 
 
+def rosenbrock_task():
+    """Rosenbrock's function from (-1.5, 2): no data, no noise, a curved valley."""
+    dummy = (np.zeros((256, 1), np.float32), np.zeros(256, np.float32))
+
+    def loss(p, b):
+        x, y = p["xy"][0], p["xy"][1]
+        return (1 - x) ** 2 + 100 * (y - x**2) ** 2
+
+    params = {"xy": jnp.array([-1.5, 2.0])}
+    return Task("Rosenbrock", dummy, dummy, params, loss, loss, "loss", 1)
+
+
+def label_noise_task():
+    """The digits MLP with a fifth of the training labels replaced at random."""
+    d = ro.load_digits()
+    x, y = d.train
+    rng = np.random.default_rng(5)
+    y = np.array(y)
+    flip = rng.random(len(y)) < 0.2
+    y[flip] = rng.integers(0, 10, flip.sum())
+    loss = lambda p, b: _ce(mlp(p, b[0]), b[1])  # noqa: E731
+    params = init_mlp(jr.key(21), (64, 128, 10))
+    return Task(
+        "digits, 20% label noise", (x, y), d.test, params, loss, _accuracy(mlp),
+        "test accuracy", 32,
+    )  # fmt: skip
+
+
+def full_batch_task():
+    """A digits MLP on batches as large as the training set (little noise)."""
+    d = ro.load_digits()
+    loss = lambda p, b: _ce(mlp(p, b[0]), b[1])  # noqa: E731
+    params = init_mlp(jr.key(22), (64, 32, 10))
+    return Task(
+        "digits, full batch", d.train, d.test, params, loss, _accuracy(mlp),
+        "test accuracy", len(d.train[0]),
+    )  # fmt: skip
+
+
+def teacher_student_task():
+    """A 20-64-1 ReLU network fitting a random 20-16-1 ReLU network's outputs."""
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(2048, 20)).astype(np.float32)
+    relu_mlp = functools.partial(mlp, activation=jax.nn.relu)
+    y = np.asarray(relu_mlp(init_mlp(jr.key(30), (20, 16, 1)), x))[:, 0]
+    loss = lambda p, b: jnp.mean((relu_mlp(p, b[0])[:, 0] - b[1]) ** 2)  # noqa: E731
+    params = init_mlp(jr.key(31), (20, 64, 1))
+    return Task(
+        "teacher-student ReLU", (x[:1600], y[:1600]), (x[1600:], y[1600:]),
+        params, loss, loss, "test MSE", 32,
+    )  # fmt: skip
+
+
+def l1_regression_task():
+    """Least absolute deviations on inputs scaled 1 to 32, heavy-tailed noise."""
+    rng = np.random.default_rng(11)
+    x = (rng.normal(size=(1000, 10)) * np.logspace(0, 1.5, 10)).astype(np.float32)
+    y = (x @ rng.normal(size=10) + rng.standard_t(2, size=1000)).astype(np.float32)
+    loss = lambda p, b: jnp.mean(jnp.abs(b[0] @ p["w"] + p["b"] - b[1]))  # noqa: E731
+    params = {"w": jnp.zeros(10), "b": jnp.zeros([])}
+    return Task(
+        "L1 regression", (x[:800], y[:800]), (x[800:], y[800:]), params, loss,
+        loss, "test MAE", 64,
+    )  # fmt: skip
+
+
 TASKS = {
     "digits": digits_task,
     "cancer": breast_cancer_task,
@@ -344,6 +413,15 @@ HELDOUT_TASKS = {
     "autoencoder": autoencoder_task,
     "factorisation": factorisation_task,
     "noisy": noisy_quadratic_task,
+}
+# Five more kinds, added after the issue's defaults and the seven above: `--tasks
+# probes`.
+PROBE_TASKS = {
+    "rosenbrock": rosenbrock_task,
+    "label_noise": label_noise_task,
+    "full_batch": full_batch_task,
+    "teacher": teacher_student_task,
+    "l1": l1_regression_task,
 }
 
 
@@ -503,11 +581,17 @@ def main():
         help="only the level-1 rules table: Stack[3] of each catalogue rule",
     )
     args = parser.parse_args()
-    groups = {"all": list(TASKS), "heldout": list(HELDOUT_TASKS)}
+    groups = {
+        "all": list(TASKS),
+        "heldout": list(HELDOUT_TASKS),
+        "probes": list(PROBE_TASKS),
+    }
     keys = [k for key in args.tasks.split(",") for k in groups.get(key, [key])]
-    makers = {**TASKS, **EXTRA_TASKS, **HELDOUT_TASKS}
+    makers = {**TASKS, **EXTRA_TASKS, **HELDOUT_TASKS, **PROBE_TASKS}
     if unknown := [k for k in keys if k not in makers]:
-        parser.error(f"unknown task(s) {unknown}; known: all, heldout, {list(makers)}")
+        parser.error(
+            f"unknown task(s) {unknown}; known: all, heldout, probes, {list(makers)}"
+        )
     if args.rules:
         return rules_table(keys, makers, args.steps)
     grid, once, abl = towers(), defaults(), ({} if args.no_ablation else ablation())

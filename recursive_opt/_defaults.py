@@ -32,7 +32,9 @@ to 1 (`benchmarks/tuning_free.py`), and for these reasons:
 - Level 2 is Adam on the log learning rate: an Adam step does not depend on the
   hypergradient's scale, which changes by orders of magnitude between problems
   and during training, so one step size serves every problem. Its lr 0.1 moves
-  level 1's lr by up to 10 % a step: 5 decades in about 115 steps, fast enough to
+  level 1's lr by about 10 % a step (more while the hypergradients grow step
+  after step, as Adam's second moment lags its first: up to 25 % on Rosenbrock's
+  function): 5 decades in about 115 steps, fast enough to
   correct any start in 1e-5..1 within a few hundred steps. At 0.01 (the
   reference's scale) a 1e-5 start does not reach a good lr in 400 steps.
 - b2 = 0.99 at the upper levels: hypergradients shrink by orders of magnitude as
@@ -49,7 +51,7 @@ to 1 (`benchmarks/tuning_free.py`), and for these reasons:
   a tanh network does not recover from in hundreds of steps. With the warm-up the
   first step of a start at the top of the range (lr 1) is 1e-2, a safe Adam step,
   and the tower measures and corrects the lr while the ramp rises: level 2 moves
-  the log-lr by up to 0.1 a step, which outpaces the ramp's log from step 10 on.
+  the log-lr by about 0.1 a step, which outpaces the ramp's log from step 10 on.
   Adam's own early steps also benefit from a warm-up (its second-moment estimate
   is unreliable at first: Liu et al. 2020, RAdam). Measured: it also lifts the
   lrs the towers settle at (less of the one-step bias), and it made no task's
