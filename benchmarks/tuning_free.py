@@ -512,7 +512,6 @@ def rules() -> dict:
     """`--rules`: `Stack[3]` over each level-1 rule of the catalogue, with and
     without momentum, next to the best of the same rule's own 12-point grid
     (optax, same defaults): which rules the default towers make tuning-free."""
-    no_b1 = ro.fixed(0.0, "identity")  # Adam without momentum (b1 = 0)
     s3 = lambda opt: ro.Stack[3](opt).as_optax()  # noqa: E731
     return {
         "Adam(lr)": (
@@ -524,7 +523,7 @@ def rules() -> dict:
             lambda lr: optax.adam(lr, b1=0.5),
         ),
         "Adam(lr, b1=0)": (
-            lambda lr: s3(ro.Adam(lr, b1=no_b1)),
+            lambda lr: s3(ro.Adam(lr, b1=ro.fixed(0.0))),
             lambda lr: optax.adam(lr, b1=0.0),
         ),
         "SGD(lr, momentum=0.9)": (

@@ -168,9 +168,13 @@ def _check_value(owner: str, name: str, value: Any, transform: str) -> None:
     if not np.isfinite(arr) or not t.valid(arr):
         raise ValueError(
             f"{where} must be {t.valid_range} under the {transform!r} transform, "
-            f"got {value!r}. Pass a value in that range, choose another "
-            "transform with ro.hyper(value, transform=...), or keep it fixed "
-            "with ro.fixed(value)."
+            f"got {value!r}. Pass a value in that range, or choose another "
+            "transform with ro.hyper(value, transform=...)."
+            + (
+                " To keep it there untuned, ro.fixed(value)."
+                if _at_edge(arr, transform)
+                else ""
+            )
         )
 
 
