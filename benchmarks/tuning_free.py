@@ -547,6 +547,7 @@ def rules() -> dict:
 
 
 def ratios(loss: np.ndarray, best: float) -> np.ndarray:
+    loss = np.asarray(loss, np.float64)  # a float32 1e36 / 1e-3 would overflow
     loss = np.where(np.isfinite(loss), loss, np.inf)
     return np.maximum(loss, SOLVED) / max(best, SOLVED)
 
