@@ -186,14 +186,15 @@ def optimisers(upper_lr: float) -> dict[str, Callable]:
     }
 
 
-def run_grid(task: Task, make_tx: Callable, lrs, steps: int):
+def run_grid(task: Task, make_tx: Callable, lrs, steps: int, seed: int = 1):
     """Final train loss and test metric of one optimiser at every grid point.
 
     `make_tx(lr)` gives an optax transformation or a tower (driven by
-    `step_with`, which serves every hypergradient scheme)."""
+    `step_with`, which serves every hypergradient scheme). `seed` draws the
+    batches (the same for every method and grid point)."""
     x, y = (jnp.asarray(a) for a in task.train)
     n = len(x)
-    keys = jr.split(jr.key(1), steps)
+    keys = jr.split(jr.key(seed), steps)
 
     def one(lr):
         tx = make_tx(lr)

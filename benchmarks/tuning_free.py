@@ -69,6 +69,14 @@ from peers import (
 import recursive_opt as ro
 
 LRS = np.logspace(-5, 0, 12)
+SEED = 1  # of the batches; `--seed`
+
+
+def run_lrs(task, make_tx, lrs, steps):
+    """`peers.run_grid` on the batches of `SEED`."""
+    return run_grid(task, make_tx, lrs, steps, seed=SEED)
+
+
 SOLVED = 1e-4
 
 
@@ -572,7 +580,7 @@ def reference_protocol(steps: int = 600) -> list[list]:
     rows = []
     for h, ref in zip((2, 3, 4), (8.0e-4, 5.5e-4, 5.0e-4)):
         make = lambda lr, h=h: ro.Stack[h](ro.Adam(lr)).as_optax()  # noqa: E731
-        loss = run_grid(task, make, LRS, steps)[0]
+        loss = run_lrs(task, make, LRS, steps)[0]
         loss = np.where(np.isfinite(loss), loss, np.inf)
         rows.append([h, f"{np.median(loss):.2e}", f"{np.max(loss):.3g}", f"{ref:.1e}"])
     return rows
@@ -583,6 +591,9 @@ def main():
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--tasks", default="all")
     parser.add_argument("--no-ablation", action="store_true")
+    parser.add_argument(
+        "--seed", type=int, default=1, help="of the batches (the tables: 1)"
+    )
     parser.add_argument("--png", default=next_to_me("tuning_free.png"))
     parser.add_argument(
         "--rules",
@@ -590,6 +601,8 @@ def main():
         help="only the level-1 rules table: Stack[3] of each catalogue rule",
     )
     args = parser.parse_args()
+    global SEED
+    SEED = args.seed
     groups = {
         "all": list(TASKS),
         "heldout": list(HELDOUT_TASKS),
@@ -609,15 +622,16 @@ def main():
         task = makers[key]()
         res = results[task.name] = {"metric": task.metric_name}
         for name, make in {**grid, **abl}.items():
-            res[name] = run_grid(task, make, LRS, args.steps)
+            res[name] = run_lrs(task, make, LRS, args.steps)
         for name, make in once.items():
-            res[name] = run_grid(task, make, LRS[:1], args.steps)
+            res[name] = run_lrs(task, make, LRS[:1], args.steps)
         best = np.nanmin(
             np.where(np.isfinite(res["Adam (grid)"][0]), res["Adam (grid)"][0], np.nan)
         )
         res["best"] = best
         print(f"{task.name}: tuned Adam {best:.4g}", flush=True)
-    print(f"\n{machine()}; {args.steps} steps; 12 initial lrs from 1e-5 to 1\n")
+    seed = f"; batches of seed {SEED}" if SEED != 1 else ""
+    print(f"\n{machine()}; {args.steps} steps; 12 initial lrs from 1e-5 to 1{seed}\n")
     summary_header = ["method"] + [t for t in results]
     summary = []
     for name in [*grid, *once]:
@@ -697,11 +711,11 @@ def rules_table(keys: list[str], makers: dict, steps: int) -> None:
     for key in keys:
         task = makers[key]()
         header.append(task.name)
-        adam = run_grid(task, optax.adam, LRS, steps)[0]
+        adam = run_lrs(task, optax.adam, LRS, steps)[0]
         best = np.nanmin(np.where(np.isfinite(adam), adam, np.nan))
         for name, (tower, plain) in rules().items():
-            r = ratios(run_grid(task, tower, LRS, steps)[0], best)
-            own = np.min(ratios(run_grid(task, plain, LRS, steps)[0], best))
+            r = ratios(run_lrs(task, tower, LRS, steps)[0], best)
+            own = np.min(ratios(run_lrs(task, plain, LRS, steps)[0], best))
             rows[name].append(f"{fmt(np.median(r))} / {fmt(np.max(r))} ({fmt(own)})")
         print(f"{task.name}: tuned Adam {best:.4g}", flush=True)
     print(f"\n{machine()}; {steps} steps; 12 initial lrs from 1e-5 to 1\n")
