@@ -2,7 +2,8 @@
 
 Chosen by measurement over many tasks and twelve initial learning rates from 1e-5
 to 1 (`benchmarks/tuning_free.py`, on one seed's batches; under other seeds the
-worst of the twelve moves by up to 10x, `--seeds`), and for these reasons:
+worst of the twelve moves by up to 14x on some tasks, `--seeds`), and for
+these reasons:
 
 - The defaults are tuning-free for level-1 rules with momentum (Adam's b1 = 0.9,
   SGD's momentum = 0.9), not for rules without (SGD without momentum, RMSProp,
