@@ -85,6 +85,11 @@ def run_lrs(task, make_tx, lrs, steps):
 SOLVED = 1e-4
 
 
+def best_finite(loss: np.ndarray) -> float:
+    """The lowest finite loss of a grid ("tuned" at its best point)."""
+    return float(np.nanmin(np.where(np.isfinite(loss), loss, np.nan)))
+
+
 def cnn_task():
     d = ro.load_digits()
     k1, k2, k3 = jr.split(jr.key(4), 3)
@@ -639,9 +644,7 @@ def main():
             res[name] = run_lrs(task, make, LRS, args.steps)
         for name, make in once.items():
             res[name] = run_lrs(task, make, LRS[:1], args.steps)
-        best = np.nanmin(
-            np.where(np.isfinite(res["Adam (grid)"][0]), res["Adam (grid)"][0], np.nan)
-        )
+        best = best_finite(res["Adam (grid)"][0])
         res["best"] = best
         print(f"{task.name}: tuned Adam {best:.4g}", flush=True)
     seed = f"; batches of seed {SEED}" if SEED != 1 else ""
@@ -733,17 +736,18 @@ def seeds_table(keys, makers, steps: int, seeds: list[int], rows: dict) -> None:
     (tuned Adam too is that seed's best), and how many of the targets (median
     <= 1.5x, worst <= 3x) it meets over every task and seed."""
     global SEED
-    header = ["method", *(makers[k]().name for k in keys)]
+    header = ["method"]
     cells = {name: [] for name in rows}
     met = {name: 0 for name in rows}
     logs = {name: [] for name in rows}  # log median, log worst
     for key in keys:
         task = makers[key]()
+        header.append(task.name)
         per = {name: [] for name in rows}
         for seed in seeds:
             SEED = seed
             adam = run_lrs(task, optax.adam, LRS, steps)[0]
-            best = np.nanmin(np.where(np.isfinite(adam), adam, np.nan))
+            best = best_finite(adam)
             for name, make in rows.items():
                 r = ratios(run_lrs(task, make, LRS, steps)[0], best)
                 med, worst = np.median(r), np.max(r)
@@ -782,7 +786,7 @@ def rules_table(keys: list[str], makers: dict, steps: int) -> None:
         task = makers[key]()
         header.append(task.name)
         adam = run_lrs(task, optax.adam, LRS, steps)[0]
-        best = np.nanmin(np.where(np.isfinite(adam), adam, np.nan))
+        best = best_finite(adam)
         for name, (tower, plain) in rules().items():
             r = ratios(run_lrs(task, tower, LRS, steps)[0], best)
             own = np.min(ratios(run_lrs(task, plain, LRS, steps)[0], best))
