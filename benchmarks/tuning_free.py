@@ -27,23 +27,27 @@ paper's protocol (digits, 600 steps, batch 128, heights 2-4).
     python benchmarks/tuning_free.py --tasks heldout --no-ablation --png ""
     python benchmarks/tuning_free.py --rules --tasks all,heldout
     python benchmarks/tuning_free.py --seeds 1,2,3 --tasks all,heldout --no-ablation
+    python benchmarks/tuning_free.py --tasks fresh --no-ablation --png ""
 
 `--tasks attention` runs a one-block transformer on characters, a check added
-after the nine (not in `all`). `--tasks heldout` runs seven more tasks added after
-every default was chosen: an iris MLP, a linear regression on the diabetes data, a
-logistic regression with inputs scaled from 1 to 32, a deep (six hidden layers)
-ReLU MLP on digits, a digits autoencoder, a matrix factorisation started near
-its saddle, and a noisy quadratic with batches of 8. `--tasks probes` runs six
-kinds added after those (Rosenbrock's function, digits with 20% of the labels
-noise, a full-batch digits MLP, a teacher-student ReLU network, an L1
-regression, the digits MLP on batches of 4), to look for failures of new
-kinds. `--rules` prints only a table of `Stack[3]` over each level-1 rule of
+after the nine (not in `all`). `--tasks heldout` runs seven more tasks added
+after every default was chosen: an iris MLP, a linear regression on the diabetes
+data, a logistic regression with inputs scaled from 1 to 32, a deep (six hidden
+layers) ReLU MLP on digits, a digits autoencoder, a matrix factorisation started
+near its saddle, and a noisy quadratic with batches of 8. `--tasks probes` runs
+six kinds added after those (Rosenbrock's function, digits with 20% of the
+labels noise, a full-batch digits MLP, a teacher-student ReLU network, an L1
+regression, the digits MLP on batches of 4), to look for failures of new kinds.
+`--tasks fresh` runs five written after all of those and used for no choice, to
+measure the defaults out of sample (a sine regression, softmax regression on 50
+classes, a ReLU MLP on two moons, a Poisson regression, a LayerNorm-GELU MLP on
+digits). `--rules` prints only a table of `Stack[3]` over each level-1 rule of
 the catalogue (Adam and SGD with and without momentum, RMSProp, AdaGrad) next to
 the best of each rule's own grid. `--seed N` draws the batches with seed N (the
 tables use 1); `--seeds 1,2,3` prints only the default towers (and, without
-`--no-ablation`, the ablation's rows) under each seed's batches, with the
-number of targets met over every task and seed: the worst case over 12 starts
-moves with the batches more than with most design choices.
+`--no-ablation`, the ablation's rows) under each seed's batches, with the number
+of targets met over every task and seed: the worst case over 12 starts moves
+with the batches more than with most design choices.
 """
 
 import argparse
@@ -417,6 +421,83 @@ def small_batch_task():
     return dataclasses.replace(digits_task(), name="digits, batch 4", batch=4)
 
 
+def sine_task():
+    """A 1-64-64-1 tanh network fitting sin(2x) + 0.3x with a little noise."""
+    rng = np.random.default_rng(11)
+    x = rng.uniform(-3, 3, (1200, 1)).astype(np.float32)
+    y = (np.sin(2 * x) + 0.3 * x + 0.05 * rng.normal(size=x.shape)).astype(np.float32)
+    params = init_mlp(jr.key(21), (1, 64, 64, 1))
+    loss = lambda p, b: jnp.mean((mlp(p, b[0]) - b[1]) ** 2)  # noqa: E731
+    return Task(
+        "sine regression", (x[:1000], y[:1000]), (x[1000:], y[1000:]), params,
+        loss, loss, "test MSE", 32,
+    )  # fmt: skip
+
+
+def softmax_task():
+    """Softmax regression, 50 overlapping Gaussian classes in 20 dimensions."""
+    d = ro.make_gaussian_mixture(dim=20, classes=50, n=4000, seed=5)
+    linear = lambda p, x: x @ p["w"] + p["b"]  # noqa: E731
+    return Task(
+        "softmax, 50 classes", d.train, d.test,
+        {"w": jnp.zeros((20, 50)), "b": jnp.zeros(50)},
+        lambda p, b: _ce(linear(p, b[0]), b[1]), _accuracy(linear),
+        "test accuracy", 128,
+    )  # fmt: skip
+
+
+def moons_task():
+    """A 2-32-32-2 ReLU network on scikit-learn's two moons, batches of 16."""
+    from sklearn.datasets import make_moons
+
+    x, y = make_moons(600, noise=0.2, random_state=3)
+    x, y = x.astype(np.float32), y.astype(np.int32)
+    relu_mlp = functools.partial(mlp, activation=jax.nn.relu)
+    return Task(
+        "two moons ReLU MLP", (x[:400], y[:400]), (x[400:], y[400:]),
+        init_mlp(jr.key(5), (2, 32, 32, 2)),
+        lambda p, b: _ce(relu_mlp(p, b[0]), b[1]), _accuracy(relu_mlp),
+        "test accuracy", 16,
+    )  # fmt: skip
+
+
+def poisson_task():
+    """Poisson regression (log link) on 10 Gaussian inputs."""
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(2000, 10)).astype(np.float32)
+    y = rng.poisson(np.exp(x @ (0.3 * rng.normal(size=10)) + 0.5)).astype(np.float32)
+
+    def loss(p, b):
+        z = b[0] @ p["w"] + p["b"]
+        return jnp.mean(jnp.exp(z) - b[1] * z)
+
+    return Task(
+        "Poisson regression", (x[:1600], y[:1600]), (x[1600:], y[1600:]),
+        {"w": jnp.zeros(10), "b": jnp.zeros([])}, loss, loss, "test NLL", 64,
+    )  # fmt: skip
+
+
+def layernorm_task():
+    """A 64-96-96-10 MLP on digits with LayerNorm (gain only) and GELU."""
+    d = ro.load_digits()
+    params = {"layers": init_mlp(jr.key(9), (64, 96, 96, 10))}
+    params["gains"] = [jnp.ones(96), jnp.ones(96)]
+
+    def net(p, x):
+        for layer, gain in zip(p["layers"][:-1], p["gains"]):
+            h = x @ layer["w"] + layer["b"]
+            h = (h - h.mean(-1, keepdims=True)) / jnp.sqrt(
+                h.var(-1, keepdims=True) + 1e-5
+            )
+            x = jax.nn.gelu(h * gain)
+        return x @ p["layers"][-1]["w"] + p["layers"][-1]["b"]
+
+    return Task(
+        "digits LayerNorm-GELU MLP", d.train, d.test, params,
+        lambda p, b: _ce(net(p, b[0]), b[1]), _accuracy(net), "test accuracy", 64,
+    )  # fmt: skip
+
+
 TASKS = {
     "digits": digits_task,
     "cancer": breast_cancer_task,
@@ -449,6 +530,15 @@ PROBE_TASKS = {
     "teacher": teacher_student_task,
     "l1": l1_regression_task,
     "small_batch": small_batch_task,
+}
+# Five more, written after every choice above and run once each, to measure the
+# defaults out of sample (`--tasks fresh`); nothing was chosen by looking at them.
+FRESH_TASKS = {
+    "sine": sine_task,
+    "softmax": softmax_task,
+    "moons": moons_task,
+    "poisson": poisson_task,
+    "layernorm": layernorm_task,
 }
 
 
@@ -622,12 +712,14 @@ def main():
         "all": list(TASKS),
         "heldout": list(HELDOUT_TASKS),
         "probes": list(PROBE_TASKS),
+        "fresh": list(FRESH_TASKS),
     }
     keys = [k for key in args.tasks.split(",") for k in groups.get(key, [key])]
-    makers = {**TASKS, **EXTRA_TASKS, **HELDOUT_TASKS, **PROBE_TASKS}
+    makers = {**TASKS, **EXTRA_TASKS, **HELDOUT_TASKS, **PROBE_TASKS, **FRESH_TASKS}
     if unknown := [k for k in keys if k not in makers]:
         parser.error(
-            f"unknown task(s) {unknown}; known: all, heldout, probes, {list(makers)}"
+            f"unknown task(s) {unknown}; known: all, heldout, probes, fresh, "
+            f"{list(makers)}"
         )
     if args.rules:
         return rules_table(keys, makers, args.steps)
