@@ -1,6 +1,32 @@
+import os
+import shutil
+import tempfile
+
 import jax
 import jax.random as jr
 import pytest
+
+# One persistent compilation cache for the whole run, shared by the xdist workers
+# and the subprocesses some tests start (they inherit the environment): `ro.fit`
+# and `ro.sweep` build their jitted chunks anew at every call, so the suite
+# compiles many identical programs. The first process to import this file (the
+# xdist controller, which starts the workers) creates the directory and removes
+# it at the end.
+_OWNER = "RO_TEST_JAX_CACHE" not in os.environ
+if _OWNER:
+    os.environ["RO_TEST_JAX_CACHE"] = tempfile.mkdtemp(prefix="ro-jax-cache-")
+os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ["RO_TEST_JAX_CACHE"]
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
+jax.config.update("jax_compilation_cache_dir", os.environ["RO_TEST_JAX_CACHE"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+
+
+def pytest_sessionfinish(session):
+    if _OWNER and not hasattr(session.config, "workerinput"):
+        shutil.rmtree(os.environ["RO_TEST_JAX_CACHE"], ignore_errors=True)
+
 
 # Tolerances in the tests assume float64 where they say so; float32 parameters stay
 # float32 (the library must not promote them).
