@@ -11,7 +11,10 @@ import pytest
 # and `ro.sweep` build their jitted chunks anew at every call, so the suite
 # compiles many identical programs. The first process to import this file (the
 # xdist controller, which starts the workers) creates the directory and removes
-# it at the end.
+# it at the end. Entries are written without a lock (JAX's locked mode, with a
+# size limit, made the suite nearly twice as slow), so a process may read an
+# entry another is still writing: JAX then warns and compiles the program itself,
+# and pyproject.toml's filterwarnings lets that warning pass.
 _OWNER = "RO_TEST_JAX_CACHE" not in os.environ
 if _OWNER:
     os.environ["RO_TEST_JAX_CACHE"] = tempfile.mkdtemp(prefix="ro-jax-cache-")
