@@ -18,12 +18,13 @@ import pytest
 _OWNER = "RO_TEST_JAX_CACHE" not in os.environ
 if _OWNER:
     os.environ["RO_TEST_JAX_CACHE"] = tempfile.mkdtemp(prefix="ro-jax-cache-")
-os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ["RO_TEST_JAX_CACHE"]
-os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
-os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
-jax.config.update("jax_compilation_cache_dir", os.environ["RO_TEST_JAX_CACHE"])
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+for _name, _value in {
+    "jax_compilation_cache_dir": os.environ["RO_TEST_JAX_CACHE"],
+    "jax_persistent_cache_min_compile_time_secs": 0,
+    "jax_persistent_cache_min_entry_size_bytes": -1,
+}.items():
+    os.environ[_name.upper()] = str(_value)  # for the subprocesses
+    jax.config.update(_name, _value)
 
 
 def pytest_sessionfinish(session):
