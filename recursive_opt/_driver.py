@@ -6,17 +6,20 @@ front end's `after_chunk` (checkpoints, stopping on divergence). A population (a
 sweep) vmaps the chunk and the evaluation over the carry's leading axis.
 """
 
+import collections
+import functools
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
+import equinox as eqx
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
 from jaxtyping import PyTree
 
-from ._loop import Carry, Loop, mean_lr
+from ._loop import Carry, Loop, Program, mean_lr
 
 
 class Timer:
@@ -58,6 +61,67 @@ def stack_history(records: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]
     return {k: np.stack([r[k] for r in records]) for k in records[0]}
 
 
+_CACHE: collections.OrderedDict = collections.OrderedDict()
+CACHE_SIZE = 16  # programs kept compiled (each with its chunk lengths)
+
+
+def _key(static: Program, population: bool, eval_fn) -> Hashable | None:
+    """What a program's traced code depends on besides its arrays, or None when
+    part of it cannot be hashed."""
+    leaves, treedef = jax.tree.flatten(static)
+    key = (treedef, tuple((type(x), x) for x in leaves), population, eval_fn)
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+def compiled(program: Program, population: int | None, eval_fn: Callable | None):
+    """`(chunk, evaluate, arrays)`: the jitted chunk and evaluation of `program`
+    and the arrays to pass them as its first argument.
+
+    Both are cached (the last `CACHE_SIZE` programs) on everything but the
+    program's arrays, so a run of the same loss function, model structure, data
+    sizes and tower, whatever its hyperparameters' values, its parameters' and
+    its data's, reuses the compiled chunks of an earlier one.
+    """
+    dynamic, static = eqx.partition(program, eqx.is_array)
+    key = _key(static, population is not None, eval_fn)
+    try:
+        hit = key is not None and key in _CACHE
+    except (TypeError, ValueError):  # e.g. arrays in static fields
+        key, hit = None, False
+    if key is None:  # compiled for this run alone, holding its arrays as constants
+        dynamic = None
+        combine = lambda dynamic: program  # noqa: E731
+    else:
+        if hit:
+            _CACHE.move_to_end(key)
+            return (*_CACHE[key], dynamic)
+        combine = functools.partial(eqx.combine, static)
+
+    def evaluate(dynamic, params, rest, data):
+        return combine(dynamic).evaluate(params, rest, data, eval_fn)
+
+    def chunk(dynamic, carry, arrays, batches, length):
+        return combine(dynamic).chunk(carry, arrays, batches, length)
+
+    if population is not None:
+        one = chunk
+
+        def chunk(dynamic, carry, arrays, batches, length):
+            return jax.vmap(lambda c: one(dynamic, c, arrays, batches, length))(carry)
+
+        evaluate = jax.vmap(evaluate, (None, 0, 0, None))
+    fns = jax.jit(chunk, static_argnums=4, donate_argnums=1), jax.jit(evaluate)
+    if key is not None:
+        _CACHE[key] = fns
+        while len(_CACHE) > CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return (*fns, dynamic)
+
+
 def drive(
     loop: Loop,
     carry: Carry,
@@ -78,18 +142,7 @@ def drive(
     per chunk to `records`. `population` is the number of real members of a
     vmapped carry (padding members beyond it are dropped from the records)."""
 
-    def evaluate(p, r, d):
-        return loop.evaluate(p, r, d, eval_fn)
-
-    if population is None:
-        chunk, evaluate_jit = loop.chunk, jax.jit(evaluate)
-    else:
-
-        def chunk(c, arrays, batches, length):
-            return jax.vmap(lambda c: loop.chunk(c, arrays, batches, length))(c)
-
-        evaluate_jit = jax.jit(jax.vmap(evaluate, (0, 0, None)))
-    chunk = jax.jit(chunk, static_argnums=3, donate_argnums=0)
+    chunk, evaluate_jit, program = compiled(loop.program, population, eval_fn)
     arrays = loop.arrays if arrays is None else arrays
 
     def keep(record: dict) -> dict:  # on the host, without the padding members
@@ -113,12 +166,13 @@ def drive(
                 break
             length, batches = nxt
             started = time.perf_counter()
-            carry, record = chunk(carry, arrays, batches, length)
+            carry, record = chunk(program, carry, arrays, batches, length)
             record = keep(record)
             timer.add(length, time.perf_counter() - started)
             done += length
             if eval_data is not None:
-                record.update(keep(evaluate_jit(carry.params, carry.rest, eval_data)))
+                evaluated = evaluate_jit(program, carry.params, carry.rest, eval_data)
+                record.update(keep(evaluated))
             step = np.asarray(done)
             record["step"] = step if population is None else np.full(population, done)
             records.append(record)

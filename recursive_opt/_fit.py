@@ -113,7 +113,10 @@ def fit(
     """Train `params` to minimise `loss_fn` with an optimiser or tower.
 
     The loop runs as jitted `lax.scan` chunks of `log_every` steps; between chunks
-    it records the history, evaluates, shows progress and writes checkpoints.
+    it records the history, evaluates, shows progress and writes checkpoints. The
+    chunks are compiled once for a loss function, model structure, data size and
+    kind of tower: a later call that differs only in values (the hyperparameters'
+    initial values, the parameters, the data) reuses them.
 
     **Arguments:**
 

@@ -19,7 +19,7 @@ import optax
 from jaxtyping import Array, Int, PyTree
 
 from ._guard import all_finite, bound, normalise_bounds
-from ._model import Model, select
+from ._model import Model, Skeleton, select
 from ._optax import apply_updates
 from ._optimiser import AbstractOptimiser
 from ._stack import Stack
@@ -236,6 +236,16 @@ class Loop:
         self.bounds = normalise_bounds(bounds, tower)
         if self.bounds is not None:  # enforced inside the tower, before each use
             self.tower = bound(tower, self.bounds)
+        self.program = Program(
+            loss_fn,
+            model.skeleton,
+            self.tower,
+            has_aux,
+            on_nonfinite,
+            key_impl,
+            _sizes(data),
+            None if meta is None else _sizes(meta),
+        )
 
     @classmethod
     def build(
@@ -284,11 +294,32 @@ class Loop:
         state = self.tower.init(params)
         return Carry(params, rest, state, key, scalar(0), scalar(0), scalar(-1))
 
+
+def _sizes(data: Data) -> tuple[int, int] | None:
+    return None if data.arrays is None else (data.n, data.batch_size)
+
+
+class Program(eqx.Module):
+    """What a chunk's traced code depends on, apart from its arguments: a pytree
+    whose arrays (the tower's initial hyperparameters, a loss module's arrays)
+    `drive` passes to the jitted chunk as arguments and whose other leaves and
+    static fields key its compilation cache, so that a second run of the same
+    loss and tower (its hyperparameters' values free to differ) compiles nothing."""
+
+    loss_fn: Callable
+    skeleton: Skeleton
+    tower: Any
+    has_aux: bool = eqx.field(static=True)
+    on_nonfinite: str = eqx.field(static=True)
+    key_impl: Any = eqx.field(static=True)
+    sizes: tuple[int, int] | None = eqx.field(static=True)  # (examples, batch)
+    meta_sizes: tuple[int, int] | None = eqx.field(static=True)
+
     def step(self, c: Carry, batch, meta_batch=None) -> tuple[Carry, tuple[Array, Any]]:
         static = []
 
         def grads_and_aux(params):  # aux: arrays only (a scheme may linearize it)
-            out = self.model.value_and_grad(
+            out = self.skeleton.value_and_grad(
                 self.loss_fn, self.has_aux, params, c.rest, batch
             )
             dynamic, rest = eqx.partition(out, eqx.is_array)
@@ -298,7 +329,7 @@ class Loop:
         if isinstance(self.tower, Stack):  # a scheme may need the loss itself
             meta = None
             if meta_batch is not None:
-                meta = self.model.value_and_grad(
+                meta = self.skeleton.value_and_grad(
                     self.loss_fn, self.has_aux, c.params, c.rest, meta_batch
                 )[2]
             updates, opt_state, dynamic = self.tower.step_with(
@@ -325,20 +356,20 @@ class Loop:
         """`length` steps; returns the carry and this chunk's record."""
         arrays, meta_arrays = arrays
         if batches is None:
-            d = self.data
-            idx = batch_indices(c.key, self.key_impl, c.step, length, d.n, d.batch_size)
+            n, batch_size = self.sizes
+            idx = batch_indices(c.key, self.key_impl, c.step, length, n, batch_size)
             take = lambda xs, i: jax.tree.map(lambda a: a[i], xs)  # noqa: E731
             if meta_arrays is None:
                 c, (losses, auxes) = jax.lax.scan(
                     lambda c, i: self.step(c, take(arrays, i)), c, idx
                 )
             else:  # a held-out stream, in its own reshuffled epochs
-                m = self.meta
+                meta_n, meta_batch_size = self.meta_sizes
                 key = jr.key_data(
                     jr.fold_in(jr.wrap_key_data(c.key, impl=self.key_impl), 1)
                 )
                 meta_idx = batch_indices(
-                    key, self.key_impl, c.step, length, m.n, m.batch_size
+                    key, self.key_impl, c.step, length, meta_n, meta_batch_size
                 )
                 c, (losses, auxes) = jax.lax.scan(
                     lambda c, ij: self.step(
@@ -348,14 +379,14 @@ class Loop:
                     (idx, meta_idx),
                 )
         else:
-            c, (losses, auxes) = jax.lax.scan(self.step, c, batches)
+            c, (losses, auxes) = jax.lax.scan(lambda c, b: self.step(c, b), c, batches)
         record = {"loss": jnp.mean(losses), **_aux_means(auxes)}
         record.update(hyper_record(c.opt_state))
         record["skipped"] = c.skipped
         return c, record
 
     def evaluate(self, params, rest, eval_data, eval_fn) -> dict[str, Array]:
-        model = self.model.rebuild(params, rest)
+        model = self.skeleton.rebuild(params, rest)
         if eval_fn is None:
             out = self.loss_fn(model, eval_data)
             out = out[0] if self.has_aux else out

@@ -22,33 +22,21 @@ def _is_nnx(model: Any) -> bool:
     return isinstance(model, nnx.Module)
 
 
-class Model:
-    """A model split into `params` (trained) and `rest` (carried along), with the
-    means to rebuild it and to take the loss's value and gradient.
+class Skeleton(eqx.Module):
+    """A model without its arrays: what rebuilding it and taking its loss's
+    gradient need (traced code holds this, the arrays travel in the carry). For
+    an Equinox model or pytree the non-trained part (its integer arrays, if any,
+    are leaves a jitted caller passes as arguments); for Flax NNX the graphdef."""
 
-    - Plain pytrees and Equinox modules: the floating-point arrays are trained;
-        everything else (integer arrays, functions, static fields) is kept as it is.
-    - Flax NNX modules: the `nnx.Param` variables are trained; the other state
-        (batch statistics, RNG streams) is `rest`, carried from step to step as the
-        module updates it in the loss.
-    """
-
-    def __init__(self, model: Any):
-        self.nnx = _is_nnx(model)
-        if self.nnx:
-            from flax import nnx
-
-            self.graphdef, self.params, self.rest = nnx.split(model, nnx.Param, ...)
-        else:
-            self.params, self.static = eqx.partition(model, eqx.is_inexact_array)
-            self.rest = None
+    nnx: bool = eqx.field(static=True)
+    structure: Any
 
     def rebuild(self, params: PyTree, rest: PyTree) -> Any:
         if self.nnx:
             from flax import nnx
 
-            return nnx.merge(self.graphdef, params, rest)
-        return eqx.combine(params, self.static)
+            return nnx.merge(self.structure, params, rest)
+        return eqx.combine(params, self.structure)
 
     def value_and_grad(
         self, loss_fn: Callable, has_aux: bool, params: PyTree, rest: PyTree, batch
@@ -70,6 +58,39 @@ class Model:
         (loss, aux), grads = nnx.value_and_grad(objective, has_aux=True)(model)
         _, _, new_rest = nnx.split(model, nnx.Param, ...)
         return loss, aux, grads, new_rest
+
+
+class Model:
+    """A model split into `params` (trained) and `rest` (carried along), with the
+    means to rebuild it and to take the loss's value and gradient.
+
+    - Plain pytrees and Equinox modules: the floating-point arrays are trained;
+        everything else (integer arrays, functions, static fields) is kept as it is.
+    - Flax NNX modules: the `nnx.Param` variables are trained; the other state
+        (batch statistics, RNG streams) is `rest`, carried from step to step as the
+        module updates it in the loss.
+    """
+
+    def __init__(self, model: Any):
+        self.nnx = _is_nnx(model)
+        if self.nnx:
+            from flax import nnx
+
+            graphdef, self.params, self.rest = nnx.split(model, nnx.Param, ...)
+            self.skeleton = Skeleton(True, graphdef)
+        else:
+            self.params, static = eqx.partition(model, eqx.is_inexact_array)
+            self.rest = None
+            self.skeleton = Skeleton(False, static)
+
+    def rebuild(self, params: PyTree, rest: PyTree) -> Any:
+        return self.skeleton.rebuild(params, rest)
+
+    def value_and_grad(
+        self, loss_fn: Callable, has_aux: bool, params: PyTree, rest: PyTree, batch
+    ) -> tuple[Any, Any, PyTree, PyTree]:
+        """`(loss, aux, grads, new_rest)` of `loss_fn(model, batch)`."""
+        return self.skeleton.value_and_grad(loss_fn, has_aux, params, rest, batch)
 
 
 def _is_key(x: Any) -> bool:

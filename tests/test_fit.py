@@ -126,6 +126,64 @@ def test_history_records_every_level_and_eval():
     assert np.isfinite(res.ms_per_step)
 
 
+def test_a_second_run_of_the_same_loss_and_tower_compiles_nothing():
+    # The chunks are cached on everything but the arrays: the hyperparameters'
+    # values, the parameters' and the data's are arguments, not constants.
+    traced = []
+
+    def loss(p, b):
+        traced.append(1)
+        return linear_loss(p, b)
+
+    def run(lr, loss_fn=loss, w=0.0, **kwargs):
+        params = {"w": jnp.full(6, w, jnp.float32), "b": jnp.zeros([], jnp.float32)}
+        tower = ro.Stack(ro.SGD(lr, momentum=0.5), ro.SGD(0.01, momentum=0.5))
+        options = dict(steps=12, log_every=4, progress=False, eval_data=QUAD.test)
+        return ro.fit(loss_fn, params, tower, QUAD.train, **(options | kwargs))
+
+    first = run(1e-3)
+    assert traced
+    n = len(traced)
+    second = run(5e-2, w=0.3)
+    assert len(traced) == n  # nothing traced again
+    # It ran with its own values: a fresh loss function compiles anew, and agrees.
+    fresh = run(5e-2, lambda p, b: linear_loss(p, b), w=0.3)
+    for k in fresh.history:
+        np.testing.assert_allclose(second.history[k], fresh.history[k], err_msg=k)
+    chex.assert_trees_all_close(second.params, fresh.params)
+    assert not np.allclose(first.history["level1/lr"], second.history["level1/lr"])
+    assert not np.allclose(first.params["w"], second.params["w"])
+    # What changes the traced program compiles it: here the batch size.
+    run(1e-3, batch_size=8)
+    assert len(traced) > n
+
+
+@pytest.mark.filterwarnings("ignore:A JAX array is being set as static")
+def test_a_loss_module_with_an_array_in_a_static_field_still_runs():
+    # Its compiled chunks cannot be looked up (arrays do not compare as one
+    # value), so each run compiles its own.
+    class Loss(eqx.Module):
+        scale: np.ndarray = eqx.field(static=True)
+
+        def __call__(self, p, b):
+            return linear_loss(p, b) * self.scale[0]
+
+    runs = [
+        ro.fit(
+            Loss(np.ones(2)),
+            linear_params(),
+            ro.Adam(1e-2),
+            QUAD.train,
+            steps=6,
+            log_every=3,
+            progress=False,
+        )
+        for _ in range(2)
+    ]
+    np.testing.assert_array_equal(runs[0].history["loss"], runs[1].history["loss"])
+    assert runs[0].history["loss"][-1] < runs[0].history["loss"][0]
+
+
 def test_per_leaf_history_and_optax_transformations():
     res = ro.fit(
         linear_loss,

@@ -53,6 +53,30 @@ def test_members_equal_separate_fits():
     np.testing.assert_array_equal(res.values["lr"], lrs)
 
 
+def test_a_second_sweep_with_other_values_compiles_nothing():
+    traced = []
+
+    def loss(p, b):
+        traced.append(1)
+        return linear_loss(p, b)
+
+    def run(lrs, loss_fn=loss):
+        tower = copies(2, ro.SGD(0.01, momentum=0.5))
+        over = {"lr": np.array(lrs)}
+        return ro.sweep(
+            loss_fn, linear_params(), tower, QUAD.train, over=over, **OPTIONS
+        )
+
+    first = run([1e-3, 5e-2])
+    n = len(traced)
+    second = run([2e-2, 1e-1])
+    assert n and len(traced) == n
+    fresh = run([2e-2, 1e-1], lambda p, b: linear_loss(p, b))  # compiled anew
+    for k in fresh.history:
+        np.testing.assert_allclose(second.history[k], fresh.history[k], err_msg=k)
+    assert not np.allclose(first.final_loss, second.final_loss)
+
+
 def test_sweep_an_upper_level_and_several_hyperparameters():
     # In float64: Adam's normalised steps amplify float32 rounding, which differs
     # between a vmapped and a single run.
