@@ -125,6 +125,38 @@ def test_bounds_keep_hyperparameters_in_range():
     np.testing.assert_allclose(res.history["level2/lr"], 0.05, rtol=1e-6)
 
 
+def test_bounds_keep_the_towers_other_settings():
+    # Bounds that never bind leave the run as it was: the default tower's
+    # warm-up (and its shape) and scheme are kept.
+    tower = ro.Stack[2](ro.Adam(1e-2), warmup_shape="linear")
+    wide = {"lr": (1e-9, 1e3)}
+
+    def fit(bounds):
+        return ro.fit(
+            linear_loss,
+            linear_params(),
+            tower,
+            QUAD.train,
+            steps=12,
+            batch_size=32,
+            log_every=4,
+            bounds=bounds,
+            progress=False,
+        )
+
+    free, bounded = fit(None), fit(wide)
+    for k in free.history:
+        np.testing.assert_allclose(bounded.history[k], free.history[k], err_msg=k)
+    for k in free.params:
+        np.testing.assert_allclose(bounded.params[k], free.params[k], err_msg=k)
+    kept = bound(tower, normalise_bounds(wide, tower))
+    assert (kept.warmup, kept.warmup_shape, kept.hypergradient) == (
+        tower.warmup,
+        tower.warmup_shape,
+        tower.hypergradient,
+    )
+
+
 @pytest.mark.parametrize("transform", ["log", "logit", "identity", "square", "tanh01"])
 def test_bounds_land_exactly_on_the_bound(transform):
     # One lr (declared): this test is about momentum's bounds.
