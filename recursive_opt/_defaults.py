@@ -89,6 +89,8 @@ LEVEL2_LR = 0.1
 HIGHER_LR = 0.01
 WARMUP = 100
 SGD_WARMUP = 300
+WARMUP_SHAPES = ("geometric", "linear")
+WARMUP_SHAPE = "linear"
 
 
 def default_warmup(opt: AbstractOptimiser, depth: int, one_step: bool = True) -> int:

@@ -11,7 +11,7 @@ from jaxtyping import Array
 
 from ._checks import check_leaf_shapes, check_params, check_same_structure
 from ._custom_types import Grads, Params, Updates
-from ._defaults import default_levels, default_warmup
+from ._defaults import WARMUP_SHAPE, WARMUP_SHAPES, default_levels, default_warmup
 from ._hyper import (
     clip,
     resolve,
@@ -41,6 +41,7 @@ class _Repeat:
         tie: bool = False,
         hypergradient: AbstractHypergradient | None = None,
         warmup: int | None = None,
+        warmup_shape: str = WARMUP_SHAPE,
     ) -> "Stack":
         if more:
             raise TypeError(
@@ -59,6 +60,7 @@ class _Repeat:
                 tie=True,
                 hypergradient=hypergradient,
                 warmup=warmup or 0,
+                warmup_shape=warmup_shape,
             )
         # One lr per leaf with the default scheme; other schemes carry a tangent
         # (or a window's derivative) per tuned value, so they keep one lr.
@@ -69,6 +71,7 @@ class _Repeat:
             *default_levels(opt, self.depth, one_step),
             hypergradient=hypergradient,
             warmup=warmup,
+            warmup_shape=warmup_shape,
         )
 
     def __repr__(self) -> str:
@@ -105,10 +108,14 @@ class Stack(eqx.Module):
     - `tie`: share one hyperparameter pytree between identical levels.
     - `hypergradient`: the scheme for level 1's hypergradient (default
         `ro.OneStep()`).
-    - `warmup`: level 1's step t (from 0) is multiplied by min(1, (t+1)/warmup);
-        0 (the default of `Stack(...)` and of tied towers) switches it off;
-        `Stack[d](opt)` uses 100 (300 for SGD) unless given `warmup=`.
-        Hypergradients see the step actually taken.
+    - `warmup`: level 1's step t (from 0) is multiplied by a factor that rises
+        from 1/warmup at t = 0 to 1 at t = warmup - 1 and stays 1; 0 (the default
+        of `Stack(...)` and of tied towers) switches it off; `Stack[d](opt)` uses
+        100 (300 for SGD) unless given `warmup=`. Hypergradients see the step
+        actually taken.
+    - `warmup_shape`: how the factor rises: `"geometric"`,
+        warmup ** ((t+1)/warmup - 1), by the same ratio each step, or `"linear"`,
+        (t+1)/warmup.
 
     ```python
     tower = ro.Stack[3](ro.Adam())  # a start anywhere in 1e-5..1 is corrected
@@ -122,6 +129,7 @@ class Stack(eqx.Module):
     tie: bool = eqx.field(static=True)
     hypergradient: AbstractHypergradient
     warmup: int = eqx.field(static=True)
+    warmup_shape: str = eqx.field(static=True)
 
     def __class_getitem__(cls, depth: int) -> _Repeat:
         if isinstance(depth, bool) or not isinstance(depth, int):
@@ -136,13 +144,20 @@ class Stack(eqx.Module):
         tie: bool = False,
         hypergradient: AbstractHypergradient | None = None,
         warmup: int = 0,
+        warmup_shape: str = WARMUP_SHAPE,
     ):
         hypergradient = check_levels(levels, tie, hypergradient)
         if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
             raise ValueError(
                 f"Stack(warmup=...) needs an integer >= 0, got {warmup!r}."
             )
+        if warmup_shape not in WARMUP_SHAPES:
+            raise ValueError(
+                f"Stack(warmup_shape=...) must be one of {WARMUP_SHAPES}, got "
+                f"{warmup_shape!r}."
+            )
         self.warmup = warmup
+        self.warmup_shape = warmup_shape
         self.levels = tuple(levels)
         self.tie = bool(tie) and len(levels) > 1
         self.hypergradient = hypergradient

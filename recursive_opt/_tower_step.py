@@ -18,11 +18,15 @@ from ._optax import apply_updates
 
 
 def ramp(tower, count):
-    """The warm-up's factor on level 1's step number `count` (from 0)."""
+    """The warm-up's factor on level 1's step number `count` (from 0): from
+    1/warmup at step 0 to 1 at step warmup - 1, linearly or geometrically."""
     if tower.warmup == 0:
         return None
     dtype = jnp.result_type(float)  # the dtype of the scale a record keeps
-    return jnp.minimum(1, (count + 1).astype(dtype) / tower.warmup)
+    frac = jnp.minimum(1, (count + 1).astype(dtype) / tower.warmup)
+    if tower.warmup_shape == "linear":
+        return frac
+    return jnp.exp(jnp.log(jnp.asarray(tower.warmup, dtype)) * (frac - 1))
 
 
 class Previous(eqx.Module):

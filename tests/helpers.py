@@ -285,13 +285,22 @@ def _untied_start(levels, x):
     return opts, hs, fixed, top, states
 
 
-def brute_force_untied(levels, loss, x, steps, warmup=0, fused=False):
+def warmup_factor(t: int, warmup: int, shape: str) -> float:
+    """Level 1's step t (from 0) is multiplied by this: min(1, (t + 1) / warmup)
+    ("linear") or warmup ** (min(1, (t + 1) / warmup) - 1) ("geometric")."""
+    if not warmup:
+        return 1.0
+    frac = min(1.0, (t + 1) / warmup)
+    return frac if shape == "linear" else float(warmup) ** (frac - 1.0)
+
+
+def brute_force_untied(levels, loss, x, steps, warmup=0, fused=False, shape="linear"):
     """Returns (params, [raw hyperparameters of levels 1..d-1], [G_2..G_d of the last
     step]). With `warmup` > 0, level 1's step t (from 0) is multiplied by
-    min(1, (t + 1) / warmup). With `fused`, level 1 steps before the levels above
-    move its hyperparameters (`OneStep(fused=True)`)."""
+    `warmup_factor(t, warmup, shape)`. With `fused`, level 1 steps before the
+    levels above move its hyperparameters (`OneStep(fused=True)`)."""
     if fused:
-        return _brute_force_fused(levels, loss, x, steps, warmup)
+        return _brute_force_fused(levels, loss, x, steps, warmup, shape)
     d = len(levels)
     opts, hs, fixed, top, states = _untied_start(levels, x)
     consts, ramp = None, 1.0
@@ -309,7 +318,7 @@ def brute_force_untied(levels, loss, x, steps, warmup=0, fused=False):
                 loss,
                 ramp,
             )
-        ramp = min(1.0, (t + 1) / warmup) if warmup else 1.0
+        ramp = warmup_factor(t, warmup, shape)
         G = [g] + upper
         consts = [None] * d
         new_hs = list(hs)
@@ -345,7 +354,7 @@ def _untied_objective(eps, opts, hs, fixed, consts, loss, ramp=1.0):
     return loss(jax.tree.map(lambda p, v: p + ramp * v, sg(consts[0][2]), u))
 
 
-def _brute_force_fused(levels, loss, x, steps, warmup):
+def _brute_force_fused(levels, loss, x, steps, warmup, shape):
     # Level 1's step t-1 was taken with the hyperparameters the levels above made
     # at step t-2 (or the initial ones): G_2..G_d differentiate that path.
     d = len(levels)
@@ -363,7 +372,7 @@ def _brute_force_fused(levels, loss, x, steps, warmup):
             upper = jax.grad(_untied_objective)(
                 zeros, opts, hs_then, fixed, [c0] + upper_before, loss, ramp
             )
-        ramp = min(1.0, (t + 1) / warmup) if warmup else 1.0
+        ramp = warmup_factor(t, warmup, shape)
         G = [g] + upper
         u, new_state = plain_update(opts[0], {**fixed[0], **hs[0]}, g, states[0], x)
         c0 = (g, states[0], x)

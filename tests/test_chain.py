@@ -376,7 +376,7 @@ def test_fused_order_matches_brute_force(make, warmup, kind):
     assert _record_kind(state) == kind
     x0 = logistic.init(jax.random.key(1))
     bf_params, bf_hs, bf_G = brute_force_untied(
-        levels, logistic.loss, x0, 7, warmup=warmup, fused=True
+        levels, logistic.loss, x0, 7, warmup, fused=True, shape=tower.warmup_shape
     )
     TOL = _tol([type(o).__name__.lower() for o in levels])
     chex.assert_trees_all_close(params, bf_params, **TOL)

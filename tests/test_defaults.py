@@ -106,7 +106,7 @@ def test_history_has_one_level_1_lr_per_leaf_and_mean_lr_is_their_geometric_mean
 @pytest.mark.parametrize(
     "level1", [ro.Adam(0.05), ro.SGD(0.05, momentum=0.9)], ids=["adam", "sgd_momentum"]
 )
-@pytest.mark.parametrize("warmup", [None, 4])
+@pytest.mark.parametrize("warmup", [None, (4, "linear"), (4, "geometric")])
 def test_default_tower_matches_brute_force(warmup, level1):
     """The default levels (fixed betas below, Adam with b2 = 0.99 above, level 1's
     step warmed up) through the same chain as every tower: checked against step
@@ -116,7 +116,7 @@ def test_default_tower_matches_brute_force(warmup, level1):
     tower = ro.Stack[3](level1)
     assert tower.warmup == (300 if isinstance(level1, ro.SGD) else 100)
     if warmup is not None:
-        tower = ro.Stack(*tower.levels, warmup=warmup)
+        tower = ro.Stack(*tower.levels, warmup=warmup[0], warmup_shape=warmup[1])
     x = quadratic.init(None)
     state = tower.init(x)
     for _ in range(6):
@@ -125,7 +125,12 @@ def test_default_tower_matches_brute_force(warmup, level1):
     kind = "FromState" if isinstance(level1, ro.SGD) else "Jacobian"
     assert type(state.saved[0].record).__name__ == kind
     bf_x, bf_hs, bf_G = brute_force_untied(
-        list(tower.levels), quadratic.loss, quadratic.init(None), 6, tower.warmup
+        list(tower.levels),
+        quadratic.loss,
+        quadratic.init(None),
+        6,
+        tower.warmup,
+        shape=tower.warmup_shape,
     )
     chex.assert_trees_all_close(x, bf_x, rtol=1e-9, atol=1e-12)
     # Level 1's lr is one per leaf (a list of the leaves inside the tower).
@@ -196,7 +201,8 @@ def test_default_towers_train_from_any_initial_lr():
     assert sgd[0] > threshold > sgd_tower[0]
 
 
-def test_warmup_is_the_default_towers_and_scales_level_1s_first_steps():
+@pytest.mark.parametrize("shape", ["linear", "geometric"])
+def test_warmup_is_the_default_towers_and_scales_level_1s_first_steps(shape):
     assert ro.Stack[3](ro.Adam()).warmup == 100
     assert ro.Stack[3](ro.RMSProp()).warmup == 100  # adaptive: bounded steps
     assert ro.Stack[2](ro.SGD(0.1, momentum=0.9)).warmup == 300
@@ -213,15 +219,24 @@ def test_warmup_is_the_default_towers_and_scales_level_1s_first_steps():
     for bad in (-1, 2.5, True):
         with pytest.raises(ValueError, match="warmup"):
             ro.Stack(ro.Adam(), ro.Adam(), warmup=bad)
+    with pytest.raises(ValueError, match="warmup_shape"):
+        ro.Stack(ro.Adam(), ro.Adam(), warmup=4, warmup_shape="cosine")
+    assert ro.Stack[3](ro.Adam(), warmup_shape=shape).warmup_shape == shape
     params = {"w": jnp.array([1.0, -2.0, 3.0])}
     grads = {"w": jnp.array([0.5, 0.1, -2.0])}
     plain, _ = ro.Adam(0.1).update(grads, ro.Adam(0.1).init(params))
+    # From 1/4 to 1 in four steps: by equal steps, or by the same ratio (sqrt 2).
+    factors = {
+        "linear": [0.25, 0.5, 0.75, 1, 1, 1],
+        "geometric": [2**-1.5, 0.5, 2**-0.5, 1, 1, 1],
+    }[shape]
     for depth in (1, 2):
-        tower = ro.Stack(*[ro.Adam(0.1)] * depth, warmup=4)
+        tower = ro.Stack(*[ro.Adam(0.1)] * depth, warmup=4, warmup_shape=shape)
         state = tower.init(params)
         for t in range(6):  # the same gradients: Adam's update stays the same
             updates, state = tower.update(grads, state, params)
             if depth == 1:
-                ramp = min(1.0, (t + 1) / 4)
-                np.testing.assert_allclose(updates["w"], ramp * plain["w"], rtol=1e-12)
+                np.testing.assert_allclose(
+                    updates["w"], factors[t] * plain["w"], rtol=1e-12
+                )
         assert np.all(np.isfinite(updates["w"]))
