@@ -585,7 +585,7 @@ def ablation() -> dict:
     """What each choice of the default bought (all Stack[3] unless named); each
     row changes one choice of the default, or names the older towers."""
     ident = lambda v: ro.hyper(v, transform="identity")  # noqa: E731
-    w = ro.Stack[3](ro.Adam()).warmup
+    w, s = ro.Stack[3](ro.Adam()).warmup, ro.Stack[3](ro.Adam()).warmup_shape
     return {
         "copies of Adam(lr) (the old Stack[3])": lambda lr: ro.Stack(
             *[ro.Adam(lr)] * 3
@@ -597,23 +597,30 @@ def ablation() -> dict:
             ro.Adam(lr), ro.Adam(0.01), ro.Adam(0.01)
         ).as_optax(),
         "log lr, Adam(0.01) x2, lr only": lambda lr: ro.Stack(
-            _lr_only(lr), _upper(0.01), _upper(0.01), warmup=w
+            _lr_only(lr), _upper(0.01), _upper(0.01), warmup=w, warmup_shape=s
         ).as_optax(),
         "default levels, lr+b1+b2 tuned": lambda lr: ro.Stack(
-            ro.Adam(ro.hyper(lr, per="leaf")), _upper(0.1), _upper(0.01), warmup=w
+            ro.Adam(ro.hyper(lr, per="leaf")),
+            _upper(0.1),
+            _upper(0.01),
+            warmup=w,
+            warmup_shape=s,
         ).as_optax(),
         "default levels, upper b2 0.999": lambda lr: ro.Stack(
-            _lr_only(lr), _upper(0.1, 0.999), _upper(0.01, 0.999), warmup=w
+            _lr_only(lr),
+            _upper(0.1, 0.999),
+            _upper(0.01, 0.999),
+            warmup=w,
+            warmup_shape=s,
         ).as_optax(),
         "default levels, top Adam(0.1)": lambda lr: ro.Stack(
-            _lr_only(lr), _upper(0.1), _upper(0.1), warmup=w
+            _lr_only(lr), _upper(0.1), _upper(0.1), warmup=w, warmup_shape=s
         ).as_optax(),
         "no warm-up": lambda lr: ro.Stack(*ro.Stack[3](ro.Adam(lr)).levels).as_optax(),
-        "warm-up 30 steps": lambda lr: ro.Stack(
-            *ro.Stack[3](ro.Adam(lr)).levels, warmup=30
-        ).as_optax(),
-        "warm-up 300 steps": lambda lr: ro.Stack(
-            *ro.Stack[3](ro.Adam(lr)).levels, warmup=300
+        "warm-up 30 steps": lambda lr: ro.Stack[3](ro.Adam(lr), warmup=30).as_optax(),
+        "warm-up 300 steps": lambda lr: ro.Stack[3](ro.Adam(lr), warmup=300).as_optax(),
+        "linear warm-up (the previous default)": lambda lr: ro.Stack[3](
+            ro.Adam(lr), warmup_shape="linear"
         ).as_optax(),
         "one lr for every leaf (the previous default)": lambda lr: ro.Stack[3](
             ro.Adam(ro.hyper(lr))
@@ -832,6 +839,7 @@ def seeds_table(keys, makers, steps: int, seeds: list[int], rows: dict) -> None:
     cells = {name: [] for name in rows}
     met = {name: 0 for name in rows}
     logs = {name: [] for name in rows}  # log median, log worst
+    starts = {name: {} for name in rows}  # "task/seed" -> ratio per initial lr
     for key in keys:
         task = makers[key]()
         header.append(task.name)
@@ -842,6 +850,7 @@ def seeds_table(keys, makers, steps: int, seeds: list[int], rows: dict) -> None:
             best = best_finite(adam)
             for name, make in rows.items():
                 r = ratios(run_lrs(task, make, LRS, steps)[0], best)
+                starts[name][f"{task.name}/{seed}"] = r
                 med, worst = np.median(r), np.max(r)
                 per[name].append(f"{fmt(med)} / {fmt(worst)}")
                 met[name] += int(med <= 1.5) + int(worst <= 3)
@@ -870,6 +879,33 @@ def seeds_table(keys, makers, steps: int, seeds: list[int], rows: dict) -> None:
             summary,
         )
     )
+    for name in rows:
+        print(f"\n{name} by initial lr, over the {n // 2} task-seeds\n")
+        print(table(*per_start(starts[name])))
+
+
+def per_start(runs: dict[str, np.ndarray]) -> tuple[list, list]:
+    """Header and rows: per initial lr, the ratios' geometric mean and median, how
+    many exceed 1.5x and 3x, and which exceed 3x (ratios above 1e6 or not
+    finite count as 1e6)."""
+    r = np.array(list(runs.values()))
+    r = np.where(np.isfinite(r), np.minimum(r, 1e6), 1e6)
+    rows = []
+    for j, lr in enumerate(LRS):
+        c = r[:, j]
+        over = [f"{k} {fmt(v)}" for k, v in zip(runs, c) if v > 3]
+        rows.append(
+            [
+                f"{lr:.2g}",
+                fmt(float(np.exp(np.mean(np.log(c))))),
+                fmt(float(np.median(c))),
+                int(np.sum(c > 1.5)),
+                int(np.sum(c > 3)),
+                ", ".join(over),
+            ]
+        )
+    header = ["initial lr", "geometric mean", "median", "> 1.5x", "> 3x", "above 3x"]
+    return header, rows
 
 
 def rules_table(keys: list[str], makers: dict, steps: int) -> None:

@@ -11,7 +11,13 @@ from jaxtyping import Array
 
 from ._checks import check_leaf_shapes, check_params, check_same_structure
 from ._custom_types import Grads, Params, Updates
-from ._defaults import WARMUP_SHAPE, WARMUP_SHAPES, default_levels, default_warmup
+from ._defaults import (
+    WARMUP_SHAPE,
+    WARMUP_SHAPES,
+    default_levels,
+    default_warmup,
+    default_warmup_shape,
+)
 from ._hyper import (
     clip,
     resolve,
@@ -41,7 +47,7 @@ class _Repeat:
         tie: bool = False,
         hypergradient: AbstractHypergradient | None = None,
         warmup: int | None = None,
-        warmup_shape: str = WARMUP_SHAPE,
+        warmup_shape: str | None = None,
     ) -> "Stack":
         if more:
             raise TypeError(
@@ -60,13 +66,15 @@ class _Repeat:
                 tie=True,
                 hypergradient=hypergradient,
                 warmup=warmup or 0,
-                warmup_shape=warmup_shape,
+                warmup_shape=warmup_shape or WARMUP_SHAPE,
             )
         # One lr per leaf with the default scheme; other schemes carry a tangent
         # (or a window's derivative) per tuned value, so they keep one lr.
         one_step = hypergradient is None or isinstance(hypergradient, OneStep)
         if warmup is None:
             warmup = default_warmup(opt, self.depth, one_step)
+        if warmup_shape is None:
+            warmup_shape = default_warmup_shape(opt, one_step)
         return Stack(
             *default_levels(opt, self.depth, one_step),
             hypergradient=hypergradient,
@@ -87,8 +95,9 @@ class Stack(eqx.Module):
     default: `opt` at level 1 with its learning rate tuned (other hyperparameters
     stay fixed unless declared with `ro.hyper`), `Adam(0.1)` at level 2 and
     `Adam(0.01)` above, each on the log learning rate of the level below, and
-    level 1's step warmed up over 100 steps (300 when `opt` is an `SGD` and the
-    scheme `OneStep`; see `_defaults.py` for why). It is tuning-free when `opt`
+    level 1's step warmed up over 100 steps, geometrically (300 steps, linearly,
+    when `opt` is an `SGD` and the scheme `OneStep`; linearly with other
+    schemes; see `_defaults.py` for why). It is tuning-free when `opt`
     has momentum (`Adam`, `SGD(momentum=0.9)`): without it (`SGD()`, `RMSProp`,
     `AdaGrad`, Adam with `b1=0`) the one-step hypergradient keeps lowering the
     learning rate under gradient noise. With
@@ -115,7 +124,8 @@ class Stack(eqx.Module):
         actually taken.
     - `warmup_shape`: how the factor rises: `"geometric"`,
         warmup ** ((t+1)/warmup - 1), by the same ratio each step, or `"linear"`,
-        (t+1)/warmup.
+        (t+1)/warmup. `Stack[d](opt)` uses geometric unless `opt` is an `SGD` or
+        the scheme is not `OneStep`; `Stack(...)` uses linear.
 
     ```python
     tower = ro.Stack[3](ro.Adam())  # a start anywhere in 1e-5..1 is corrected

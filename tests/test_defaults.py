@@ -222,6 +222,13 @@ def test_warmup_is_the_default_towers_and_scales_level_1s_first_steps(shape):
     with pytest.raises(ValueError, match="warmup_shape"):
         ro.Stack(ro.Adam(), ro.Adam(), warmup=4, warmup_shape="cosine")
     assert ro.Stack[3](ro.Adam(), warmup_shape=shape).warmup_shape == shape
+    # By default geometric for adaptive rules under OneStep, linear otherwise.
+    assert ro.Stack[3](ro.Adam()).warmup_shape == "geometric"
+    assert ro.Stack[3](ro.Adam(), hypergradient=fused).warmup_shape == "geometric"
+    assert ro.Stack[3](ro.RMSProp()).warmup_shape == "geometric"
+    assert ro.Stack[3](ro.SGD(0.1, momentum=0.9)).warmup_shape == "linear"
+    assert ro.Stack[3](ro.Adam(), hypergradient=real_time).warmup_shape == "linear"
+    assert ro.Stack(ro.Adam(), ro.Adam(), warmup=4).warmup_shape == "linear"
     params = {"w": jnp.array([1.0, -2.0, 3.0])}
     grads = {"w": jnp.array([0.5, 0.1, -2.0])}
     plain, _ = ro.Adam(0.1).update(grads, ro.Adam(0.1).init(params))
