@@ -26,7 +26,8 @@ paper's protocol (digits, 600 steps, batch 128, heights 2-4).
         [--no-ablation] [--seed 1] [--png benchmarks/tuning_free.png]
     python benchmarks/tuning_free.py --tasks heldout --no-ablation --png ""
     python benchmarks/tuning_free.py --rules --tasks all,heldout
-    python benchmarks/tuning_free.py --seeds 1,2,3 --tasks all,heldout --no-ablation
+    python benchmarks/tuning_free.py --seeds 1,2,3 --tasks all,heldout,fresh \
+        --no-ablation
     python benchmarks/tuning_free.py --tasks fresh --no-ablation --png ""
 
 `--tasks attention` runs a one-block transformer on characters, a check added
@@ -46,8 +47,9 @@ the catalogue (Adam and SGD with and without momentum, RMSProp, AdaGrad) next to
 the best of each rule's own grid. `--seed N` draws the batches with seed N (the
 tables use 1); `--seeds 1,2,3` prints only the default towers (and, without
 `--no-ablation`, the ablation's rows) under each seed's batches, with the number
-of targets met over every task and seed: the worst case over 12 starts moves
-with the batches more than with most design choices.
+of targets met over every task and seed (the worst case over 12 starts moves
+with the batches more than with most design choices), and a table per initial
+lr: where the misses are.
 """
 
 import argparse
