@@ -230,9 +230,8 @@ class Loop:
             raise ValueError(
                 f"on_nonfinite must be one of {ON_NONFINITE}, got {on_nonfinite!r}."
             )
-        self.loss_fn, self.model, self.tower, self.data = loss_fn, model, tower, data
-        self.meta = meta
-        self.has_aux, self.on_nonfinite, self.key_impl = has_aux, on_nonfinite, key_impl
+        # Host-side pieces here; what the traced chunk uses is `self.program`.
+        self.tower, self.data, self.meta = tower, data, meta
         self.bounds = normalise_bounds(bounds, tower)
         if self.bounds is not None:  # enforced inside the tower, before each use
             self.tower = bound(tower, self.bounds)

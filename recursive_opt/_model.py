@@ -61,8 +61,8 @@ class Skeleton(eqx.Module):
 
 
 class Model:
-    """A model split into `params` (trained) and `rest` (carried along), with the
-    means to rebuild it and to take the loss's value and gradient.
+    """A model split into `params` (trained), `rest` (carried along) and its
+    `skeleton` (what rebuilds it and takes the loss's value and gradient).
 
     - Plain pytrees and Equinox modules: the floating-point arrays are trained;
         everything else (integer arrays, functions, static fields) is kept as it is.
@@ -72,8 +72,7 @@ class Model:
     """
 
     def __init__(self, model: Any):
-        self.nnx = _is_nnx(model)
-        if self.nnx:
+        if _is_nnx(model):
             from flax import nnx
 
             graphdef, self.params, self.rest = nnx.split(model, nnx.Param, ...)
@@ -85,12 +84,6 @@ class Model:
 
     def rebuild(self, params: PyTree, rest: PyTree) -> Any:
         return self.skeleton.rebuild(params, rest)
-
-    def value_and_grad(
-        self, loss_fn: Callable, has_aux: bool, params: PyTree, rest: PyTree, batch
-    ) -> tuple[Any, Any, PyTree, PyTree]:
-        """`(loss, aux, grads, new_rest)` of `loss_fn(model, batch)`."""
-        return self.skeleton.value_and_grad(loss_fn, has_aux, params, rest, batch)
 
 
 def _is_key(x: Any) -> bool:

@@ -8,8 +8,8 @@ import pytest
 
 # One persistent compilation cache for the whole run, shared by the xdist workers
 # and the subprocesses some tests start (they inherit the environment): `ro.fit`
-# and `ro.sweep` build their jitted chunks anew at every call, so the suite
-# compiles many identical programs. The first process to import this file (the
+# and `ro.sweep` reuse compiled chunks only within a process, and the workers and
+# subprocesses compile many identical programs. The first process to import this file (the
 # xdist controller, which starts the workers) creates the directory and removes
 # it at the end. Entries are written without a lock (JAX's locked mode, with a
 # size limit, made the suite nearly twice as slow), so a process may read an
