@@ -49,7 +49,11 @@ tables use 1); `--seeds 1,2,3` prints only the default towers (and, without
 `--no-ablation`, the ablation's rows) under each seed's batches, with the number
 of targets met over every task and seed (the worst case over 12 starts moves
 with the batches more than with most design choices), and a table per initial
-lr: where the misses are.
+lr: where the misses are. `--row NAME` (repeatable) keeps only the named
+ablation rows; with `--seeds` the table then has those rows alone, e.g.
+
+    python benchmarks/tuning_free.py --seeds 1,2,3 --tasks all,heldout,fresh \
+        --row "default levels, upper b1 0 (no momentum)"
 """
 
 import argparse
@@ -548,8 +552,8 @@ def _lr_only(lr):  # level 1 of the default: lr alone tuned, one per leaf
     return ro.Adam(ro.hyper(lr, per="leaf"), b1=ro.fixed(0.9), b2=ro.fixed(0.999))
 
 
-def _upper(lr, b2=0.99):
-    return ro.Adam(lr, b1=ro.fixed(0.9), b2=ro.fixed(b2))
+def _upper(lr, b2=0.99, b1=0.9):
+    return ro.Adam(lr, b1=ro.fixed(b1), b2=ro.fixed(b2))
 
 
 def towers() -> dict:
@@ -617,6 +621,16 @@ def ablation() -> dict:
         ).as_optax(),
         "default levels, top Adam(0.1)": lambda lr: ro.Stack(
             _lr_only(lr), _upper(0.1), _upper(0.1), warmup=w, warmup_shape=s
+        ).as_optax(),
+        "default levels, upper b1 0 (no momentum)": lambda lr: ro.Stack(
+            _lr_only(lr),
+            _upper(0.1, b1=0.0),
+            _upper(0.01, b1=0.0),
+            warmup=w,
+            warmup_shape=s,
+        ).as_optax(),
+        "default levels, level-2 b1 0": lambda lr: ro.Stack(
+            _lr_only(lr), _upper(0.1, b1=0.0), _upper(0.01), warmup=w, warmup_shape=s
         ).as_optax(),
         "no warm-up": lambda lr: ro.Stack(*ro.Stack[3](ro.Adam(lr)).levels).as_optax(),
         "warm-up 30 steps": lambda lr: ro.Stack[3](ro.Adam(lr), warmup=30).as_optax(),
@@ -708,6 +722,12 @@ def main():
         help="e.g. 1,2,3: only a table of the default towers (and the ablation's "
         "rows) under each seed's batches, with the targets met over all of them",
     )
+    parser.add_argument(
+        "--row",
+        action="append",
+        help="only this ablation row (its exact name; repeat for more): with "
+        "--seeds, the table has these rows alone",
+    )
     parser.add_argument("--png", default=next_to_me("tuning_free.png"))
     parser.add_argument(
         "--rules",
@@ -730,13 +750,18 @@ def main():
             f"unknown task(s) {unknown}; known: all, heldout, probes, fresh, "
             f"{list(makers)}"
         )
+    abl = {} if args.no_ablation else ablation()
+    if args.row:
+        if unknown := [r for r in args.row if r not in ablation()]:
+            parser.error(f"unknown row(s) {unknown}; known: {list(ablation())}")
+        abl = {r: ablation()[r] for r in args.row}
     if args.rules:
         return rules_table(keys, makers, args.steps)
     if args.seeds:
         seeds = [int(x) for x in args.seeds.split(",")]
-        rows = {**SEEDED_TOWERS, **({} if args.no_ablation else ablation())}
+        rows = abl if args.row else {**SEEDED_TOWERS, **abl}
         return seeds_table(keys, makers, args.steps, seeds, rows)
-    grid, once, abl = towers(), defaults(), ({} if args.no_ablation else ablation())
+    grid, once = towers(), defaults()
     results = {}  # task name -> {method: (losses, metrics)}
     for key in keys:
         task = makers[key]()
