@@ -556,6 +556,19 @@ def _upper(lr, b2=0.99, b1=0.9):
     return ro.Adam(lr, b1=ro.fixed(b1), b2=ro.fixed(b2))
 
 
+def _sgd_level2_b1_0(lr):
+    """`Stack[3](SGD(lr, momentum=0.9))` with a momentum-free level 2."""
+    tower = ro.Stack[3](ro.SGD(lr, momentum=0.9))
+    one, _, three = tower.levels
+    return ro.Stack(
+        one,
+        _upper(0.1, b1=0.0),
+        three,
+        warmup=tower.warmup,
+        warmup_shape=tower.warmup_shape,
+    ).as_optax()
+
+
 def towers() -> dict:
     """Swept over the initial lr: the default towers, plain Adam and plain
     SGD with momentum (what the SGD tower is to be compared with)."""
@@ -632,6 +645,7 @@ def ablation() -> dict:
         "default levels, level-2 b1 0": lambda lr: ro.Stack(
             _lr_only(lr), _upper(0.1, b1=0.0), _upper(0.01), warmup=w, warmup_shape=s
         ).as_optax(),
+        "SGD-momentum tower, level-2 b1 0": lambda lr: _sgd_level2_b1_0(lr),
         "no warm-up": lambda lr: ro.Stack(*ro.Stack[3](ro.Adam(lr)).levels).as_optax(),
         "warm-up 30 steps": lambda lr: ro.Stack[3](ro.Adam(lr), warmup=30).as_optax(),
         "warm-up 300 steps": lambda lr: ro.Stack[3](ro.Adam(lr), warmup=300).as_optax(),
