@@ -645,6 +645,9 @@ def ablation() -> dict:
         "default levels, level-2 b1 0": lambda lr: ro.Stack(
             _lr_only(lr), _upper(0.1, b1=0.0), _upper(0.01), warmup=w, warmup_shape=s
         ).as_optax(),
+        "default levels, level-2 b1 0.5": lambda lr: ro.Stack(
+            _lr_only(lr), _upper(0.1, b1=0.5), _upper(0.01), warmup=w, warmup_shape=s
+        ).as_optax(),
         "SGD-momentum tower, level-2 b1 0": lambda lr: _sgd_level2_b1_0(lr),
         "no warm-up": lambda lr: ro.Stack(*ro.Stack[3](ro.Adam(lr)).levels).as_optax(),
         "warm-up 30 steps": lambda lr: ro.Stack[3](ro.Adam(lr), warmup=30).as_optax(),
