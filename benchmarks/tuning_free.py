@@ -50,7 +50,8 @@ tables use 1); `--seeds 1,2,3` prints only the default towers (and, without
 of targets met over every task and seed (the worst case over 12 starts moves
 with the batches more than with most design choices), and a table per initial
 lr: where the misses are. `--row NAME` (repeatable) keeps only the named
-ablation rows; with `--seeds` the table then has those rows alone, e.g.
+ablation rows (or `--seeds`' default towers); with `--seeds` the table then has
+those rows alone, e.g.
 
     python benchmarks/tuning_free.py --seeds 1,2,3 --tasks all,heldout,fresh \
         --row "default levels, upper b1 0 (no momentum)"
@@ -556,13 +557,13 @@ def _upper(lr, b2=0.99, b1=0.9):
     return ro.Adam(lr, b1=ro.fixed(b1), b2=ro.fixed(b2))
 
 
-def _sgd_level2_b1_0(lr):
-    """`Stack[3](SGD(lr, momentum=0.9))` with a momentum-free level 2."""
+def _sgd_level2(lr, b1):
+    """`Stack[3](SGD(lr, momentum=0.9))` with level 2's b1 `b1`."""
     tower = ro.Stack[3](ro.SGD(lr, momentum=0.9))
     one, _, three = tower.levels
     return ro.Stack(
         one,
-        _upper(0.1, b1=0.0),
+        _upper(0.1, b1=b1),
         three,
         warmup=tower.warmup,
         warmup_shape=tower.warmup_shape,
@@ -648,7 +649,8 @@ def ablation() -> dict:
         "default levels, level-2 b1 0.5": lambda lr: ro.Stack(
             _lr_only(lr), _upper(0.1, b1=0.5), _upper(0.01), warmup=w, warmup_shape=s
         ).as_optax(),
-        "SGD-momentum tower, level-2 b1 0": lambda lr: _sgd_level2_b1_0(lr),
+        "SGD-momentum tower, level-2 b1 0": lambda lr: _sgd_level2(lr, 0.0),
+        "SGD-momentum tower, level-2 b1 0.5": lambda lr: _sgd_level2(lr, 0.5),
         "no warm-up": lambda lr: ro.Stack(*ro.Stack[3](ro.Adam(lr)).levels).as_optax(),
         "warm-up 30 steps": lambda lr: ro.Stack[3](ro.Adam(lr), warmup=30).as_optax(),
         "warm-up 300 steps": lambda lr: ro.Stack[3](ro.Adam(lr), warmup=300).as_optax(),
@@ -742,8 +744,8 @@ def main():
     parser.add_argument(
         "--row",
         action="append",
-        help="only this ablation row (its exact name; repeat for more): with "
-        "--seeds, the table has these rows alone",
+        help="only this ablation row, or default tower of --seeds (its exact "
+        "name; repeat for more): with --seeds, the table has these rows alone",
     )
     parser.add_argument("--png", default=next_to_me("tuning_free.png"))
     parser.add_argument(
@@ -769,9 +771,10 @@ def main():
         )
     abl = {} if args.no_ablation else ablation()
     if args.row:
-        if unknown := [r for r in args.row if r not in ablation()]:
-            parser.error(f"unknown row(s) {unknown}; known: {list(ablation())}")
-        abl = {r: ablation()[r] for r in args.row}
+        known = {**SEEDED_TOWERS, **ablation()}
+        if unknown := [r for r in args.row if r not in known]:
+            parser.error(f"unknown row(s) {unknown}; known: {list(known)}")
+        abl = {r: known[r] for r in args.row}
     if args.rules:
         return rules_table(keys, makers, args.steps)
     if args.seeds:
