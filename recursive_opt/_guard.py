@@ -81,10 +81,6 @@ def bound(tower: Stack, bounds: list[dict[str, Bounds]]) -> Stack:
         levels = [with_bounds(o, bounds[0]) for o in tower.levels]
     else:
         levels = [with_bounds(o, b) for o, b in zip(tower.levels, bounds)]
-    return Stack(
-        *levels,
-        tie=tower.tie,
-        hypergradient=tower.hypergradient,
-        warmup=tower.warmup,
-        warmup_shape=tower.warmup_shape,
-    )
+    # Only the levels change: every other field of the tower (scheme, tying,
+    # warm-up) is kept as it is, including any added later.
+    return eqx.tree_at(lambda t: t.levels, tower, tuple(levels))
