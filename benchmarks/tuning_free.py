@@ -557,6 +557,10 @@ def _upper(lr, b2=0.99, b1=0.9):
     return ro.Adam(lr, b1=ro.fixed(b1), b2=ro.fixed(b2))
 
 
+def _level2(lr=0.1, b2=0.99, b1=0.5):  # the default's level 2 over Adam
+    return _upper(lr, b2, b1)
+
+
 def _sgd_level2(lr, b1):
     """`Stack[3](SGD(lr, momentum=0.9))` with level 2's b1 `b1`."""
     tower = ro.Stack[3](ro.SGD(lr, momentum=0.9))
@@ -617,24 +621,24 @@ def ablation() -> dict:
             ro.Adam(lr), ro.Adam(0.01), ro.Adam(0.01)
         ).as_optax(),
         "log lr, Adam(0.01) x2, lr only": lambda lr: ro.Stack(
-            _lr_only(lr), _upper(0.01), _upper(0.01), warmup=w, warmup_shape=s
+            _lr_only(lr), _level2(0.01), _upper(0.01), warmup=w, warmup_shape=s
         ).as_optax(),
         "default levels, lr+b1+b2 tuned": lambda lr: ro.Stack(
             ro.Adam(ro.hyper(lr, per="leaf")),
-            _upper(0.1),
+            _level2(),
             _upper(0.01),
             warmup=w,
             warmup_shape=s,
         ).as_optax(),
         "default levels, upper b2 0.999": lambda lr: ro.Stack(
             _lr_only(lr),
-            _upper(0.1, 0.999),
+            _level2(b2=0.999),
             _upper(0.01, 0.999),
             warmup=w,
             warmup_shape=s,
         ).as_optax(),
         "default levels, top Adam(0.1)": lambda lr: ro.Stack(
-            _lr_only(lr), _upper(0.1), _upper(0.1), warmup=w, warmup_shape=s
+            _lr_only(lr), _level2(), _upper(0.1), warmup=w, warmup_shape=s
         ).as_optax(),
         "default levels, upper b1 0 (no momentum)": lambda lr: ro.Stack(
             _lr_only(lr),
@@ -644,10 +648,10 @@ def ablation() -> dict:
             warmup_shape=s,
         ).as_optax(),
         "default levels, level-2 b1 0": lambda lr: ro.Stack(
-            _lr_only(lr), _upper(0.1, b1=0.0), _upper(0.01), warmup=w, warmup_shape=s
+            _lr_only(lr), _level2(b1=0.0), _upper(0.01), warmup=w, warmup_shape=s
         ).as_optax(),
-        "default levels, level-2 b1 0.5": lambda lr: ro.Stack(
-            _lr_only(lr), _upper(0.1, b1=0.5), _upper(0.01), warmup=w, warmup_shape=s
+        "default levels, level-2 b1 0.9 (the previous default)": lambda lr: ro.Stack(
+            _lr_only(lr), _level2(b1=0.9), _upper(0.01), warmup=w, warmup_shape=s
         ).as_optax(),
         "SGD-momentum tower, level-2 b1 0": lambda lr: _sgd_level2(lr, 0.0),
         "SGD-momentum tower, level-2 b1 0.5": lambda lr: _sgd_level2(lr, 0.5),

@@ -30,8 +30,14 @@ def test_default_levels():
     lrs = [float(o.lr.value) for o in upper]
     np.testing.assert_allclose(lrs, [0.1, 0.01, 0.01], rtol=1e-6)
     assert [float(o.b2.value) for o in upper] == pytest.approx([0.99] * 3)
-    sgd = ro.Stack[2](ro.SGD(0.1, momentum=0.9)).levels[0]
+    # Level 2's momentum is 0.5 over an adaptive level 1 with OneStep, else 0.9.
+    assert [float(o.b1.value) for o in upper] == pytest.approx([0.5, 0.9, 0.9])
+    sgd_tower = ro.Stack[3](ro.SGD(0.1, momentum=0.9))
+    sgd, *sgd_upper = sgd_tower.levels
     assert _tuned(sgd) == {"lr"} and float(sgd.momentum.value) == pytest.approx(0.9)
+    assert [float(o.b1.value) for o in sgd_upper] == pytest.approx([0.9, 0.9])
+    rt = ro.Stack[2](ro.Adam(), hypergradient=ro.RealTime(0.9)).levels[1]
+    assert float(rt.b1.value) == pytest.approx(0.9)
 
 
 def test_declared_hyperparameters_stay_tuned():
