@@ -8,15 +8,15 @@ these reasons:
 - The defaults are tuning-free for level-1 rules with momentum (Adam's b1 = 0.9,
   SGD's momentum = 0.9), not for rules without (SGD without momentum, RMSProp,
   AdaGrad, Adam with b1 = 0), whose learning rate falls all run long (median
-  over 12 starts, digits MLP: 73-104x tuned Adam's loss and 1.2-4.8x the best of
-  the rule's own grid; digits CNN: 149-441x and 3.2-23x). The one-step
+  over 12 starts, digits MLP: 60-96x tuned Adam's loss and 1.2-4.1x the best of
+  the rule's own grid; digits CNN: 83-345x and 1.2-13x). The one-step
   hypergradient g_t . u_{t-1} contains the last batch's noise passed through the
   curvature, a term that always says "lower" (the next step's loss does prefer a
   lower lr under noise: Wu et al. 2018). Level 2's Adam follows its sign, not
   its size, so it lowers the lr at full speed. A momentum of beta averages the
   step's noise over batches (variance x (1 - beta) / (1 + beta), 1/19 at 0.9),
   which makes that term small next to the signal (Adam with b1 = 0.5 lies
-  between: digits 25x). Measured with `benchmarks/tuning_free.py --rules`. Use a
+  between: digits 20x). Measured with `benchmarks/tuning_free.py --rules`. Use a
   rule with momentum; the one other hypergradient tried on RMSProp (real-time,
   without curvature: a decayed sum of past steps) carries the same term.
 - Level 1 tunes its learning rate only (and whatever the user declared with
