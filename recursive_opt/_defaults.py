@@ -137,6 +137,13 @@ WARMUP_SHAPES = ("geometric", "linear")
 WARMUP_SHAPE = "linear"  # of `Stack(...)` given a `warmup=`
 
 
+def adaptive_one_step(opt: AbstractOptimiser, one_step: bool) -> bool:
+    """Level 1 is an adaptive rule (not `SGD`, whose step is not bounded per
+    coordinate) under `OneStep`: the case that takes the geometric warm-up and
+    level 2's momentum of 0.5."""
+    return one_step and not isinstance(opt, SGD)
+
+
 def default_warmup(opt: AbstractOptimiser, depth: int, one_step: bool = True) -> int:
     """The warm-up (steps) of `Stack[depth](opt)`: none for one level, longer for
     SGD (whose step is not bounded per coordinate) than for adaptive rules, with
@@ -151,7 +158,7 @@ def default_warmup_shape(opt: AbstractOptimiser, one_step: bool = True) -> str:
     `OneStep` (a ramp the tower can always outpace), linear for SGD (whose lr,
     raised while a slow ramp holds the step down, blows up when it ends) and for
     the other schemes (measured with it)."""
-    return "geometric" if one_step and not isinstance(opt, SGD) else "linear"
+    return "geometric" if adaptive_one_step(opt, one_step) else "linear"
 
 
 def upper_level(level: int, adaptive: bool = False) -> Adam:
@@ -186,5 +193,5 @@ def default_levels(
     if depth == 1:
         return (opt,)
     level1 = learning_rate_only(opt, per_leaf=one_step)
-    adaptive = one_step and not isinstance(opt, SGD)
+    adaptive = adaptive_one_step(opt, one_step)
     return (level1, *(upper_level(k, adaptive) for k in range(2, depth + 1)))
