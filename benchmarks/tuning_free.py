@@ -505,6 +505,126 @@ def layernorm_task():
     )  # fmt: skip
 
 
+def deep_linear_task():
+    """A four-layer linear network (20-32-32-32-5, no activations) fitting a
+    random linear map plus noise (sd 0.1), started at 0.15x the usual scale
+    (near its saddle at zero)."""
+    rng = np.random.default_rng(31)
+    x = rng.normal(size=(1500, 20)).astype(np.float32)
+    y = x @ rng.normal(size=(20, 5)) / np.sqrt(20) + 0.1 * rng.normal(size=(1500, 5))
+    y = y.astype(np.float32)
+    layers = init_mlp(jr.key(33), (20, 32, 32, 32, 5))
+    params = [{"w": 0.15 * layer["w"], "b": layer["b"]} for layer in layers]
+    linear = functools.partial(mlp, activation=lambda h: h)
+    loss = lambda p, b: jnp.mean((linear(p, b[0]) - b[1]) ** 2)  # noqa: E731
+    return Task(
+        "deep linear network", (x[:1200], y[:1200]), (x[1200:], y[1200:]),
+        params, loss, loss, "test MSE", 64,
+    )  # fmt: skip
+
+
+def adding_task(length: int = 20, hidden: int = 32):
+    """A tanh RNN on the adding problem: a sequence of (value, marker) pairs,
+    the target the sum of the two marked values."""
+    rng = np.random.default_rng(41)
+    n = 2400
+    values = rng.uniform(0, 1, (n, length)).astype(np.float32)
+    marks = np.zeros((n, length), np.float32)
+    for i in range(n):
+        marks[i, rng.choice(length, 2, replace=False)] = 1.0
+    x = np.stack([values, marks], -1)
+    y = (values * marks).sum(1, keepdims=True).astype(np.float32)
+    k1, k2, k3 = jr.split(jr.key(43), 3)
+    params = {
+        "wx": jr.normal(k1, (2, hidden)) / np.sqrt(2),
+        "wh": jr.normal(k2, (hidden, hidden)) / np.sqrt(hidden),
+        "b": jnp.zeros(hidden),
+        "wo": jr.normal(k3, (hidden, 1)) / np.sqrt(hidden),
+        "bo": jnp.zeros(1),
+    }
+
+    def predict(p, xs):
+        def cell(h, x_t):
+            return jnp.tanh(x_t @ p["wx"] + h @ p["wh"] + p["b"]), None
+
+        h0 = jnp.zeros((xs.shape[0], hidden), xs.dtype)
+        h, _ = jax.lax.scan(cell, h0, jnp.swapaxes(xs, 0, 1))
+        return h @ p["wo"] + p["bo"]
+
+    loss = lambda p, b: jnp.mean((predict(p, b[0]) - b[1]) ** 2)  # noqa: E731
+    return Task(
+        "adding-problem RNN", (x[:2000], y[:2000]), (x[2000:], y[2000:]), params,
+        loss, loss, "test MSE", 32,
+    )  # fmt: skip
+
+
+def conv1d_task(length: int = 64):
+    """A 1-D conv net (two conv layers, 8 and 16 channels, global mean pool)
+    telling noisy sine, square and sawtooth waves of random frequency apart."""
+    rng = np.random.default_rng(51)
+    n = 1800
+    t = np.arange(length) / length
+    freq = rng.uniform(2, 6, (n, 1))
+    phase = rng.uniform(0, 2 * np.pi, (n, 1))
+    arg = 2 * np.pi * freq * t + phase
+    kind = rng.integers(0, 3, n)
+    waves = np.stack(
+        [np.sin(arg), np.sign(np.sin(arg)), 2 * ((arg / (2 * np.pi)) % 1) - 1], 1
+    )[np.arange(n), kind]
+    x = (waves + 0.5 * rng.normal(size=waves.shape)).astype(np.float32)[..., None]
+    y = kind.astype(np.int32)
+    k1, k2, k3 = jr.split(jr.key(53), 3)
+    params = {
+        "c1": jr.normal(k1, (5, 1, 8)) / np.sqrt(5),
+        "b1": jnp.zeros(8),
+        "c2": jr.normal(k2, (5, 8, 16)) / np.sqrt(40),
+        "b2": jnp.zeros(16),
+        "w": jr.normal(k3, (16, 3)) / 4.0,
+        "b": jnp.zeros(3),
+    }
+
+    def net(p, xs):
+        conv = functools.partial(
+            jax.lax.conv_general_dilated,
+            window_strides=(1,),
+            padding="SAME",
+            dimension_numbers=("NWC", "WIO", "NWC"),
+        )
+        h = jax.nn.relu(conv(xs, p["c1"]) + p["b1"])
+        h = jax.nn.relu(conv(h, p["c2"]) + p["b2"])
+        return h.mean(1) @ p["w"] + p["b"]
+
+    return Task(
+        "1-D conv net on waves", (x[:1500], y[:1500]), (x[1500:], y[1500:]),
+        params, lambda p, b: _ce(net(p, b[0]), b[1]), _accuracy(net),
+        "test accuracy", 32,
+    )  # fmt: skip
+
+
+def bag_of_words_task(vocab: int = 500, length: int = 12, dim: int = 16):
+    """Bag-of-embeddings text classification: token sequences drawn from one of
+    four topic distributions over 500 tokens, an embedding table (sparse
+    gradients), mean pooling and a linear layer."""
+    rng = np.random.default_rng(61)
+    topics = rng.dirichlet(np.full(vocab, 0.05), 4)
+    n = 2400
+    y = rng.integers(0, 4, n)
+    mixed = 0.5 * topics[y] + 0.5 / vocab  # half the tokens carry no topic
+    x = np.stack([rng.choice(vocab, length, p=q) for q in mixed]).astype(np.int32)
+    k1, k2 = jr.split(jr.key(63))
+    params = {
+        "emb": jr.normal(k1, (vocab, dim)),
+        "w": jr.normal(k2, (dim, 4)) / 4.0,
+        "b": jnp.zeros(4),
+    }
+    net = lambda p, xs: p["emb"][xs].mean(1) @ p["w"] + p["b"]  # noqa: E731
+    return Task(
+        "bag-of-embeddings topics", (x[:2000], y[:2000].astype(np.int32)),
+        (x[2000:], y[2000:].astype(np.int32)), params,
+        lambda p, b: _ce(net(p, b[0]), b[1]), _accuracy(net), "test accuracy", 32,
+    )  # fmt: skip
+
+
 TASKS = {
     "digits": digits_task,
     "cancer": breast_cancer_task,
@@ -546,6 +666,14 @@ FRESH_TASKS = {
     "moons": moons_task,
     "poisson": poisson_task,
     "layernorm": layernorm_task,
+}
+# Four more, written on 2026-12-02 before any run, to weigh level 2's momentum
+# (0.5 or 0.9) on tasks that took no part in its choice (`--tasks fresh2`).
+FRESH2_TASKS = {
+    "deep_linear": deep_linear_task,
+    "adding": adding_task,
+    "conv1d": conv1d_task,
+    "bag": bag_of_words_task,
 }
 
 
@@ -765,12 +893,20 @@ def main():
         "heldout": list(HELDOUT_TASKS),
         "probes": list(PROBE_TASKS),
         "fresh": list(FRESH_TASKS),
+        "fresh2": list(FRESH2_TASKS),
     }
     keys = [k for key in args.tasks.split(",") for k in groups.get(key, [key])]
-    makers = {**TASKS, **EXTRA_TASKS, **HELDOUT_TASKS, **PROBE_TASKS, **FRESH_TASKS}
+    makers = {
+        **TASKS,
+        **EXTRA_TASKS,
+        **HELDOUT_TASKS,
+        **PROBE_TASKS,
+        **FRESH_TASKS,
+        **FRESH2_TASKS,
+    }
     if unknown := [k for k in keys if k not in makers]:
         parser.error(
-            f"unknown task(s) {unknown}; known: all, heldout, probes, fresh, "
+            f"unknown task(s) {unknown}; known: all, heldout, probes, fresh, fresh2, "
             f"{list(makers)}"
         )
     abl = {} if args.no_ablation else ablation()
