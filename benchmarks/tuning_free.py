@@ -29,6 +29,7 @@ paper's protocol (digits, 600 steps, batch 128, heights 2-4).
     python benchmarks/tuning_free.py --seeds 1,2,3 --tasks all,heldout,fresh \
         --no-ablation
     python benchmarks/tuning_free.py --tasks fresh --no-ablation --png ""
+    python benchmarks/tuning_free.py --tasks fresh2 --no-ablation --png ""
 
 `--tasks attention` runs a one-block transformer on characters, a check added
 after the nine (not in `all`). `--tasks heldout` runs seven more tasks added
@@ -42,16 +43,18 @@ regression, the digits MLP on batches of 4), to look for failures of new kinds.
 `--tasks fresh` runs five written after all of those and used for no choice, to
 measure the defaults out of sample (a sine regression, softmax regression on 50
 classes, a ReLU MLP on two moons, a Poisson regression, a LayerNorm-GELU MLP on
-digits). `--rules` prints only a table of `Stack[3]` over each level-1 rule of
-the catalogue (Adam and SGD with and without momentum, RMSProp, AdaGrad) next to
-the best of each rule's own grid. `--seed N` draws the batches with seed N (the
-tables use 1); `--seeds 1,2,3` prints only the default towers (and, without
-`--no-ablation`, the ablation's rows) under each seed's batches, with the number
-of targets met over every task and seed (the worst case over 12 starts moves
-with the batches more than with most design choices), and a table per initial
-lr: where the misses are. `--row NAME` (repeatable) keeps only the named
-ablation rows (or `--seeds`' default towers); with `--seeds` the table then has
-those rows alone, e.g.
+digits). `--tasks fresh2` runs four written later still, before any tower ran on
+them (a deep linear network near its saddle, an adding-problem RNN, a 1-D conv
+net on waves, a bag-of-embeddings classifier). `--rules` prints only a table of
+`Stack[3]` over each level-1 rule of the catalogue (Adam and SGD with and
+without momentum, RMSProp, AdaGrad) next to the best of each rule's own grid.
+`--seed N` draws the batches with seed N (the tables use 1); `--seeds 1,2,3`
+prints only the default towers (and, without `--no-ablation`, the ablation's
+rows) under each seed's batches, with the number of targets met over every task
+and seed (the worst case over 12 starts moves with the batches more than with
+most design choices), and a table per initial lr: where the misses are. `--row
+NAME` (repeatable) keeps only the named ablation rows (or `--seeds`' default
+towers); with `--seeds` the table then has those rows alone, e.g.
 
     python benchmarks/tuning_free.py --seeds 1,2,3 --tasks all,heldout,fresh \
         --row "default levels, upper b1 0 (no momentum)"
