@@ -136,6 +136,18 @@ def cnn_task():
     )
 
 
+def _tanh_rnn(p, xs):
+    """The last hidden state of a tanh RNN (`p["wx"]`, `p["wh"]`, `p["b"]`) run
+    from zeros over `xs` (batch, time, features)."""
+
+    def cell(h, x_t):
+        return jnp.tanh(x_t @ p["wx"] + h @ p["wh"] + p["b"][None]), None
+
+    h0 = jnp.zeros((xs.shape[0], p["wh"].shape[0]), xs.dtype)
+    h, _ = jax.lax.scan(cell, h0, jnp.swapaxes(xs, 0, 1))
+    return h
+
+
 def rnn_task(context: int = 16, hidden: int = 64, max_chars: int = 100_000):
     n, *data = char_windows(("argparse.py",), context, max_chars, stride=3)
     k1, k2, k3 = jr.split(jr.key(5), 3)
@@ -148,11 +160,7 @@ def rnn_task(context: int = 16, hidden: int = 64, max_chars: int = 100_000):
     }
 
     def logits(p, x):
-        def cell(h, e):
-            return jnp.tanh(e @ p["wx"] + h @ p["wh"] + p["b"][None]), None
-
-        h0 = jnp.zeros((x.shape[0], hidden))
-        h, _ = jax.lax.scan(cell, h0, jnp.swapaxes(p["embed"][x], 0, 1))
+        h = _tanh_rnn(p, p["embed"][x])
         return h @ p["out"]["w"] + p["out"]["b"][None]
 
     return next_char_task(f"char RNN ({n} symbols)", data, params, logits, 64)
@@ -547,12 +555,7 @@ def adding_task(length: int = 20, hidden: int = 32):
     }
 
     def predict(p, xs):
-        def cell(h, x_t):
-            return jnp.tanh(x_t @ p["wx"] + h @ p["wh"] + p["b"]), None
-
-        h0 = jnp.zeros((xs.shape[0], hidden), xs.dtype)
-        h, _ = jax.lax.scan(cell, h0, jnp.swapaxes(xs, 0, 1))
-        return h @ p["wo"] + p["bo"]
+        return _tanh_rnn(p, xs) @ p["wo"] + p["bo"]
 
     loss = lambda p, b: jnp.mean((predict(p, b[0]) - b[1]) ** 2)  # noqa: E731
     return Task(
