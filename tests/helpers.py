@@ -159,6 +159,7 @@ def plain(opt) -> Plain:
         "nesterov": getattr(opt, "nesterov", False),
         "acc0": getattr(opt, "initial_accumulator_value", None),
         "normalise": getattr(opt, "normalise", None),
+        "clip": getattr(opt, "clip", None),
     }
     return Plain(type(opt).__name__, options, hypers)
 
@@ -244,6 +245,8 @@ def plain_update(opt: Plain, raw, g, s, p):
             return (m / (1 - b1**t)) / (root(v / (1 - b2**t)) + eps)
 
         d = each(direction, mu, nu, b1, b2, eps)
+        if (c := opt.options["clip"]) is not None:
+            d = each(lambda d: jnp.clip(d, -c, c), d)
         if "weight_decay" in hp:
             d = each(lambda d, p, w: d + w * p, d, p, hp["weight_decay"])
         return each(lambda d, a: -a * d, d, lr), (t, mu, nu, scale)

@@ -77,6 +77,33 @@ def test_normalised_adam_levels_match_brute_force():
     assert scales and all(np.all((s > 0) & (np.abs(s - 1) > 1e-3)) for s in scales)
 
 
+def test_clipped_adam_levels_match_brute_force():
+    """Upper levels with `Adam(clip=...)` (level 2's betas tuned too, so the
+    closed-form columns' zeros where a step is clipped are checked) against the
+    brute force, with bounds that bind on some steps and not on others."""
+    levels = [
+        ro.Adam(ro.hyper(0.05, per="leaf"), b1=ro.fixed(0.9), b2=ro.fixed(0.999)),
+        ro.Adam(0.1, b1=0.5, b2=0.95, clip=0.7),
+        ro.Adam(0.01, clip=0.5),
+    ]
+    params, state = _library(ro.Stack(*levels), quadratic)
+    bf_params, bf_hs, bf_G = brute_force_untied(
+        levels, quadratic.loss, quadratic.init(None), STEPS
+    )
+    chex.assert_trees_all_close(params, bf_params, **ADAM_TOL)
+    chex.assert_trees_all_close(
+        _raw_leaves(state.opts[:-1]), jax.tree.leaves(bf_hs), **ADAM_TOL
+    )
+    # Not a no-op: without the bounds the same tower ends elsewhere.
+    free = [levels[0], ro.Adam(0.1, b1=0.5, b2=0.95), ro.Adam(0.01)]
+    unclipped, _ = _library(ro.Stack(*free), quadratic)
+    diff = [
+        np.max(np.abs(a - b))
+        for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(unclipped))
+    ]
+    assert max(diff) > 1e-6
+
+
 # Depth 3 checks G2 and G3 for every `per`; depth 2 adds the two-level edge case.
 DEPTH_PER = [(2, "tree"), (3, "tree"), (3, "leaf"), (3, "element")]
 
@@ -218,6 +245,7 @@ def test_log_lr_hypergradient_is_multiplicative():
             weight_decay=ro.hyper(0.1, tune=True),
         ),
         ro.Adam(0.01, b1=0.8, b2=0.95, normalise=0.9),
+        ro.Adam(0.01, b1=0.8, b2=0.95, eps=ro.hyper(1e-3, tune=True), clip=0.9),
     ],
     ids=[
         "sgd",
@@ -228,6 +256,7 @@ def test_log_lr_hypergradient_is_multiplicative():
         "sgd_small_momentum",
         "adamw_eps_element",
         "adam_normalised",
+        "adam_clipped",
     ],
 )
 def test_closed_form_jacobians_match_forward_mode(opt, getkey):

@@ -47,6 +47,16 @@ class Adam(AbstractElementwiseOptimiser):
         from the rounding: use it where they are not (a learning rate's
         hypergradients; not those of Adam's betas at the first step, exactly 0
         in exact arithmetic). Not in optax.
+    - `clip`: None (the default) or a bound c > 0: each coordinate's normalised
+        step m_hat / (sqrt(v_hat) + eps) is clipped to [-c, c] before weight decay
+        and the learning rate scale it, so no step moves a coordinate by more than
+        c * lr (Adafactor's update clipping, Shazeer & Stern 2018, per
+        coordinate). Adam's step is at most about 1 while the gradients keep
+        their size, but up to (1 - b1) / sqrt(1 - b2) when they jump after a
+        quiet stretch (5 at b1 = 0.5, b2 = 0.99). Equals
+        `optax.chain(optax.scale_by_adam(b1, b2, eps), optax.clip(c),
+        optax.scale(-lr))` (with `optax.add_decayed_weights` before the scale for
+        AdamW).
 
     ```python
     tower = ro.Stack[3](ro.Adam(1e-3))
@@ -60,6 +70,7 @@ class Adam(AbstractElementwiseOptimiser):
     weight_decay: Hyper | None
     uses_params: bool = eqx.field(static=True)
     normalise: float | None = eqx.field(static=True)
+    clip: float | None = eqx.field(static=True)
     # Columns cost divisions: kept, not recomputed. That holds for the learning
     # rate's column too, although it could be recomputed from the moments alone
     # (no record at all): on XLA:CPU that made a depth-3 tower's step on a 4.8M
@@ -74,6 +85,7 @@ class Adam(AbstractElementwiseOptimiser):
         eps: ArrayLike | HyperSpec = 1e-8,
         weight_decay: ArrayLike | HyperSpec = 0.0,
         normalise: float | None = None,
+        clip: float | None = None,
     ):
         self.lr = declare("Adam", "lr", lr, "log", True)
         self.b1 = declare("Adam", "b1", b1, "logit", True)
@@ -95,6 +107,14 @@ class Adam(AbstractElementwiseOptimiser):
                 )
             normalise = float(normalise)
         self.normalise = normalise
+        if clip is not None:
+            ok = isinstance(clip, numbers.Real) and not isinstance(clip, bool)
+            if not (ok and 0 < clip < float("inf")):
+                raise ValueError(
+                    f"Adam(clip=...) needs None or a finite bound > 0, got {clip!r}."
+                )
+            clip = float(clip)
+        self.clip = clip
 
     def init_state(self, params):
         zeros = jax.tree.map(jnp.zeros_like, params)
@@ -123,7 +143,7 @@ class Adam(AbstractElementwiseOptimiser):
 
         def leaf(g, m0, v0, p, lr, b1, b2, eps, wd):
             m, v = ema(g, m0, b1), ema(g**2, v0, b2)
-            direction = _direction(m, v, p, count, b1, b2, eps, wd)
+            direction = _direction(m, v, p, count, b1, b2, eps, wd, self.clip)
             return -lr * direction, m, v
 
         updates, mu, nu = self._map(leaf, grads, state.mu, state.nu, params, hp)
@@ -149,10 +169,15 @@ class Adam(AbstractElementwiseOptimiser):
             root = safe_sqrt(v_hat)
             s = 1 / (root + eps)  # d direction / d m_hat
             m_hat = m * (1 / c1)
+            step = m_hat * s
+            if self.clip is not None:  # clipped coordinates: d step / d beta = 0
+                inside = (jnp.abs(step) < self.clip).astype(step.dtype)
+                s = s * inside
+                step = jnp.clip(step, -self.clip, self.clip)
             columns = []
             for name in names:
                 if name == "lr":
-                    col = -(m_hat * s if wd is None else m_hat * s + wd * p)
+                    col = -(step if wd is None else step + wd * p)
                 elif name == "b1":
                     a1, a2 = 1 / (b1 * c1), t * b1 ** (count - 1) / c1**2
                     col = (-lr) * s * ((m - g) * a1 + m * a2)
@@ -192,7 +217,9 @@ class Adam(AbstractElementwiseOptimiser):
         return tuple(treedef.unflatten(o) for o in zip(*outs))
 
 
-def _direction(m, v, p, count, b1, b2, eps, wd):
+def _direction(m, v, p, count, b1, b2, eps, wd, clip=None):
     m_hat, v_hat = bias_correction(m, b1, count), bias_correction(v, b2, count)
     direction = m_hat / (safe_sqrt(v_hat) + eps)
+    if clip is not None:
+        direction = jnp.clip(direction, -clip, clip)
     return direction if wd is None else direction + wd * p
