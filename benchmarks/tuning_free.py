@@ -687,8 +687,11 @@ def _lr_only(lr):  # level 1 of the default: lr alone tuned, one per leaf
     return ro.Adam(ro.hyper(lr, per="leaf"), b1=ro.fixed(0.9), b2=ro.fixed(0.999))
 
 
-def _upper(lr, b2=0.99, b1=0.9):
-    return ro.Adam(lr, b1=ro.fixed(b1), b2=ro.fixed(b2))
+CLIP = ro.Stack[3](ro.Adam()).levels[1].clip  # the default's, over Adam: 2.0
+
+
+def _upper(lr, b2=0.99, b1=0.9, clip=CLIP):
+    return ro.Adam(lr, b1=ro.fixed(b1), b2=ro.fixed(b2), clip=clip)
 
 
 def _level2(lr=0.1, b2=0.99, b1=0.5):  # the default's level 2 over Adam
@@ -701,7 +704,7 @@ def _sgd_level2(lr, b1):
     one, _, three = tower.levels
     return ro.Stack(
         one,
-        _upper(0.1, b1=b1),
+        _upper(0.1, b1=b1, clip=None),
         three,
         warmup=tower.warmup,
         warmup_shape=tower.warmup_shape,
@@ -786,6 +789,13 @@ def ablation() -> dict:
         ).as_optax(),
         "default levels, level-2 b1 0.9 (the previous default)": lambda lr: ro.Stack(
             _lr_only(lr), _level2(b1=0.9), _upper(0.01), warmup=w, warmup_shape=s
+        ).as_optax(),
+        "upper steps unclipped (the previous default)": lambda lr: ro.Stack(
+            _lr_only(lr),
+            _upper(0.1, b1=0.5, clip=None),
+            _upper(0.01, clip=None),
+            warmup=w,
+            warmup_shape=s,
         ).as_optax(),
         "SGD-momentum tower, level-2 b1 0": lambda lr: _sgd_level2(lr, 0.0),
         "SGD-momentum tower, level-2 b1 0.5": lambda lr: _sgd_level2(lr, 0.5),

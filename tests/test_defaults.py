@@ -36,8 +36,11 @@ def test_default_levels():
     sgd, *sgd_upper = sgd_tower.levels
     assert _tuned(sgd) == {"lr"} and float(sgd.momentum.value) == pytest.approx(0.9)
     assert [float(o.b1.value) for o in sgd_upper] == pytest.approx([0.9, 0.9])
+    # Upper steps clipped at 2 over an adaptive level 1 with OneStep only.
+    assert [o.clip for o in upper] == [2.0] * 3
+    assert [o.clip for o in sgd_upper] == [None, None]
     rt = ro.Stack[2](ro.Adam(), hypergradient=ro.RealTime(0.9)).levels[1]
-    assert float(rt.b1.value) == pytest.approx(0.9)
+    assert float(rt.b1.value) == pytest.approx(0.9) and rt.clip is None
 
 
 def test_declared_hyperparameters_stay_tuned():
