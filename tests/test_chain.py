@@ -53,16 +53,16 @@ def _library(tower, problem, steps=STEPS):
     return x, state
 
 
-def test_normalised_adam_levels_match_brute_force():
-    """Upper levels with `Adam(normalise=...)` (level 2's betas tuned too, so
-    every closed-form column sees the normalised gradients) against the brute
-    force. Level 1 tunes its lr alone: its betas' hypergradients are exactly 0 at
-    the first step, and normalising makes rounding noise there a full step."""
-    levels = [
-        ro.Adam(ro.hyper(0.05, per="leaf"), b1=ro.fixed(0.9), b2=ro.fixed(0.999)),
-        ro.Adam(0.1, b1=0.8, b2=0.95, normalise=0.9),
-        ro.Adam(0.01, normalise=0.5),
-    ]
+LEVEL1_LR_ONLY = ro.Adam(
+    ro.hyper(0.05, per="leaf"), b1=ro.fixed(0.9), b2=ro.fixed(0.999)
+)
+
+
+def _upper_adams_match_brute_force(level2, level3):
+    """A depth-3 tower (level 1 `LEVEL1_LR_ONLY`) on the quadratic: its
+    parameters and raw hyperparameters equal the brute force's. Returns the
+    library's (params, state) and the brute force's hypergradients."""
+    levels = [LEVEL1_LR_ONLY, level2, level3]
     params, state = _library(ro.Stack(*levels), quadratic)
     bf_params, bf_hs, bf_G = brute_force_untied(
         levels, quadratic.loss, quadratic.init(None), STEPS
@@ -70,6 +70,17 @@ def test_normalised_adam_levels_match_brute_force():
     chex.assert_trees_all_close(params, bf_params, **ADAM_TOL)
     chex.assert_trees_all_close(
         _raw_leaves(state.opts[:-1]), jax.tree.leaves(bf_hs), **ADAM_TOL
+    )
+    return params, state, bf_G
+
+
+def test_normalised_adam_levels_match_brute_force():
+    """Upper levels with `Adam(normalise=...)` (level 2's betas tuned too, so
+    every closed-form column sees the normalised gradients) against the brute
+    force. Level 1 tunes its lr alone: its betas' hypergradients are exactly 0 at
+    the first step, and normalising makes rounding noise there a full step."""
+    _, state, bf_G = _upper_adams_match_brute_force(
+        ro.Adam(0.1, b1=0.8, b2=0.95, normalise=0.9), ro.Adam(0.01, normalise=0.5)
     )
     assert all(np.any(np.abs(leaf) > 0) for leaf in jax.tree.leaves(bf_G))
     # Not a no-op: level 2 divided its gradients by running means far from 1.
@@ -80,22 +91,15 @@ def test_normalised_adam_levels_match_brute_force():
 def test_clipped_adam_levels_match_brute_force():
     """Upper levels with `Adam(clip=...)` (level 2's betas tuned too, so the
     closed-form columns' zeros where a step is clipped are checked) against the
-    brute force, with bounds that bind on some steps and not on others."""
-    levels = [
-        ro.Adam(ro.hyper(0.05, per="leaf"), b1=ro.fixed(0.9), b2=ro.fixed(0.999)),
-        ro.Adam(0.1, b1=0.5, b2=0.95, clip=0.7),
-        ro.Adam(0.01, clip=0.5),
-    ]
-    params, state = _library(ro.Stack(*levels), quadratic)
-    bf_params, bf_hs, bf_G = brute_force_untied(
-        levels, quadratic.loss, quadratic.init(None), STEPS
-    )
-    chex.assert_trees_all_close(params, bf_params, **ADAM_TOL)
-    chex.assert_trees_all_close(
-        _raw_leaves(state.opts[:-1]), jax.tree.leaves(bf_hs), **ADAM_TOL
+    brute force, with bounds small enough to bind (the first nonzero Adam step
+    is about 1 in every coordinate). Forward mode checks the columns on steps
+    where some coordinates are clipped and some not
+    (`test_closed_form_jacobians_match_forward_mode[adam_clipped]`)."""
+    params, _, _ = _upper_adams_match_brute_force(
+        ro.Adam(0.1, b1=0.5, b2=0.95, clip=0.7), ro.Adam(0.01, clip=0.5)
     )
     # Not a no-op: without the bounds the same tower ends elsewhere.
-    free = [levels[0], ro.Adam(0.1, b1=0.5, b2=0.95), ro.Adam(0.01)]
+    free = [LEVEL1_LR_ONLY, ro.Adam(0.1, b1=0.5, b2=0.95), ro.Adam(0.01)]
     unclipped, _ = _library(ro.Stack(*free), quadratic)
     diff = [
         np.max(np.abs(a - b))
