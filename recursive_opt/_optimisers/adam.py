@@ -98,23 +98,8 @@ class Adam(AbstractElementwiseOptimiser):
                 "Adam", "weight_decay", weight_decay, "log", False
             )
         self.uses_params = self.weight_decay is not None
-        if normalise is not None:
-            ok = isinstance(normalise, numbers.Real) and not isinstance(normalise, bool)
-            if not (ok and 0 < normalise < 1):
-                raise ValueError(
-                    f"Adam(normalise=...) needs None or a decay in (0, 1), got "
-                    f"{normalise!r}."
-                )
-            normalise = float(normalise)
-        self.normalise = normalise
-        if clip is not None:
-            ok = isinstance(clip, numbers.Real) and not isinstance(clip, bool)
-            if not (ok and 0 < clip < float("inf")):
-                raise ValueError(
-                    f"Adam(clip=...) needs None or a finite bound > 0, got {clip!r}."
-                )
-            clip = float(clip)
-        self.clip = clip
+        self.normalise = _real_option("normalise", normalise, 0, 1, "a decay in (0, 1)")
+        self.clip = _real_option("clip", clip, 0, float("inf"), "a finite bound > 0")
 
     def init_state(self, params):
         zeros = jax.tree.map(jnp.zeros_like, params)
@@ -215,6 +200,17 @@ class Adam(AbstractElementwiseOptimiser):
         ]
         outs = [leaf(*xs) for xs in zip(leaves, *args)]
         return tuple(treedef.unflatten(o) for o in zip(*outs))
+
+
+def _real_option(name: str, value, low: float, high: float, needs: str):
+    """A static option of Adam: None, or a real number strictly between `low` and
+    `high`, as a float."""
+    if value is None:
+        return None
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not (ok and low < value < high):
+        raise ValueError(f"Adam({name}=...) needs None or {needs}, got {value!r}.")
+    return float(value)
 
 
 def _direction(m, v, p, count, b1, b2, eps, wd, clip=None):
