@@ -33,7 +33,8 @@ def main():
     parser.add_argument("--out", help="write the final losses to this .npy file")
     args = parser.parse_args()
     if args.cpu_devices:
-        os.environ["XLA_FLAGS"] = (
+        os.environ["XLA_FLAGS"] = (  # added to any the user set
+            f"{os.environ.get('XLA_FLAGS', '')} "
             f"--xla_force_host_platform_device_count={args.cpu_devices}"
         )
     import jax

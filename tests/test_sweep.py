@@ -189,7 +189,7 @@ def test_tied_towers_have_one_level():
 SHARDED = textwrap.dedent(
     """
     import os
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    os.environ["XLA_FLAGS"] += " --xla_force_host_platform_device_count=8"
     import jax, jax.numpy as jnp, numpy as np
     import recursive_opt as ro
 
@@ -238,7 +238,7 @@ SHARDED = textwrap.dedent(
 MODEL_SHARDED = textwrap.dedent(
     """
     import os
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    os.environ["XLA_FLAGS"] += " --xla_force_host_platform_device_count=2"
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
     import recursive_opt as ro
@@ -288,7 +288,7 @@ def _run_on_cpu_devices(tmp_path, source: str, done: str) -> None:
     script = tmp_path / "script.py"
     script.write_text(source)
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env["JAX_PLATFORMS"] = "cpu"
+    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=os.environ.get("RO_TEST_XLA_FLAGS", ""))
     out = subprocess.run(
         [sys.executable, str(script)],
         env=env,
@@ -319,6 +319,7 @@ def test_two_processes_on_localhost_equal_one(tmp_path):
         os.path.dirname(__file__), "..", "examples", "multihost_sweep.py"
     )
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["XLA_FLAGS"] = os.environ.get("RO_TEST_XLA_FLAGS", "")
     procs = [
         subprocess.Popen(
             [
