@@ -9,7 +9,7 @@ import pytest
 
 # On a CPU the suite compiles several hundred small programs and runs most for a
 # few steps, so LLVM's optimisation passes cost more time than they save: the
-# same XLA programs, compiled with less LLVM optimisation (the whole suite 8:43
+# same XLA programs, compiled with less LLVM optimisation (the whole suite 7:48-8:33
 # against 12:46-14:01 on 2 cores). Set before any backend starts and inherited
 # by the subprocesses, which also get them as RO_TEST_XLA_FLAGS where they set
 # XLA_FLAGS of their own (a device count; the documentation's blocks). A GPU run
