@@ -95,8 +95,8 @@ these reasons:
   function and full-batch digits, both deterministic, end worse (medians 192x
   against 20x; a worst of 28x against 0.15x): 9 of 12 targets against 10, so
   over all 31 tasks the margin is thin (seed 1: 52 of 62 against 52). Over
-  SGD, whose level 2 has b1 0.9 (a
-  bound of 1 on such bursts), the levels are unclipped as measured.
+  SGD, whose level 2 has b1 0.9 (a bound of 1 on such bursts), the levels are
+  unclipped as measured.
 - b2 = 0.99 at the upper levels: hypergradients shrink by orders of magnitude as
   training converges, and a shorter second-moment memory than Adam's usual 0.999
   follows them. Measured: about neutral against 0.999, better than 0.9 or 0.95

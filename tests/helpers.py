@@ -1,6 +1,7 @@
 """The catalogue (optimisers x problems) and the brute-force hypergradient chain."""
 
 import dataclasses
+import os
 from collections.abc import Callable
 
 import jax
@@ -449,3 +450,10 @@ def forward_mode_jacobian(opt, grads, state, params, hp, names):
     if out is None:
         out = opt.rule(grads, state, params, hp)
     return *out, columns
+
+
+def subprocess_env(**extra) -> dict:
+    """The environment of a fresh Python process: this one's, with XLA_FLAGS
+    reset to conftest.py's compile-time flags (the process sets any others, such
+    as a device count, itself), and `extra`."""
+    return {**os.environ, "XLA_FLAGS": os.environ.get("RO_TEST_XLA_FLAGS", ""), **extra}

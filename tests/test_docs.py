@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from .helpers import subprocess_env
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 PAGES = sorted((DOCS / "src").rglob("*.md"))
@@ -23,9 +25,7 @@ def python_blocks(page: Path) -> list[str]:
 
 def run(args, cwd, timeout=600):
     # XLA's flags as a user has them, but for conftest.py's compile-time ones.
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env.update(JAX_PLATFORMS="cpu", MPLBACKEND="Agg", PYTHONPATH=str(ROOT))
-    env.update(XLA_FLAGS=os.environ.get("RO_TEST_XLA_FLAGS", ""))
+    env = subprocess_env(JAX_PLATFORMS="cpu", MPLBACKEND="Agg", PYTHONPATH=str(ROOT))
     return subprocess.run(
         args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )

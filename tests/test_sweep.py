@@ -12,7 +12,7 @@ import pytest
 
 import recursive_opt as ro
 
-from .helpers import copies
+from .helpers import copies, subprocess_env
 from .test_fit import QUAD, linear_loss, linear_params
 
 OPTIONS = dict(steps=24, batch_size=16, log_every=8, progress=False)
@@ -287,8 +287,7 @@ def _run_on_cpu_devices(tmp_path, source: str, done: str) -> None:
     device count, which a running jax cannot change) and check it printed `done`."""
     script = tmp_path / "script.py"
     script.write_text(source)
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=os.environ.get("RO_TEST_XLA_FLAGS", ""))
+    env = subprocess_env(JAX_PLATFORMS="cpu")
     out = subprocess.run(
         [sys.executable, str(script)],
         env=env,
@@ -318,8 +317,7 @@ def test_two_processes_on_localhost_equal_one(tmp_path):
     script = os.path.join(
         os.path.dirname(__file__), "..", "examples", "multihost_sweep.py"
     )
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env["XLA_FLAGS"] = os.environ.get("RO_TEST_XLA_FLAGS", "")
+    env = subprocess_env()
     procs = [
         subprocess.Popen(
             [
