@@ -247,7 +247,8 @@ def plain_update(opt: Plain, raw, g, s, p):
 
         d = each(direction, mu, nu, b1, b2, eps)
         if (c := opt.options["clip"]) is not None:
-            d = each(lambda d: jnp.clip(d, -c, c), d)
+            low, high = c if isinstance(c, tuple) else (-c, c)
+            d = each(lambda d: jnp.clip(d, low, high), d)
         if "weight_decay" in hp:
             d = each(lambda d, p, w: d + w * p, d, p, hp["weight_decay"])
         return each(lambda d, a: -a * d, d, lr), (t, mu, nu, scale)

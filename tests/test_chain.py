@@ -94,18 +94,23 @@ def test_clipped_adam_levels_match_brute_force():
     brute force, with bounds small enough to bind (the first nonzero Adam step
     is about 1 in every coordinate). Forward mode checks the columns on steps
     where some coordinates are clipped and some not
-    (`test_closed_form_jacobians_match_forward_mode[adam_clipped]`)."""
+    (`test_closed_form_jacobians_match_forward_mode[adam_clipped]`). Level 3's
+    bound is one-sided, on its level's raises of level 2's lr (as the
+    defaults)."""
     params, _, _ = _upper_adams_match_brute_force(
-        ro.Adam(0.1, b1=0.5, b2=0.95, clip=0.7), ro.Adam(0.01, clip=0.5)
+        ro.Adam(0.1, b1=0.5, b2=0.95, clip=0.7), ro.Adam(0.01, clip=(-0.5, None))
     )
-    # Not a no-op: without the bounds the same tower ends elsewhere.
-    free = [LEVEL1_LR_ONLY, ro.Adam(0.1, b1=0.5, b2=0.95), ro.Adam(0.01)]
-    unclipped, _ = _library(ro.Stack(*free), quadratic)
-    diff = [
-        np.max(np.abs(a - b))
-        for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(unclipped))
-    ]
-    assert max(diff) > 1e-6
+    # Not a no-op: without either level's bound the same tower ends elsewhere.
+    for free in [
+        [ro.Adam(0.1, b1=0.5, b2=0.95), ro.Adam(0.01, clip=(-0.5, None))],
+        [ro.Adam(0.1, b1=0.5, b2=0.95, clip=0.7), ro.Adam(0.01)],
+    ]:
+        unclipped, _ = _library(ro.Stack(LEVEL1_LR_ONLY, *free), quadratic)
+        diff = [
+            np.max(np.abs(a - b))
+            for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(unclipped))
+        ]
+        assert max(diff) > 1e-6
 
 
 # Depth 3 checks G2 and G3 for every `per`; depth 2 adds the two-level edge case.
@@ -250,6 +255,7 @@ def test_log_lr_hypergradient_is_multiplicative():
         ),
         ro.Adam(0.01, b1=0.8, b2=0.95, normalise=0.9),
         ro.Adam(0.01, b1=0.8, b2=0.95, eps=ro.hyper(1e-3, tune=True), clip=0.9),
+        ro.Adam(0.01, b1=0.8, b2=0.95, clip=(None, 0.9)),
     ],
     ids=[
         "sgd",
@@ -261,6 +267,7 @@ def test_log_lr_hypergradient_is_multiplicative():
         "adamw_eps_element",
         "adam_normalised",
         "adam_clipped",
+        "adam_one_sided",
     ],
 )
 def test_closed_form_jacobians_match_forward_mode(opt, getkey):

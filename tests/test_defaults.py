@@ -36,8 +36,9 @@ def test_default_levels():
     sgd, *sgd_upper = sgd_tower.levels
     assert _tuned(sgd) == {"lr"} and float(sgd.momentum.value) == pytest.approx(0.9)
     assert [float(o.b1.value) for o in sgd_upper] == pytest.approx([0.9, 0.9])
-    # Upper steps clipped at 2 over an adaptive level 1 with OneStep only.
-    assert [o.clip for o in upper] == [2.0] * 3
+    # Raises bounded (the normalised step clipped below at -2), cuts free, over
+    # an adaptive level 1 with OneStep only.
+    assert [o.clip for o in upper] == [(-2.0, None)] * 3
     assert [o.clip for o in sgd_upper] == [None, None]
     rt = ro.Stack[2](ro.Adam(), hypergradient=ro.RealTime(0.9)).levels[1]
     assert float(rt.b1.value) == pytest.approx(0.9) and rt.clip is None
@@ -208,6 +209,29 @@ def test_default_towers_train_from_any_initial_lr():
         lambda lr: ro.Stack[3](ro.SGD(lr, momentum=0.9)).as_optax(), lrs[:1]
     )
     assert sgd[0] > threshold > sgd_tower[0]
+
+
+def test_default_upper_level_bounds_raises_of_the_lr_not_cuts():
+    """Over Adam, level 2 raises each log-lr by at most 0.2 a step (its lr 0.1
+    times the bound 2 on its normalised step) and the bound binds on the climb
+    from 1e-5; it cuts by more than 0.2 in some step (cuts are free)."""
+    x, y = (jnp.asarray(a) for a in _DATA.train)
+    tower, params0 = ro.Stack[2](ro.Adam(1e-5)), _params(jr.key(0))
+
+    def body(carry, key):
+        params, state = carry
+        idx = jr.randint(key, (64,), 0, len(x))
+        updates, state = tower.update(
+            jax.grad(_loss)(params, x[idx], y[idx]), state, params
+        )
+        raw = jnp.stack(jax.tree.leaves(state.opts[0].lr.raw))
+        return (optax.apply_updates(params, updates), state), raw
+
+    init = (params0, tower.init(params0))
+    _, raws = jax.jit(lambda: jax.lax.scan(body, init, jr.split(jr.key(1), 150)))()
+    steps = np.diff(np.asarray(raws), axis=0)
+    assert steps.max() == pytest.approx(0.2, rel=1e-9)
+    assert -steps.min() > 0.25
 
 
 @pytest.mark.parametrize("shape", ["linear", "geometric"])

@@ -154,37 +154,67 @@ def test_raw_hyperparameters_are_strong_default_floats():
     np.testing.assert_allclose(opt.b1.value, 0.875, rtol=1e-12)
 
 
-@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
-def test_adam_clip_is_optax_adam_with_its_step_clipped(weight_decay, getkey):
+@pytest.mark.parametrize(
+    "weight_decay, clip",
+    [
+        (0.0, 1.1),
+        (0.1, 1.1),
+        (0.0, (-1.1, None)),
+        (0.1, (None, 1.2)),
+        (0.0, (-1.05, 1.3)),
+    ],
+)
+def test_adam_clip_is_optax_adam_with_its_step_clipped(weight_decay, clip, getkey):
     """`Adam(clip=c)` equals optax's Adam with `optax.clip(c)` between the
     normalised step and the learning rate (and weight decay after the clip), on
-    gradients whose size jumps, so that the bound binds on some coordinates."""
-    c, lr = 1.1, 0.02
-    opt = ro.Adam(lr, b1=0.5, b2=0.99, weight_decay=weight_decay, clip=c)
+    gradients whose size jumps, so that the bound binds on some coordinates; a
+    pair `(low, high)` the same with the step clipped to [low, high]."""
+    lr = 0.02
+    low, high = (-clip, clip) if isinstance(clip, float) else clip
+    opt = ro.Adam(lr, b1=0.5, b2=0.99, weight_decay=weight_decay, clip=clip)
+    if isinstance(clip, float):
+        clip_tx = optax.clip(clip)
+    else:
+        clip_tx = optax.stateless(
+            lambda u, _: jax.tree.map(lambda x: jnp.clip(x, low, high), u)
+        )
     tx = optax.chain(
         optax.scale_by_adam(0.5, 0.99, 1e-8),
-        optax.clip(c),
+        clip_tx,
         optax.add_decayed_weights(weight_decay),
         optax.scale(-lr),
     )
-    params = {"w": jax.random.normal(getkey(), (6,)), "z": jnp.zeros(2)}
+    params = {"w": jax.random.normal(getkey(), (16,)), "z": jnp.zeros(2)}
     state, tx_state = opt.init(params), tx.init(params)
     free_tx = optax.scale_by_adam(0.5, 0.99, 1e-8)  # the step before the clip
     free_state, bound = free_tx.init(params), []
     for t in range(8):
         size = 1e-3 if t < 6 else 10.0  # quiet, then a jump
-        grads = {"w": size * jax.random.normal(getkey(), (6,)), "z": jnp.zeros(2)}
+        grads = {"w": size * jax.random.normal(getkey(), (16,)), "z": jnp.zeros(2)}
         updates, state = opt.update(grads, state, params)
         expected, tx_state = tx.update(grads, tx_state, params)
         chex.assert_trees_all_close(updates, expected, rtol=1e-12, atol=1e-15)
         free, free_state = free_tx.update(grads, free_state)
-        bound.append(np.any(np.abs(np.asarray(free["w"])) > c))
+        w = np.asarray(free["w"])
+        bound.append(
+            np.any(w < (-np.inf if low is None else low))
+            or np.any(w > (np.inf if high is None else high))
+        )
         params = optax.apply_updates(params, updates)
     assert bound[-1] and not bound[0]  # the jump is clipped, the first step not
-    for bad in [0, -1.0, float("inf"), True, "1"]:
+
+
+def test_adam_clip_options():
+    """`clip` takes None, a finite bound > 0, or a pair with low < 0 < high (None
+    for an open side, not both); anything else is a clear error."""
+    bad_clips = [0, -1.0, float("inf"), True, "1", (0.0, None), (None, None)]
+    bad_clips += [(-1.0,), (1.0, 2.0), (-1.0, -0.5), (-np.inf, 1.0), (-1.0, True)]
+    for bad in bad_clips:
         with pytest.raises(ValueError, match="clip"):
             ro.Adam(0.1, clip=bad)
     assert ro.Adam(0.1).clip is None and ro.Adam(0.1, clip=np.float32(2)).clip == 2.0
+    assert ro.Adam(0.1, clip=[np.float32(-2), None]).clip == (-2.0, None)
+    assert ro.Adam(0.1, clip=(None, 3)).clip == (None, 3.0)
 
 
 def test_adam_normalise_is_optax_adam_on_gradients_over_their_running_mean(getkey):

@@ -47,16 +47,20 @@ class Adam(AbstractElementwiseOptimiser):
         from the rounding: use it where they are not (a learning rate's
         hypergradients; not those of Adam's betas at the first step, exactly 0
         in exact arithmetic). Not in optax.
-    - `clip`: None (the default) or a bound c > 0: each coordinate's normalised
-        step m_hat / (sqrt(v_hat) + eps) is clipped to [-c, c] before weight decay
-        and the learning rate scale it, so no step moves a coordinate by more than
-        c * lr (Adafactor's update clipping, Shazeer & Stern 2018, per
-        coordinate). Adam's step is at most about 1 while the gradients keep
-        their size, but up to (1 - b1) / sqrt(1 - b2) when they jump after a
-        quiet stretch (5 at b1 = 0.5, b2 = 0.99). Equals
+    - `clip`: None (the default), a bound c > 0, or a pair `(low, high)`: each
+        coordinate's normalised step m_hat / (sqrt(v_hat) + eps) is clipped to
+        [-c, c] (or [low, high], with low < 0 < high and None for no bound on
+        that side) before weight decay and the learning rate scale it, so no step
+        moves a coordinate by more than c * lr (Adafactor's update clipping,
+        Shazeer & Stern 2018, per coordinate). Adam's step is at most about 1
+        while the gradients keep their size, but up to (1 - b1) / sqrt(1 - b2)
+        when they jump after a quiet stretch (5 at b1 = 0.5, b2 = 0.99). The
+        coordinate moves by -lr times the step, so `(low, None)` bounds only its
+        rises, by -low * lr a step: over a log learning rate, raises are bounded
+        and cuts free (the default upper levels, `ro.upper_level`). Equals
         `optax.chain(optax.scale_by_adam(b1, b2, eps), optax.clip(c),
         optax.scale(-lr))` (with `optax.add_decayed_weights` before the scale for
-        AdamW).
+        AdamW; a pair clips with `jnp.clip(step, low, high)`).
 
     ```python
     tower = ro.Stack[3](ro.Adam(1e-3))
@@ -70,7 +74,7 @@ class Adam(AbstractElementwiseOptimiser):
     weight_decay: Hyper | None
     uses_params: bool = eqx.field(static=True)
     normalise: float | None = eqx.field(static=True)
-    clip: float | None = eqx.field(static=True)
+    clip: float | tuple[float | None, float | None] | None = eqx.field(static=True)
     # Columns cost divisions: kept, not recomputed. That holds for the learning
     # rate's column too, although it could be recomputed from the moments alone
     # (no record at all): on XLA:CPU that made a depth-3 tower's step on a 4.8M
@@ -85,7 +89,7 @@ class Adam(AbstractElementwiseOptimiser):
         eps: ArrayLike | HyperSpec = 1e-8,
         weight_decay: ArrayLike | HyperSpec = 0.0,
         normalise: float | None = None,
-        clip: float | None = None,
+        clip: float | tuple[float | None, float | None] | None = None,
     ):
         self.lr = declare("Adam", "lr", lr, "log", True)
         self.b1 = declare("Adam", "b1", b1, "logit", True)
@@ -99,7 +103,14 @@ class Adam(AbstractElementwiseOptimiser):
             )
         self.uses_params = self.weight_decay is not None
         self.normalise = _real_option("normalise", normalise, 0, 1, "a decay in (0, 1)")
-        self.clip = _real_option("clip", clip, 0, float("inf"), "a finite bound > 0")
+        self.clip = _clip_option(clip)
+
+    @property
+    def _bounds(self) -> tuple[float | None, float | None]:
+        """`clip` as (low, high), None for no bound on a side."""
+        if self.clip is None or isinstance(self.clip, tuple):
+            return self.clip or (None, None)
+        return -self.clip, self.clip
 
     def init_state(self, params):
         zeros = jax.tree.map(jnp.zeros_like, params)
@@ -128,7 +139,7 @@ class Adam(AbstractElementwiseOptimiser):
 
         def leaf(g, m0, v0, p, lr, b1, b2, eps, wd):
             m, v = ema(g, m0, b1), ema(g**2, v0, b2)
-            direction = _direction(m, v, p, count, b1, b2, eps, wd, self.clip)
+            direction = _direction(m, v, p, count, b1, b2, eps, wd, self._bounds)
             return -lr * direction, m, v
 
         updates, mu, nu = self._map(leaf, grads, state.mu, state.nu, params, hp)
@@ -156,9 +167,14 @@ class Adam(AbstractElementwiseOptimiser):
             m_hat = m * (1 / c1)
             step = m_hat * s
             if self.clip is not None:  # clipped coordinates: d step / d beta = 0
-                inside = (jnp.abs(step) < self.clip).astype(step.dtype)
-                s = s * inside
-                step = jnp.clip(step, -self.clip, self.clip)
+                low, high = self._bounds
+                inside = jnp.ones_like(step, bool)
+                if low is not None:
+                    inside = inside & (step > low)
+                if high is not None:
+                    inside = inside & (step < high)
+                s = s * inside.astype(step.dtype)
+                step = jnp.clip(step, low, high)
             columns = []
             for name in names:
                 if name == "lr":
@@ -213,9 +229,32 @@ def _real_option(name: str, value, low: float, high: float, needs: str):
     return float(value)
 
 
-def _direction(m, v, p, count, b1, b2, eps, wd, clip=None):
+def _clip_option(clip):
+    """`Adam(clip=...)`: None, a finite bound > 0 (as a float), or a pair (low,
+    high) of finite bounds low < 0 < high, either None (as floats or None, not
+    both None)."""
+    if not isinstance(clip, (tuple, list)):
+        return _real_option("clip", clip, 0, float("inf"), _CLIP_NEEDS)
+    ok = len(clip) == 2 and any(b is not None for b in clip)
+    try:
+        low = None if not ok else _real_option("clip", clip[0], -float("inf"), 0, "")
+        high = None if not ok else _real_option("clip", clip[1], 0, float("inf"), "")
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"Adam(clip=...) needs {_CLIP_NEEDS}, got {clip!r}.")
+    return (low, high)
+
+
+_CLIP_NEEDS = (
+    "None, a finite bound > 0 or a pair (low, high) with low < 0 < high"
+    " (None for no bound on one side)"
+)
+
+
+def _direction(m, v, p, count, b1, b2, eps, wd, bounds=(None, None)):
     m_hat, v_hat = bias_correction(m, b1, count), bias_correction(v, b2, count)
     direction = m_hat / (safe_sqrt(v_hat) + eps)
-    if clip is not None:
-        direction = jnp.clip(direction, -clip, clip)
+    if bounds != (None, None):
+        direction = jnp.clip(direction, *bounds)
     return direction if wd is None else direction + wd * p
