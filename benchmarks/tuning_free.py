@@ -687,7 +687,7 @@ def _lr_only(lr):  # level 1 of the default: lr alone tuned, one per leaf
     return ro.Adam(ro.hyper(lr, per="leaf"), b1=ro.fixed(0.9), b2=ro.fixed(0.999))
 
 
-CLIP = ro.Stack[3](ro.Adam()).levels[1].clip  # the default's, over Adam: 2.0
+CLIP = ro.Stack[3](ro.Adam()).levels[1].clip  # the default's, over Adam: (-2, None)
 
 
 def _upper(lr, b2=0.99, b1=0.9, clip=CLIP):
@@ -790,13 +790,22 @@ def ablation() -> dict:
         "default levels, level-2 b1 0.9 (the previous default)": lambda lr: ro.Stack(
             _lr_only(lr), _level2(b1=0.9), _upper(0.01), warmup=w, warmup_shape=s
         ).as_optax(),
-        "upper steps unclipped (the previous default)": lambda lr: ro.Stack(
+        "upper steps unclipped (the default of 2026-12-02)": lambda lr: ro.Stack(
             _lr_only(lr),
             _upper(0.1, b1=0.5, clip=None),
             _upper(0.01, clip=None),
             warmup=w,
             warmup_shape=s,
         ).as_optax(),
+        "upper steps clipped at 2 both ways (the previous default)": lambda lr: (
+            ro.Stack(
+                _lr_only(lr),
+                _upper(0.1, b1=0.5, clip=2.0),
+                _upper(0.01, clip=2.0),
+                warmup=w,
+                warmup_shape=s,
+            ).as_optax()
+        ),
         "SGD-momentum tower, level-2 b1 0": lambda lr: _sgd_level2(lr, 0.0),
         "SGD-momentum tower, level-2 b1 0.5": lambda lr: _sgd_level2(lr, 0.5),
         "no warm-up": lambda lr: ro.Stack(*ro.Stack[3](ro.Adam(lr)).levels).as_optax(),

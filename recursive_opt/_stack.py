@@ -96,9 +96,9 @@ class Stack(eqx.Module):
     stay fixed unless declared with `ro.hyper`), `Adam(0.1)` at level 2 and
     `Adam(0.01)` above, each on the log learning rate of the level below (b1 =
     0.9 and b2 = 0.99 fixed; level 2's b1 is 0.5 unless `opt` is an `SGD` or
-    the scheme not `OneStep`, and in that case each upper level raises the lr
-    below by at most 0.2 in log a step, `clip=(-2.0, None)`, and cuts it
-    freely), and
+    the scheme not `OneStep`, and in that case each upper level raises the log
+    lr below by at most twice its own lr a step, `clip=(-2.0, None)`, and cuts
+    it freely), and
     level 1's step warmed up over 100 steps, geometrically (300 steps, linearly,
     when `opt` is an `SGD` and the scheme `OneStep`; linearly with other
     schemes; see `_defaults.py` for why). It is tuning-free when `opt`

@@ -57,7 +57,7 @@ class Adam(AbstractElementwiseOptimiser):
         when they jump after a quiet stretch (5 at b1 = 0.5, b2 = 0.99). The
         coordinate moves by -lr times the step, so `(low, None)` bounds only its
         rises, by -low * lr a step: over a log learning rate, raises are bounded
-        and cuts free (the default upper levels, `ro.upper_level`). Equals
+        and cuts free (the upper levels of `Stack[d](opt)`). Equals
         `optax.chain(optax.scale_by_adam(b1, b2, eps), optax.clip(c),
         optax.scale(-lr))` (with `optax.add_decayed_weights` before the scale for
         AdamW; a pair clips with `jnp.clip(step, low, high)`).
