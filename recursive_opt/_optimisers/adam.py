@@ -235,15 +235,15 @@ def _clip_option(clip):
     both None)."""
     if not isinstance(clip, (tuple, list)):
         return _real_option("clip", clip, 0, float("inf"), _CLIP_NEEDS)
-    ok = len(clip) == 2 and any(b is not None for b in clip)
+    error = ValueError(f"Adam(clip=...) needs {_CLIP_NEEDS}, got {clip!r}.")
+    if len(clip) != 2 or all(b is None for b in clip):
+        raise error
     try:
-        low = None if not ok else _real_option("clip", clip[0], -float("inf"), 0, "")
-        high = None if not ok else _real_option("clip", clip[1], 0, float("inf"), "")
+        low = _real_option("clip", clip[0], -float("inf"), 0, _CLIP_NEEDS)
+        high = _real_option("clip", clip[1], 0, float("inf"), _CLIP_NEEDS)
     except ValueError:
-        ok = False
-    if not ok:
-        raise ValueError(f"Adam(clip=...) needs {_CLIP_NEEDS}, got {clip!r}.")
-    return (low, high)
+        raise error from None
+    return low, high
 
 
 _CLIP_NEEDS = (
