@@ -213,14 +213,13 @@ SHARDED = textwrap.dedent(
         out = real_put(x, s, **kw)
         seen.extend(len(l.sharding.device_set) for l in jax.tree.leaves(out) if hasattr(l, "sharding"))
         return out
-    _sweep.jax.device_put = spy
-    ro.sweep(loss, params, tower, data, steps=2, over={"lr": [0.1] * 8}, progress=False)
-    _sweep.jax.device_put = real_put
-    assert seen and min(seen) == 8, seen
     for n in (12,):  # 12 members: padded to 16, two per device
         lrs = np.logspace(-3, -1, n)
         kw = dict(steps=20, batch_size=16, log_every=10, over={"lr": lrs}, progress=False)
+        _sweep.jax.device_put = spy
         many = ro.sweep(loss, params, tower, data, **kw)
+        _sweep.jax.device_put = real_put
+        assert seen and min(seen) == 8, seen
         one = ro.sweep(loss, params, tower, data, devices=jax.devices()[:1], **kw)
         assert many.final_loss.shape == (n,)
         for k in one.history:
