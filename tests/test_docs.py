@@ -1,6 +1,8 @@
 """The documentation site: every Python block of every page runs, as a user would
 run it (a fresh process, JAX's default float32), and the site builds strictly."""
 
+import ast
+import inspect
 import json
 import os
 import re
@@ -10,6 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+import recursive_opt as ro
 
 from .helpers import subprocess_env
 
@@ -99,3 +103,60 @@ def test_site_builds_strictly(tmp_path):
     for name in ["Stack", "hyperparams", "at_level", "fit", "sweep", "RealTime"]:
         assert f'id="recursive_opt.{name}"' in api, name
     assert (tmp_path / "site" / "benchmarks" / "tuning_free.png").exists()
+
+
+def _check_ro_calls(source: str) -> int:
+    """Check every call `ro.<name>(...)` or `ro.<name>[k](...)` in `source`: the
+    name is public in `recursive_opt` and its signature takes the arguments as
+    written (TypeError otherwise). Returns how many calls were checked."""
+    checked = 0
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call):
+            continue
+        func, index = node.func, None
+        if isinstance(func, ast.Subscript):
+            func, index = func.value, func.slice
+        if not (
+            isinstance(func, ast.Attribute)
+            and isinstance(func.value, ast.Name)
+            and func.value.id == "ro"
+        ):
+            continue
+        where = ast.unparse(node)
+        if func.attr.startswith("_") or not hasattr(ro, func.attr):
+            raise TypeError(f"recursive_opt has no public {func.attr!r}: {where}")
+        target = getattr(ro, func.attr)
+        if index is not None:
+            target = target[ast.literal_eval(index)]
+        if any(isinstance(a, ast.Starred) for a in node.args) or any(
+            k.arg is None for k in node.keywords
+        ):
+            continue  # *args / **kwargs: not checkable from the text
+        try:
+            inspect.signature(target).bind(
+                *node.args, **{k.arg: k.value for k in node.keywords}
+            )
+        except TypeError as e:
+            raise TypeError(f"{where}: {e}") from None
+        checked += 1
+    return checked
+
+
+def test_readme_fragments_call_the_api_as_written():
+    """The README's Python fragments use a model and data of the reader's, so they
+    do not run alone (the documentation site's pages, run above, hold runnable
+    versions). They must parse, and every `ro.` call in them must name a public
+    function or class whose signature takes its arguments as written."""
+    blocks = python_blocks(ROOT / "README.md")
+    assert len(blocks) >= 5
+    assert sum(_check_ro_calls(block) for block in blocks) >= 20
+    # The check catches what it is for.
+    for wrong in (
+        "ro.Adam(lrr=1e-3)",
+        "ro.Stack[3](ro.Adam(), tied=True)",
+        "ro.fit(f)",
+        "ro.Staack[2](ro.Adam())",
+        "ro.RealTime(0.9, True, 3)",
+    ):
+        with pytest.raises(TypeError):
+            _check_ro_calls(wrong)
