@@ -1,5 +1,6 @@
 """The documentation site: every Python block of every page runs, as a user would
-run it (a fresh process, JAX's default float32), and the site builds strictly."""
+run it (a fresh process, JAX's default float32), and the site builds strictly.
+The README's fragments call the API as it is."""
 
 import ast
 import inspect
