@@ -58,6 +58,18 @@ json.dump(results, open(sys.argv[2], "w"))
 CODE_PAGES = [p.relative_to(DOCS / "src").as_posix() for p in PAGES if python_blocks(p)]
 
 
+def run_pages(pages: dict[str, str], tmp_path: Path) -> dict[str, str | None]:
+    """Run each page's code (name -> source) in its own namespace, all in one fresh
+    process; name -> None, or the traceback of the block that failed."""
+    (tmp_path / "pages.json").write_text(json.dumps(pages))
+    (tmp_path / "runner.py").write_text(RUNNER)
+    out = run([sys.executable, "runner.py", "pages.json", "results.json"], cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert list(results) == list(pages)
+    return results
+
+
 @pytest.mark.parametrize("half", [0, 1], ids=["pages-0::2", "pages-1::2"])
 def test_every_python_block_runs(half, tmp_path):
     """Every page's blocks, run in order in one namespace per page, the pages in
@@ -67,14 +79,20 @@ def test_every_python_block_runs(half, tmp_path):
         name: "\n\n".join(python_blocks(DOCS / "src" / name))
         for name in CODE_PAGES[half::2]
     }
-    (tmp_path / "pages.json").write_text(json.dumps(pages))
-    (tmp_path / "runner.py").write_text(RUNNER)
-    out = run([sys.executable, "runner.py", "pages.json", "results.json"], cwd=tmp_path)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
-    results = json.loads((tmp_path / "results.json").read_text())
-    assert list(results) == list(pages)
+    results = run_pages(pages, tmp_path)
     failed = {name: error for name, error in results.items() if error is not None}
     assert not failed, "\n".join(f"{n}:\n{e}" for n, e in failed.items())
+
+
+def test_the_page_runner_reports_each_failure(tmp_path):
+    # Pages do not share a namespace, and a failing page does not stop the next.
+    results = run_pages(
+        {"a.md": "x = 1", "b.md": "print(x)", "c.md": "raise ValueError('c')"},
+        tmp_path,
+    )
+    assert results["a.md"] is None
+    assert "NameError" in results["b.md"] and 'File "b.md"' in results["b.md"]
+    assert "ValueError: c" in results["c.md"]
 
 
 def test_site_builds_strictly(tmp_path):
