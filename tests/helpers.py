@@ -161,6 +161,7 @@ def plain(opt) -> Plain:
         "acc0": getattr(opt, "initial_accumulator_value", None),
         "normalise": getattr(opt, "normalise", None),
         "clip": getattr(opt, "clip", None),
+        "gate": getattr(opt, "gate", None),
     }
     return Plain(type(opt).__name__, options, hypers)
 
@@ -197,7 +198,7 @@ def plain_init(opt: Plain, target):
     if opt.kind == "SGD":
         return zeros if "momentum" in opt.hypers else None
     if opt.kind == "Adam":
-        return (0, zeros, zeros, zeros)
+        return (0, zeros, zeros, zeros, zeros)
     if opt.kind == "RMSProp":
         return zeros
     return jax.tree.map(lambda t: jnp.full_like(t, opt.options["acc0"]), target)
@@ -225,7 +226,7 @@ def plain_update(opt: Plain, raw, g, s, p):
         )
         return each(lambda d, a: -a * d, d, lr), trace
     if opt.kind == "Adam":
-        count, mu, nu, scale = s
+        count, mu, nu, scale, signal = s
         t = count + 1
         b1, b2, eps = hp["b1"], hp["b2"], hp["eps"]
         decay = opt.options["normalise"]
@@ -249,9 +250,20 @@ def plain_update(opt: Plain, raw, g, s, p):
         if (c := opt.options["clip"]) is not None:
             low, high = c if isinstance(c, tuple) else (-c, c)
             d = each(lambda d: jnp.clip(d, low, high), d)
+        if (gate := opt.options["gate"]) is not None:  # raises times min(1, r)
+            decay, after = gate
+            signal = each(lambda g, a: (1 - decay) * g + decay * a, g, signal)
+
+            def gated(d, a, v, b2):
+                v_hat = v / (1 - b2**t)
+                safe = jnp.where(v_hat > 0, v_hat, 1.0)
+                r = jnp.where(v_hat > 0, (a / (1 - decay**t)) ** 2 / safe, 0.0)
+                return jnp.where((d < 0) & (t > after), d * jnp.minimum(r, 1.0), d)
+
+            d = each(gated, d, signal, nu, b2)
         if "weight_decay" in hp:
             d = each(lambda d, p, w: d + w * p, d, p, hp["weight_decay"])
-        return each(lambda d, a: -a * d, d, lr), (t, mu, nu, scale)
+        return each(lambda d, a: -a * d, d, lr), (t, mu, nu, scale, signal)
     if opt.kind == "RMSProp":
         nu = each(lambda g, v, b: (1 - b) * g * g + b * v, g, s, hp["decay"])
         u = each(lambda g, v, e, a: -a * g / jnp.sqrt(v + e), g, nu, hp["eps"], lr)

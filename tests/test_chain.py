@@ -113,6 +113,24 @@ def test_clipped_adam_levels_match_brute_force():
         assert max(diff) > 1e-6
 
 
+def test_gated_adam_levels_match_brute_force():
+    """Upper levels with `Adam(gate=...)` (level 2's betas tuned too, so the
+    closed-form columns' derivative of the gate's factor through v_hat is
+    checked; level 3 gated and clipped as level 2 of the defaults) against the
+    brute force, and not a no-op: the gate scaled some raises by less than 1."""
+    level2 = ro.Adam(0.1, b1=0.5, b2=0.95, gate=(0.8, 2))
+    level3 = ro.Adam(0.01, clip=(-0.5, None), gate=(0.9, 0))
+    params, state, _ = _upper_adams_match_brute_force(level2, level3)
+    ungated = [ro.Adam(0.1, b1=0.5, b2=0.95), ro.Adam(0.01, clip=(-0.5, None))]
+    free, _ = _library(ro.Stack(LEVEL1_LR_ONLY, *ungated), quadratic)
+    diff = [
+        np.max(np.abs(a - b))
+        for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(free))
+    ]
+    assert max(diff) > 1e-6
+    assert jax.tree.leaves(state.states[1].signal)
+
+
 # Depth 3 checks G2 and G3 for every `per`; depth 2 adds the two-level edge case.
 DEPTH_PER = [(2, "tree"), (3, "tree"), (3, "leaf"), (3, "element")]
 
@@ -256,6 +274,8 @@ def test_log_lr_hypergradient_is_multiplicative():
         ro.Adam(0.01, b1=0.8, b2=0.95, normalise=0.9),
         ro.Adam(0.01, b1=0.8, b2=0.95, eps=ro.hyper(1e-3, tune=True), clip=0.9),
         ro.Adam(0.01, b1=0.8, b2=0.95, clip=(None, 0.9)),
+        ro.Adam(0.01, b1=0.8, b2=0.95, eps=ro.hyper(1e-3, tune=True), gate=(0.7, 1)),
+        ro.Adam(0.01, b1=0.8, b2=0.95, clip=(-0.9, None), gate=(0.5, 0)),
     ],
     ids=[
         "sgd",
@@ -268,6 +288,8 @@ def test_log_lr_hypergradient_is_multiplicative():
         "adam_normalised",
         "adam_clipped",
         "adam_one_sided",
+        "adam_gated",
+        "adam_gated_clipped",
     ],
 )
 def test_closed_form_jacobians_match_forward_mode(opt, getkey):

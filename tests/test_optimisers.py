@@ -217,6 +217,63 @@ def test_adam_clip_options():
     assert ro.Adam(0.1, clip=(None, 3)).clip == (None, 3.0)
 
 
+@pytest.mark.parametrize("weight_decay, clip", [(0.0, None), (0.1, (-1.1, None))])
+def test_adam_gate_scales_raises_by_the_signals_certainty(weight_decay, clip, getkey):
+    """`Adam(gate=(decay, after))` equals optax's Adam step (clipped as `clip`
+    says) whose negative coordinates, from step `after + 1` on, are multiplied by
+    min(1, s_hat^2 / v_hat), with s and v kept here by hand (s a running mean of
+    the gradients at `decay`, v their second moment at b2, both bias-corrected),
+    before weight decay and the learning rate. The gradients are a steady
+    negative signal on half the coordinates (raises: factor near 1) and zero-mean
+    noise on the other half (factor near 0)."""
+    lr, b1, b2, decay, after = 0.02, 0.5, 0.99, 0.9, 3
+    opt = ro.Adam(
+        lr, b1=b1, b2=b2, weight_decay=weight_decay, clip=clip, gate=(decay, after)
+    )
+    step_tx = optax.scale_by_adam(b1, b2, 1e-8)
+    params = {"w": jax.random.normal(getkey(), (16,)), "z": jnp.zeros(2)}
+    state, step_state = opt.init(params), step_tx.init(params)
+    s_w, v_w = np.zeros(16), np.zeros(16)
+    factors = []
+    for t in range(1, 13):
+        noise = jax.random.normal(getkey(), (16,))
+        g_w = jnp.where(jnp.arange(16) < 8, 1.0 + 0.1 * noise, noise)
+        grads = {"w": g_w, "z": jnp.zeros(2)}
+        updates, state = opt.update(grads, state, params)
+        step, step_state = step_tx.update(grads, step_state)
+        w = np.asarray(step["w"])
+        if clip is not None:
+            w = np.maximum(w, clip[0])
+        s_w = decay * s_w + (1 - decay) * np.asarray(g_w)
+        v_w = b2 * v_w + (1 - b2) * np.asarray(g_w) ** 2
+        r = (s_w / (1 - decay**t)) ** 2 / (v_w / (1 - b2**t))
+        factor = np.where((w < 0) & (t > after), np.minimum(r, 1.0), 1.0)
+        factors.append(factor)
+        p_w = np.asarray(params["w"])
+        expected = -lr * (w * factor + weight_decay * p_w)
+        np.testing.assert_allclose(updates["w"], expected, rtol=1e-10, atol=1e-15)
+        np.testing.assert_array_equal(updates["z"], -lr * weight_decay * params["z"])
+        params = optax.apply_updates(params, updates)
+    # Not a no-op: the steady raises pass at nearly full size, the noisy ones not,
+    # and nothing is gated in the first `after` steps.
+    late = np.array(factors[after:])
+    assert np.all(np.array(factors[:after]) == 1.0)
+    steady, noisy = late[:, :8], late[:, 8:]
+    assert np.min(steady) > 0.9 and np.median(noisy[noisy < 1]) < 0.3
+
+
+def test_adam_gate_options():
+    """`gate` takes None or a pair (decay in (0, 1), an int after >= 0); anything
+    else is a clear error."""
+    bad = [0.9, (0.9,), (1.0, 10), (0.0, 10), (0.9, -1), (0.9, 1.5), (0.9, True)]
+    bad += [(True, 10), ("0.9", 10), (0.9, 10, 1)]
+    for b in bad:
+        with pytest.raises(ValueError, match="gate"):
+            ro.Adam(0.1, gate=b)
+    assert ro.Adam(0.1).gate is None
+    assert ro.Adam(0.1, gate=[np.float32(0.5), np.int64(7)]).gate == (0.5, 7)
+
+
 def test_adam_normalise_is_optax_adam_on_gradients_over_their_running_mean(getkey):
     """`Adam(normalise=d)`: each coordinate divided by the bias-corrected running
     mean of its |gradient| (this step's included), then optax's Adam; a coordinate
