@@ -688,14 +688,15 @@ def _lr_only(lr):  # level 1 of the default: lr alone tuned, one per leaf
 
 
 CLIP = ro.Stack[3](ro.Adam()).levels[1].clip  # the default's, over Adam: (-2, None)
+GATE = ro.Stack[3](ro.Adam()).levels[1].gate  # level 2's, over Adam: (0.9, 100)
 
 
-def _upper(lr, b2=0.99, b1=0.9, clip=CLIP):
-    return ro.Adam(lr, b1=ro.fixed(b1), b2=ro.fixed(b2), clip=clip)
+def _upper(lr, b2=0.99, b1=0.9, clip=CLIP, gate=None):
+    return ro.Adam(lr, b1=ro.fixed(b1), b2=ro.fixed(b2), clip=clip, gate=gate)
 
 
-def _level2(lr=0.1, b2=0.99, b1=0.5):  # the default's level 2 over Adam
-    return _upper(lr, b2, b1)
+def _level2(lr=0.1, b2=0.99, b1=0.5, clip=CLIP, gate=GATE):  # the default's, over Adam
+    return _upper(lr, b2, b1, clip, gate)
 
 
 def _sgd_level2(lr, b1):
@@ -779,7 +780,7 @@ def ablation() -> dict:
         ).as_optax(),
         "default levels, upper b1 0 (no momentum)": lambda lr: ro.Stack(
             _lr_only(lr),
-            _upper(0.1, b1=0.0),
+            _level2(b1=0.0),
             _upper(0.01, b1=0.0),
             warmup=w,
             warmup_shape=s,
@@ -792,7 +793,7 @@ def ablation() -> dict:
         ).as_optax(),
         "upper steps unclipped (the default of 2026-12-02)": lambda lr: ro.Stack(
             _lr_only(lr),
-            _upper(0.1, b1=0.5, clip=None),
+            _level2(clip=None),
             _upper(0.01, clip=None),
             warmup=w,
             warmup_shape=s,
@@ -800,12 +801,15 @@ def ablation() -> dict:
         "upper steps clipped at 2 both ways (the previous default)": lambda lr: (
             ro.Stack(
                 _lr_only(lr),
-                _upper(0.1, b1=0.5, clip=2.0),
+                _level2(clip=2.0),
                 _upper(0.01, clip=2.0),
                 warmup=w,
                 warmup_shape=s,
             ).as_optax()
         ),
+        "level 2's raises ungated (the previous default)": lambda lr: ro.Stack(
+            _lr_only(lr), _level2(gate=None), _upper(0.01), warmup=w, warmup_shape=s
+        ).as_optax(),
         "SGD-momentum tower, level-2 b1 0": lambda lr: _sgd_level2(lr, 0.0),
         "SGD-momentum tower, level-2 b1 0.5": lambda lr: _sgd_level2(lr, 0.5),
         "no warm-up": lambda lr: ro.Stack(*ro.Stack[3](ro.Adam(lr)).levels).as_optax(),

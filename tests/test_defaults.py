@@ -40,8 +40,13 @@ def test_default_levels():
     # an adaptive level 1 with OneStep only.
     assert [o.clip for o in upper] == [(-2.0, None)] * 3
     assert [o.clip for o in sgd_upper] == [None, None]
+    # Level 2's raises gated by the signal's certainty after its 100th step, in
+    # the same case only.
+    assert [o.gate for o in upper] == [(0.9, 100), None, None]
+    assert [o.gate for o in sgd_upper] == [None, None]
     rt = ro.Stack[2](ro.Adam(), hypergradient=ro.RealTime(0.9)).levels[1]
     assert float(rt.b1.value) == pytest.approx(0.9) and rt.clip is None
+    assert rt.gate is None
 
 
 def test_declared_hyperparameters_stay_tuned():
