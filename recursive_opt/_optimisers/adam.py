@@ -159,9 +159,12 @@ class Adam(AbstractElementwiseOptimiser):
 
         def leaf(g, m0, v0, p, lr, b1, b2, eps, wd, s0):
             m, v = ema(g, m0, b1), ema(g**2, v0, b2)
-            s = None if s0 is None else ema(g, s0, self.gate[0])
-            gate = self._gate_factor(m, v, s, count, b1, b2, eps)
-            direction = _direction(m, v, p, count, b1, b2, eps, wd, self._bounds, gate)
+            step = _direction(m, v, None, count, b1, b2, eps, None, self._bounds)
+            s = None
+            if s0 is not None:
+                s = ema(g, s0, self.gate[0])
+                step = step * self._gate_factor(step, v, s, count, b2)[0]
+            direction = step if wd is None else step + wd * p
             return -lr * direction, m, v, s
 
         updates, mu, nu, signal = self._map(
@@ -170,19 +173,16 @@ class Adam(AbstractElementwiseOptimiser):
         signal = None if self.gate is None else signal
         return updates, AdamState(count, mu, nu, scale, signal)
 
-    def _gate_factor(self, m, v, s, count, b1, b2, eps):
-        """(factor, d factor / d v_hat) of `gate` for one leaf, or None without it:
-        the factor multiplies the (clipped) normalised step, r = min(1, s_hat^2 /
+    def _gate_factor(self, step, v, s, count, b2):
+        """(factor, d factor / d v_hat) of `gate` for one leaf: the factor
+        multiplies the (clipped) normalised step `step`, r = min(1, s_hat^2 /
         v_hat) where that step is negative from step `after + 1` on, else 1."""
-        if self.gate is None:
-            return None
         decay, after = self.gate
         v_hat = bias_correction(v, b2, count)
         s_hat = bias_correction(s, decay, count)
         positive = v_hat > 0
         safe_v = jnp.where(positive, v_hat, 1)
         r = jnp.where(positive, s_hat * s_hat / safe_v, 0)
-        step = _direction(m, v, None, count, b1, b2, eps, None, self._bounds)
         gated = (step < 0) & (count > after)
         factor = jnp.where(gated, jnp.minimum(r, 1), 1).astype(step.dtype)
         slope = jnp.where(gated & (r < 1), -r / safe_v, 0).astype(step.dtype)
@@ -221,9 +221,7 @@ class Adam(AbstractElementwiseOptimiser):
             # With `gate` the step is step * factor, the factor a function of v_hat
             # alone (slope: its derivative) and 1 or min(1, r) by the step's sign.
             factor, slope = (
-                (1, 0)
-                if sig is None
-                else self._gate_factor(m, v, sig, count, b1, b2, eps)
+                (1, 0) if sig is None else self._gate_factor(step, v, sig, count, b2)
             )
             gated_step = step * factor
             columns = []
@@ -325,11 +323,9 @@ _CLIP_NEEDS = (
 )
 
 
-def _direction(m, v, p, count, b1, b2, eps, wd, bounds=(None, None), gate=None):
+def _direction(m, v, p, count, b1, b2, eps, wd, bounds=(None, None)):
     m_hat, v_hat = bias_correction(m, b1, count), bias_correction(v, b2, count)
     direction = m_hat / (safe_sqrt(v_hat) + eps)
     if bounds != (None, None):
         direction = jnp.clip(direction, *bounds)
-    if gate is not None:  # (factor, slope) of `Adam._gate_factor`
-        direction = direction * gate[0]
     return direction if wd is None else direction + wd * p
