@@ -1,6 +1,8 @@
 import importlib.util
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 
 import jax
@@ -16,18 +18,31 @@ import pytest
 # starts and inherited by the subprocesses, which also get them as
 # RO_TEST_XLA_FLAGS where they set XLA_FLAGS of their own (a device count; the
 # documentation's blocks). A GPU run (a CUDA or ROCm plugin installed) keeps
-# XLA's defaults.
+# XLA's defaults. XLA aborts at start-up on a flag it does not know, and a jax
+# older or newer than the one measured may lack one, so the first process (the
+# xdist controller) tries each set in a fresh process and keeps the first that
+# starts; the workers and subprocesses inherit its choice.
 _GPU = any(
     importlib.util.find_spec(m) is not None
     for m in ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm7_plugin")
 )
-FAST_COMPILE = (
-    ""
-    if _GPU
-    else "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
-    " --xla_cpu_use_fusion_emitters=false"
-)
-os.environ["RO_TEST_XLA_FLAGS"] = FAST_COMPILE
+_LLVM = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+FLAG_SETS = (f"{_LLVM} --xla_cpu_use_fusion_emitters=false", _LLVM, "")
+
+
+def _xla_starts_with(flags: str) -> bool:
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {flags}"
+    code = "import jax; jax.devices()"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True)
+    return out.returncode == 0
+
+
+if "RO_TEST_XLA_FLAGS" not in os.environ:
+    os.environ["RO_TEST_XLA_FLAGS"] = (
+        "" if _GPU else next((f for f in FLAG_SETS if _xla_starts_with(f)), "")
+    )
+FAST_COMPILE = os.environ["RO_TEST_XLA_FLAGS"]
 if FAST_COMPILE and FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}"
 
