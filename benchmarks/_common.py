@@ -70,12 +70,51 @@ def step_runner(step: Callable, params, state, *batch, steps: int) -> Callable:
     return run
 
 
-def compiled_bytes(jitted: Callable, *args) -> float:
-    """XLA's cost analysis of `jitted` compiled for `args`: "bytes accessed"."""
-    cost = jitted.lower(*args).compile().cost_analysis()
-    if isinstance(cost, list):  # older jax: one dict per computation
-        cost = cost[0]
-    return float(cost["bytes accessed"])
+def compiled_bytes(jitted: Callable, *args, device=None) -> float:
+    """XLA's cost analysis of `jitted` compiled for `args`: "bytes accessed".
+
+    `device`: a compile-only device (`gpu_target`) to compile for instead of the
+    default backend; its executable has no cost analysis of its own, so XLA's
+    cost analysis runs on the module its compiler optimised (fusions as that
+    backend made them)."""
+    if device is None:
+        cost = jitted.lower(*args).compile().cost_analysis()
+        if isinstance(cost, list):  # older jax: one dict per computation
+            cost = cost[0]
+        return float(cost["bytes accessed"])
+    from jax._src.lib import _jax  # the module-level cost analysis: not public
+
+    sharding = jax.sharding.SingleDeviceSharding(device)
+    specs = jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), args
+    )
+    (module,) = jitted.lower(*specs).compile().runtime_executable().hlo_modules()
+    client = jax.devices("cpu")[0].client
+    return float(_jax.hlo_module_cost_analysis(client, module)["bytes accessed"])
+
+
+def gpu_target(config_path: str):
+    """A compile-only CUDA device described by the XLA GPU target config (a text
+    proto) at `config_path`: programs compile for it on a machine without a GPU.
+    Needs jax's CUDA plugin (`pip install "jax[cuda12]"` at this jax's version);
+    the programs run on the CPU backend (`JAX_PLATFORMS`, unless set)."""
+    if not os.environ.get("JAX_PLATFORMS"):  # no GPU backend to start
+        jax.config.update("jax_platforms", "cpu")
+    os.environ.setdefault("JAX_SKIP_CUDA_CONSTRAINTS_CHECK", "1")  # no driver here
+    from jax.experimental import topologies
+
+    with open(config_path) as f:
+        config = f.read()
+    try:
+        topology = topologies.get_topology_desc(
+            platform="cuda", topology="1x1x1", target_config=config
+        )
+    except Exception as e:  # no plugin, or one that cannot compile deviceless
+        raise SystemExit(
+            f"cannot compile for a GPU without one here ({type(e).__name__}: {e}); "
+            f'install jax\'s CUDA plugin: pip install "jax[cuda12]=={jax.__version__}"'
+        ) from None
+    return topology.devices[0]
 
 
 def time_alternating(

@@ -46,18 +46,25 @@ or write and read the column).
 The rows "bf16 record" store the columns in bfloat16
 (`ro.OneStep(record_dtype=jnp.bfloat16)`): a stored column costs 1 P, not 2 P.
 
-XLA:CPU fuses differently from a GPU's XLA, so CPU bytes are a rough proxy; run
-this on the accelerator for the figures that matter.
+XLA:CPU fuses differently from a GPU's XLA, so CPU bytes are a rough proxy.
+`--target benchmarks/h200.txtpb` compiles for a GPU instead, on a machine
+without one: a compile-only CUDA device described by an XLA GPU target config
+(here an NVIDIA H200's), which needs jax's CUDA plugin installed (`pip install
+"jax[cuda12]==<this jax's version>"`, about 5 GB) and no driver. The executable
+has no cost analysis of its own, so XLA's (device-independent) cost analysis
+reads the module the GPU compiler optimised: the fusions are the GPU's. On a
+machine with a GPU, plain `bytes.py` measures that GPU.
 
-    python benchmarks/bytes.py [--depths 4] [--size 2048]
+    python benchmarks/bytes.py [--depths 4] [--size 2048] [--target CONFIG]
 """
 
 import argparse
+import os
 
 import jax
 import jax.numpy as jnp
 import optax
-from _common import compiled_bytes, machine, table
+from _common import compiled_bytes, gpu_target, machine, next_to_me, table
 
 import recursive_opt as ro
 
@@ -80,7 +87,7 @@ FLOOR = {  # (family, tuned set): (optax's bytes, the tower's floor), in P
 }
 
 
-def towers(family: str, tuned: str, depth: int):
+def towers(family: str, tuned: str, depth: int, layout: str | None = None):
     if family == "SGD-m":
         momentum = ro.hyper(0.9) if "momentum" in tuned else 0.9
         level1 = ro.SGD(0.01, momentum=momentum)
@@ -88,40 +95,55 @@ def towers(family: str, tuned: str, depth: int):
         betas = {"b1": ro.hyper(0.9), "b2": ro.hyper(0.999)} if "b1" in tuned else {}
         level1 = ro.Adam(1e-3, **betas)
     record = jnp.bfloat16 if "bf16 record" in tuned else None
-    scheme = ro.OneStep(record_dtype=record, fused="fused" in tuned)
+    scheme = ro.OneStep(
+        record_dtype=record, fused="fused" in tuned, record_layout=layout
+    )
     return ro.Stack[depth](level1, hypergradient=scheme)
 
 
-def bytes_accessed(update, grads, state, params) -> float:
-    """Bytes the compiled `update(grads, state, params)` (state donated) moves."""
-    return compiled_bytes(jax.jit(update, donate_argnums=1), grads, state, params)
+def bytes_accessed(update, grads, state, params, device=None) -> float:
+    """Bytes the compiled `update(grads, state, params)` (state donated) moves,
+    compiled for `device` if given (a compile-only device)."""
+    jitted = jax.jit(update, donate_argnums=1)
+    return compiled_bytes(jitted, grads, state, params, device=device)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--depths", type=int, default=4)
     parser.add_argument("--size", type=int, default=2048, help="w is size x size")
+    parser.add_argument(
+        "--target",
+        help="an XLA GPU target config to compile for, without a GPU (e.g. "
+        f"{os.path.relpath(next_to_me('h200.txtpb'))}; needs jax's CUDA plugin)",
+    )
     args = parser.parse_args()
+    device = gpu_target(args.target) if args.target else None
+    # The layout a GPU's default picks (`OneStep(record_layout=None)`), where the
+    # tower is made on this machine's CPU.
+    layout = "separate" if device is not None else None
 
     n = args.size
     params = {"w": jnp.full((n, n), 0.01, jnp.float32), "b": jnp.zeros(n, jnp.float32)}
     grads = jax.tree.map(lambda p: p + 1e-3, params)
     p_bytes = 4 * sum(x.size for x in jax.tree.leaves(params))
     print(machine())
+    if device is not None:
+        print(f"compiled for {device.device_kind} ({args.target}), no GPU used")
     print(f"{p_bytes / 4 / 1e6:.2f}M float32 parameters; P = {p_bytes / 1e6:.1f} MB\n")
 
     optax_of = {"SGD-m": optax.sgd(0.01, momentum=0.9), "Adam": optax.adam(1e-3)}
     rows, summary = [], {}
     for (family, tuned), (model_optax, floor) in FLOOR.items():
         tx = optax_of[family]
-        base = bytes_accessed(tx.update, grads, tx.init(params), params) / p_bytes
+        base = bytes_accessed(tx.update, grads, tx.init(params), params, device)
+        base /= p_bytes
         row = [family, tuned, f"{base:.2f} ({model_optax})"]
         for depth in range(1, args.depths + 1):
-            tower = towers(family, tuned, depth)
-            measured = (
-                bytes_accessed(tower.update, grads, tower.init(params), params)
-                / p_bytes
-            )
+            tower = towers(family, tuned, depth, layout)
+            state = tower.init(params)
+            measured = bytes_accessed(tower.update, grads, state, params, device)
+            measured /= p_bytes
             row.append(f"{measured:.2f} ({measured / base:.2f}x)")
             summary[(family, tuned, depth)] = measured / base
         row.append(f"{floor} ({floor / model_optax:.2f}x)")

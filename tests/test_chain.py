@@ -451,3 +451,58 @@ def test_fused_order_matches_brute_force(make, warmup, kind):
     assert not np.allclose(
         _raw_leaves(state.opts[:1]), _raw_leaves(ref.opts[:1]), **TOL
     )
+
+
+def _jacobian(state):
+    record = state.saved[0]
+    record = getattr(record, "record", record)  # fused: `Previous`
+    return getattr(record, "record", record)  # under a warm-up: `Scaled`
+
+
+@pytest.mark.parametrize("per", ["leaf", "element"])
+@pytest.mark.parametrize("fused", [False, True], ids=["reference", "fused"])
+def test_separate_columns_match_brute_force(per, fused, monkeypatch):
+    """`OneStep(record_layout="separate")` stores one array per tuned name (the
+    GPU's default layout) and steps as the brute force does, in either order,
+    with a warm-up; `"stacked"` (the CPU's) stores one array per leaf. Leaves
+    here are contracted both ways (`_LARGE` at 1: reductions)."""
+    levels = [BY_NAME["adam"].make(per), BY_NAME["adam"].make(), ro.Adam(0.01)]
+    x0 = logistic.init(jax.random.key(1))
+    bf = brute_force_untied(
+        levels, logistic.loss, x0, 7, 3, fused=fused, shape="linear"
+    )
+    names = ("lr", "b1", "b2")
+    for large in (False, True):
+        if large:
+            monkeypatch.setattr(one_step, "_LARGE", 1)
+        for layout in ("separate", "stacked"):
+            scheme = ro.OneStep(fused=fused, record_layout=layout)
+            tower = ro.Stack(*levels, hypergradient=scheme, warmup=3)
+            params, state = _library(tower, logistic, steps=7)
+            jac = _jacobian(state)
+            assert (jac.names, jac.stacked) == (names, layout == "stacked")
+            assert len(jac.jac) == len(jax.tree.leaves(params))  # a list of leaves
+            for columns, p in zip(jac.jac, jax.tree.leaves(params)):
+                if layout == "stacked":
+                    assert columns.shape == (3, *p.shape)
+                else:
+                    assert [c.shape for c in columns] == [p.shape] * 3
+            chex.assert_trees_all_close(params, bf[0], **ADAM_TOL)
+            chex.assert_trees_all_close(
+                _raw_leaves(state.opts[:-1]), jax.tree.leaves(bf[1]), **ADAM_TOL
+            )
+    assert all(np.any(np.abs(leaf) > 0) for leaf in jax.tree.leaves(bf[2]))
+
+
+def test_record_layout_follows_the_backend_unless_given():
+    x = {"w": jnp.ones((2, 3)), "b": jnp.ones(3)}
+    adam = ro.Adam(0.01, b1=ro.hyper(0.9))
+    by_backend = ro.Stack[2](adam).init(x)
+    assert _jacobian(by_backend).stacked == (jax.default_backend() == "cpu")
+    for layout in ("stacked", "separate"):
+        tower = ro.Stack[2](adam, hypergradient=ro.OneStep(record_layout=layout))
+        state = tower.init(x)
+        _, state = tower.update(x, state, x)  # a step keeps the layout it was given
+        assert _jacobian(state).stacked == (layout == "stacked")
+    with pytest.raises(ValueError, match="record_layout"):
+        ro.OneStep(record_layout="rows")

@@ -42,6 +42,31 @@ def _dtype_or_none(dtype: Any) -> Any:
     return dtype
 
 
+_LAYOUTS = ("stacked", "separate")
+
+
+def _layout_or_none(layout: Any) -> str | None:
+    if layout is not None and layout not in _LAYOUTS:
+        raise ValueError(
+            f"OneStep(record_layout=...) must be None or one of {_LAYOUTS}, got "
+            f"{layout!r}"
+        )
+    return layout
+
+
+def _stacked(layout: str | None) -> bool:
+    """Whether stored columns are stacked: `layout`, or by the default backend."""
+    if layout is None:
+        return jax.default_backend() == "cpu"
+    return layout == "stacked"
+
+
+def _stacked_like(record) -> bool:
+    """The layout of a record's stored columns (stacked where it stores none)."""
+    record = record.record if isinstance(record, Scaled) else record
+    return record.stacked if isinstance(record, Jacobian) else True
+
+
 def _flag(value: Any) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"OneStep(fused=...) needs True or False, got {value!r}")
@@ -97,13 +122,15 @@ def _dots(stacked: Array, cot: Array) -> Array:
 
 
 class Jacobian(eqx.Module):
-    """A level's last columns d update / d hp."""
+    """A level's last columns d update / d hp.
 
-    # Shaped like the updates, with a leading axis over the tuned names: one array
-    # per leaf keeps the state's leaf count (and jit's dispatch cost) down, and
-    # the scalar values' hypergradients are one contraction per leaf.
+    `stacked`: per leaf, one array shaped like the updates with a leading axis
+    over the tuned names, or a tuple of arrays shaped like the updates, one per
+    name (`OneStep(record_layout=...)`)."""
+
     jac: PyTree[Array]
     names: tuple[str, ...] = eqx.field(static=True)
+    stacked: bool = eqx.field(static=True, default=True)
 
     def hypergrad(
         self, opt: AbstractOptimiser, state: OptState, cotangent: PyTree
@@ -111,7 +138,10 @@ class Jacobian(eqx.Module):
         del state
 
         def products(jac, cot, scalar):
-            dots = _dots(jac, cot) if any(scalar) else None
+            # The scalar values' products are one contraction per leaf; stacked
+            # inside it, separate columns are read where the reduction reads them.
+            stack = jac if self.stacked else jnp.stack(jac)
+            dots = _dots(stack, cot) if any(scalar) else None
             return tuple(dots[i] if s else jac[i] * cot for i, s in enumerate(scalar))
 
         return _hypergrad(opt, self.names, cotangent, self.jac, products)
@@ -193,11 +223,12 @@ def _from_state(opt, names, prefer_state):
 
 
 def step_record(
-    opt, grads, state, params, dtype=None, prefer_state=False
+    opt, grads, state, params, dtype=None, prefer_state=False, stacked=True
 ) -> tuple[Updates, OptState, FromState | LastStep | Jacobian | Inputs]:
     """One update of `opt`, and what the next step's hypergradient needs of it;
-    stored columns (`Jacobian`) in `dtype` if given. `prefer_state`: recompute
-    the columns from the state wherever the optimiser can."""
+    stored columns (`Jacobian`) in `dtype` if given, `stacked` or not.
+    `prefer_state`: recompute the columns from the state wherever the optimiser
+    can."""
     if not isinstance(opt, AbstractElementwiseOptimiser):
         return step_inputs(opt, grads, state, params)
     names = tuple(tuned_raw(opt))
@@ -214,12 +245,13 @@ def step_record(
     # leaves: `compute_dtype`); kept in the gradients' dtypes unless `dtype`.
     columns = opt.jacobian_after(grads, new_state, params, hp, names)
     updates, new_state = cast_like(updates, grads), cast_like(new_state, state)
-    jac = jax.tree.map(
-        lambda g, *cs: jnp.stack(cs).astype(g.dtype if dtype is None else dtype),
-        grads,
-        *[columns[n] for n in names],
-    )
-    return updates, new_state, Jacobian(jac, names)
+
+    def leaf(g, *cs):
+        cs = tuple(c.astype(g.dtype if dtype is None else dtype) for c in cs)
+        return jnp.stack(cs) if stacked else cs
+
+    jac = jax.tree.map(leaf, grads, *[columns[n] for n in names])
+    return updates, new_state, Jacobian(jac, names, stacked)
 
 
 def step_inputs(opt, grads, state, params) -> tuple[Updates, OptState, Inputs]:
@@ -228,7 +260,7 @@ def step_inputs(opt, grads, state, params) -> tuple[Updates, OptState, Inputs]:
 
 
 def initial_record(
-    opt, target, state, dtype=None, prefer_state=False
+    opt, target, state, dtype=None, prefer_state=False, stacked=True
 ) -> FromState | LastStep | Jacobian | Inputs:
     """The record before any step, from `opt`'s initial `state` for `target`.
 
@@ -241,14 +273,15 @@ def initial_record(
         return FromState(names)
     if opt.recompute_jacobian:
         return LastStep(zeros(), zeros() if opt.uses_params else None, names)
+
     # From `zeros_like`: laid out over devices as the parameters are.
-    stacked = jax.tree.map(
-        lambda x: jnp.stack(
-            [jnp.zeros_like(x, x.dtype if dtype is None else dtype)] * len(names)
-        ),
-        target,
-    )
-    return Jacobian(stacked, names)
+    def leaf(x):
+        cs = tuple(
+            jnp.zeros_like(x, x.dtype if dtype is None else dtype) for _ in names
+        )
+        return jnp.stack(cs) if stacked else cs
+
+    return Jacobian(jax.tree.map(leaf, target), names, stacked)
 
 
 def zero_unless(flag: Bool[Array, ""], tree: PyTree[Array]) -> PyTree[Array]:
@@ -306,20 +339,45 @@ class OneStep(AbstractHypergradient):
       later. Untied towers only. Level 1 then also recomputes its columns from
       its state wherever it can instead of storing them (Adam with only its
       learning rate tuned: no stored column).
+    - `record_layout`: how level 1 stores two or more columns per array leaf
+      (one column, as for a learning rate alone, is the same array either way):
+      `"stacked"`, one array with a leading axis over the tuned names, or
+      `"separate"`, one array per name. None (the default) picks by the default
+      backend when the tower's state is made (`init`): stacked on CPU, separate
+      elsewhere. XLA on a GPU computes separate columns in the update's own
+      pass (a fusion with several outputs) and stacks them only inside the
+      contraction that reads them, while a stacked column is written by a pass
+      of its own that reads the gradients and the moments again (Adam with its
+      betas, depth 3: 18 P -> 15 P, 1.88x optax's bytes; `benchmarks/bytes.py
+      --target`); XLA:CPU, which does not fuse loops with several outputs,
+      computes a stacked record in one loop and separate columns in several
+      (23 P against 36 P). The layout is part of the state's structure: a state
+      (or a checkpoint of one) made under one layout restores only into a tower
+      of the same layout; pin it when a state moves between backends.
 
     ```python
     tower = ro.Stack(ro.Adam(1e-3), ro.Adam(1e-2), hypergradient=ro.OneStep())
     ro.Stack[3](ro.Adam(), hypergradient=ro.OneStep(record_dtype=jnp.bfloat16))
     ro.Stack[3](ro.Adam(), hypergradient=ro.OneStep(fused=True))
+    separate = ro.OneStep(record_layout="separate")
+    ro.Stack[3](ro.Adam(b1=ro.hyper(0.9)), hypergradient=separate)
     ```
     """
 
     record_dtype: Any = eqx.field(static=True, default=None, converter=_dtype_or_none)
     fused: bool = eqx.field(static=True, default=False, converter=_flag)
+    record_layout: str | None = eqx.field(
+        static=True, default=None, converter=_layout_or_none
+    )
 
     def init(self, opt, params, state, scaled=False):
         record = initial_record(
-            opt, params, state, self.record_dtype, prefer_state=self.fused
+            opt,
+            params,
+            state,
+            self.record_dtype,
+            prefer_state=self.fused,
+            stacked=_stacked(self.record_layout),
         )
         return (
             Scaled(record, jnp.zeros([], jnp.result_type(float))) if scaled else record
@@ -331,9 +389,15 @@ class OneStep(AbstractHypergradient):
     def step(
         self, opt, grads, state, params, record, hvps=None, scale=None, cotangent=None
     ):
-        del record, hvps, cotangent
+        del hvps, cotangent
         updates, new_state, record = step_record(
-            opt, grads, state, params, self.record_dtype, prefer_state=self.fused
+            opt,
+            grads,
+            state,
+            params,
+            self.record_dtype,
+            prefer_state=self.fused,
+            stacked=_stacked_like(record),
         )
         if scale is None:
             return updates, new_state, record
