@@ -504,5 +504,12 @@ def test_record_layout_follows_the_backend_unless_given():
         state = tower.init(x)
         _, state = tower.update(x, state, x)  # a step keeps the layout it was given
         assert _jacobian(state).stacked == (layout == "stacked")
+    # One column (the default towers' lr) is one array either way: their states
+    # are the same on every backend.
+    one = ro.Stack[2](ro.Adam(0.01), hypergradient=ro.OneStep(record_layout="separate"))
+    state = one.init(x)
+    _, state = one.update(x, state, x)
+    assert _jacobian(state).stacked
+    assert [j.shape for j in _jacobian(state).jac] == [(1, 3), (1, 2, 3)]
     with pytest.raises(ValueError, match="record_layout"):
         ro.OneStep(record_layout="rows")

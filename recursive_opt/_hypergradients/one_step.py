@@ -226,9 +226,9 @@ def step_record(
     opt, grads, state, params, dtype=None, prefer_state=False, stacked=True
 ) -> tuple[Updates, OptState, FromState | LastStep | Jacobian | Inputs]:
     """One update of `opt`, and what the next step's hypergradient needs of it;
-    stored columns (`Jacobian`) in `dtype` if given, `stacked` or not.
-    `prefer_state`: recompute the columns from the state wherever the optimiser
-    can."""
+    stored columns (`Jacobian`) in `dtype` if given, `stacked` or not (one
+    column always is: the same array). `prefer_state`: recompute the columns
+    from the state wherever the optimiser can."""
     if not isinstance(opt, AbstractElementwiseOptimiser):
         return step_inputs(opt, grads, state, params)
     names = tuple(tuned_raw(opt))
@@ -248,10 +248,10 @@ def step_record(
 
     def leaf(g, *cs):
         cs = tuple(c.astype(g.dtype if dtype is None else dtype) for c in cs)
-        return jnp.stack(cs) if stacked else cs
+        return jnp.stack(cs) if stacked or len(cs) == 1 else cs
 
     jac = jax.tree.map(leaf, grads, *[columns[n] for n in names])
-    return updates, new_state, Jacobian(jac, names, stacked)
+    return updates, new_state, Jacobian(jac, names, stacked or len(names) == 1)
 
 
 def step_inputs(opt, grads, state, params) -> tuple[Updates, OptState, Inputs]:
@@ -279,9 +279,9 @@ def initial_record(
         cs = tuple(
             jnp.zeros_like(x, x.dtype if dtype is None else dtype) for _ in names
         )
-        return jnp.stack(cs) if stacked else cs
+        return jnp.stack(cs) if stacked or len(cs) == 1 else cs
 
-    return Jacobian(jax.tree.map(leaf, target), names, stacked)
+    return Jacobian(jax.tree.map(leaf, target), names, stacked or len(names) == 1)
 
 
 def zero_unless(flag: Bool[Array, ""], tree: PyTree[Array]) -> PyTree[Array]:
@@ -340,7 +340,8 @@ class OneStep(AbstractHypergradient):
       its state wherever it can instead of storing them (Adam with only its
       learning rate tuned: no stored column).
     - `record_layout`: how level 1 stores two or more columns per array leaf
-      (one column, as for a learning rate alone, is the same array either way):
+      (one column, as for a learning rate alone, is kept as one array either
+      way, so the default towers' states do not depend on it):
       `"stacked"`, one array with a leading axis over the tuned names, or
       `"separate"`, one array per name. None (the default) picks by the default
       backend when the tower's state is made (`init`): stacked on CPU, separate
