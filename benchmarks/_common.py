@@ -77,20 +77,34 @@ def compiled_bytes(jitted: Callable, *args, device=None) -> float:
     default backend; its executable has no cost analysis of its own, so XLA's
     cost analysis runs on the module its compiler optimised (fusions as that
     backend made them)."""
+    return compiled_cost(jitted, *args, device=device)[0]
+
+
+def compiled_cost(jitted: Callable, *args, device=None) -> tuple[float, int]:
+    """`compiled_bytes`, and the kernels the compiled program launches: the
+    fusions, library calls and copies of its entry computation."""
     if device is None:
-        cost = jitted.lower(*args).compile().cost_analysis()
+        compiled = jitted.lower(*args).compile()
+        cost = compiled.cost_analysis()
         if isinstance(cost, list):  # older jax: one dict per computation
             cost = cost[0]
-        return float(cost["bytes accessed"])
-    from jax._src.lib import _jax  # the module-level cost analysis: not public
+        moved = float(cost["bytes accessed"])
+    else:
+        from jax._src.lib import _jax  # the module-level cost analysis: not public
 
-    sharding = jax.sharding.SingleDeviceSharding(device)
-    specs = jax.tree.map(
-        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), args
-    )
-    (module,) = jitted.lower(*specs).compile().runtime_executable().hlo_modules()
-    client = jax.devices("cpu")[0].client
-    return float(_jax.hlo_module_cost_analysis(client, module)["bytes accessed"])
+        sharding = jax.sharding.SingleDeviceSharding(device)
+        specs = jax.tree.map(
+            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), args
+        )
+        compiled = jitted.lower(*specs).compile()
+        (module,) = compiled.runtime_executable().hlo_modules()
+        client = jax.devices("cpu")[0].client
+        moved = float(_jax.hlo_module_cost_analysis(client, module)["bytes accessed"])
+    text = compiled.as_text()
+    entry = text[text.index("\nENTRY") :]
+    entry = entry[: entry.index("\n}")]
+    kernels = len(re.findall(r" (?:fusion|custom-call|copy)\(", entry))
+    return moved, kernels
 
 
 def gpu_target(config_path: str):

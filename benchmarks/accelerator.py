@@ -17,9 +17,12 @@ large model, a transformer language model's whole step, and population throughpu
 
 On a GPU the update is memory-bound: its time follows its bytes. On a CPU the
 figures only check that the script runs (`--small` shrinks every model).
+`--target benchmarks/h200.txtpb` compiles the update and the transformer's step
+for a GPU without one (see bytes.py) and prints their bytes alone, no times:
+what a card's compiler makes of these programs, before a card is lent.
 
     python benchmarks/accelerator.py [--parts update,transformer,population]
-        [--blocks 10] [--small]
+        [--blocks 10] [--small] [--target CONFIG]
 """
 
 import argparse
@@ -32,6 +35,8 @@ import jax.random as jr
 import optax
 from _common import (
     compiled_bytes,
+    compiled_cost,
+    gpu_target,
     init_mlp,
     machine,
     make_step,
@@ -45,6 +50,15 @@ from _common import (
 
 import recursive_opt as ro
 
+TARGET = None  # `--target`: a compile-only GPU; bytes only, no times
+
+
+def _scheme(**options) -> ro.OneStep:
+    # Compiled for a GPU from this machine, the towers take the layout a GPU's
+    # default picks (made here, the default would pick the CPU's).
+    layout = "separate" if TARGET is not None else None
+    return ro.OneStep(record_layout=layout, **options)
+
 
 def _towers(family: str) -> dict:
     """`label -> optax transformation` for one family, optax's first."""
@@ -57,7 +71,7 @@ def _towers(family: str) -> dict:
         out = {"optax": optax.adam(1e-3)}
 
     def tower(opt, **scheme):
-        return ro.Stack[3](opt, hypergradient=ro.OneStep(**scheme)).as_optax()
+        return ro.Stack[3](opt, hypergradient=_scheme(**scheme)).as_optax()
 
     out["depth 3, lr"] = tower(level1)
     out["depth 3, lr, fused"] = tower(level1, fused=True)
@@ -81,7 +95,10 @@ def update_only(sizes, blocks: int, steps: int) -> str:
         for label, tx in _towers(family).items():
             update = jax.jit(tx.update, donate_argnums=1)
             state = tx.init(params)
-            moved[label] = compiled_bytes(update, grads, state, params) / p_bytes
+            args = (grads, state, params)
+            moved[label] = compiled_bytes(update, *args, device=TARGET) / p_bytes
+            if TARGET is not None:
+                continue
             carries[label] = update(grads, state, params)[1]  # compile
 
             def run(label=label, update=update):
@@ -92,6 +109,12 @@ def update_only(sizes, blocks: int, steps: int) -> str:
                 carries[label] = state
 
             runs[label] = run
+        if TARGET is not None:
+            for label, p in moved.items():
+                rows.append(
+                    [family, label, "", "", f"{p:.1f} ({p / moved['optax']:.2f}x)"]
+                )
+            continue
         times = time_alternating(runs, blocks)
         for label in runs:
             ms = 1e3 * statistics.median(times[label]) / steps
@@ -177,12 +200,34 @@ def transformer(layers, width, seq, batch, blocks: int, steps: int) -> str:
         "optax Adam": optax.adam(1e-3),
         "Stack[3](Adam) (lr per array)": ro.Stack[3](ro.Adam(1e-3)).as_optax(),
         "Stack[3](Adam), fused": ro.Stack[3](
-            ro.Adam(1e-3), hypergradient=ro.OneStep(fused=True)
+            ro.Adam(1e-3), hypergradient=_scheme(fused=True)
         ).as_optax(),
         "Stack[3](Adam), lr, b1, b2": ro.Stack[3](
-            ro.Adam(1e-3, b1=ro.hyper(0.9), b2=ro.hyper(0.999))
+            ro.Adam(1e-3, b1=ro.hyper(0.9), b2=ro.hyper(0.999)),
+            hypergradient=_scheme(),
         ).as_optax(),
     }
+    head = (
+        f"Transformer LM, {layers} layers, width {width}, sequence {seq}, batch "
+        f"{batch} ({n_params(params) / 1e6:.1f}M parameters), whole step"
+    )
+    if TARGET is not None:  # the whole step's bytes, in the parameters' P
+        p_bytes = 4 * n_params(params)
+        moved, kernels = {}, {}
+        for label, tx in variants.items():
+            step = make_step(tx, loss=lambda p, x, _: lm_loss(p, x))
+            args = (params, tx.init(params), tokens, None)
+            moved[label], kernels[label] = compiled_cost(step, *args, device=TARGET)
+        rows = [
+            [
+                label,
+                f"{p / p_bytes:.1f} ({p / moved['optax Adam']:.3f}x)",
+                f"{kernels[label]} (+{kernels[label] - kernels['optax Adam']})",
+            ]
+            for label, p in moved.items()
+        ]
+        header = ["step", "P (x optax Adam)", "kernels (+ optax Adam's)"]
+        return f"{head}, compiled\n\n{table(header, rows)}\n"
     runs = {}
     for label, tx in variants.items():
         step = make_step(tx, loss=lambda p, x, _: lm_loss(p, x))
@@ -197,11 +242,7 @@ def transformer(layers, width, seq, batch, blocks: int, steps: int) -> str:
         ]
         for label in runs
     ]
-    head = (
-        f"Transformer LM, {layers} layers, width {width}, sequence {seq}, batch "
-        f"{batch} ({n_params(params) / 1e6:.1f}M parameters), whole step, "
-        f"{blocks} blocks x {steps} steps"
-    )
+    head = f"{head}, {blocks} blocks x {steps} steps"
     return f"{head}\n\n{table(['step', 'ms', 'x optax Adam'], rows)}\n"
 
 
@@ -240,8 +281,17 @@ def main():
     parser.add_argument("--parts", default="update,transformer,population")
     parser.add_argument("--blocks", type=int, default=10)
     parser.add_argument("--small", action="store_true", help="tiny models (CPU)")
+    parser.add_argument(
+        "--target",
+        help="an XLA GPU target config to compile for without a GPU (bytes only; "
+        "needs jax's CUDA plugin; the population part is skipped)",
+    )
     args = parser.parse_args()
+    global TARGET
+    TARGET = gpu_target(args.target) if args.target else None
     print(machine(), "\n")
+    if TARGET is not None:
+        print(f"compiled for {TARGET.device_kind} ({args.target}): bytes only\n")
     parts = args.parts.split(",")
     if "update" in parts:
         sizes = (256, 512, 512, 100) if args.small else (1024, 4096, 4096, 4096, 1000)
@@ -249,7 +299,7 @@ def main():
     if "transformer" in parts:
         shape = (2, 64, 32, 4) if args.small else (6, 512, 256, 32)
         print(transformer(*shape, args.blocks, steps=5), flush=True)
-    if "population" in parts:
+    if "population" in parts and TARGET is None:
         members = [1, 16, 64] if args.small else [1, 64, 1024, 4096]
         print(population(members, steps=20 if args.small else 100), flush=True)
 
