@@ -513,3 +513,20 @@ def test_record_layout_follows_the_backend_unless_given():
     assert [j.shape for j in _jacobian(state).jac] == [(1, 3), (1, 2, 3)]
     with pytest.raises(ValueError, match="record_layout"):
         ro.OneStep(record_layout="rows")
+
+
+def test_separate_columns_in_a_tied_tower_match_brute_force():
+    """A tied tower's model step keeps its columns in the layout it is given."""
+    opt = BY_NAME["adam"].make("leaf")
+    tower = ro.Stack[3](
+        opt, tie=True, hypergradient=ro.OneStep(record_layout="separate")
+    )
+    params, state = _library(tower, quadratic)
+    assert not _jacobian(state).stacked
+    bf_params, bf_h, _ = brute_force_tied(
+        opt, 3, quadratic.loss, quadratic.init(None), STEPS
+    )
+    chex.assert_trees_all_close(params, bf_params, **ADAM_TOL)
+    chex.assert_trees_all_close(
+        _raw_leaves(state.opts), jax.tree.leaves(bf_h), **ADAM_TOL
+    )
