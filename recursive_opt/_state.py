@@ -14,7 +14,7 @@ from ._custom_types import OptState
 from ._hyper import TRANSFORMS, clip, hyper_fields, values
 from ._optax import distinct_buffers
 from ._optimiser import AbstractOptimiser
-from ._pack import SMALL, Packed, pack, unpack
+from ._pack import Packed, pack, unpack
 
 
 class Contents(eqx.Module):
@@ -74,27 +74,23 @@ def _apply_view(opts, view):
 
 
 def _in_one_pass(tree):
-    """`tree`, its small arrays computed together: concatenated (one vector per dtype)
+    """`tree`, its scalars computed together: stacked (one vector per dtype)
     behind an optimisation barrier and split again. The view's values are then
     read in one fused pass before anything else, so on an accelerator neither a
     kernel per value reads them nor a copy keeps them until later reads (the
     step writes the new ones into the same donated buffers)."""
     leaves, treedef = jax.tree.flatten(tree)
-    # Not per-element values (parameter-sized, not in the view): a pass each.
-    arrays = [i for i, x in enumerate(leaves) if eqx.is_array(x) and x.size <= SMALL]
+    # The view's values are scalars; per-element values (parameter-sized, maybe
+    # split over devices, and not in the view) stay as they are.
+    arrays = [i for i, x in enumerate(leaves) if eqx.is_array(x) and x.ndim == 0]
     groups: dict[Any, list[int]] = {}
     for i in arrays:
         groups.setdefault(leaves[i].dtype, []).append(i)
-    flats = [
-        jnp.concatenate([jnp.ravel(leaves[i]) for i in g]) for g in groups.values()
-    ]
+    flats = [jnp.stack([leaves[i] for i in g]) for g in groups.values()]
     flats = jax.lax.optimization_barrier(flats)
     for g, flat in zip(groups.values(), flats):
-        start = 0
-        for i in g:
-            size = leaves[i].size
-            leaves[i] = flat[start : start + size].reshape(leaves[i].shape)
-            start += size
+        for k, i in enumerate(g):
+            leaves[i] = flat[k]
     return jax.tree.unflatten(treedef, leaves)
 
 
