@@ -459,34 +459,48 @@ def _jacobian(state):
     return getattr(record, "record", record)  # under a warm-up: `Scaled`
 
 
+def _separate_columns_run(levels, fused, layout, names):
+    """A tower of `levels` with `record_layout=layout` run on the logistic
+    problem; checks its level-1 record's layout and returns (params, state)."""
+    scheme = ro.OneStep(fused=fused, record_layout=layout)
+    tower = ro.Stack(*levels, hypergradient=scheme, warmup=3)
+    params, state = _library(tower, logistic, steps=7)
+    record = _jacobian(state)
+    assert (record.names, record.stacked) == (names, layout == "stacked")
+    if isinstance(record, one_step.Jacobian):
+        assert len(record.jac) == len(jax.tree.leaves(params))  # a list of leaves
+        for columns, p in zip(record.jac, jax.tree.leaves(params)):
+            if layout == "stacked":
+                assert columns.shape == (len(names), *p.shape)
+            else:
+                assert [c.shape for c in columns] == [p.shape] * len(names)
+    else:  # kept gradients: the layout is how they are contracted
+        assert isinstance(record, one_step.LastStep)
+    return params, state
+
+
+@pytest.mark.parametrize(
+    "level1, names",
+    [("adam", ("lr", "b1", "b2")), ("sgd_momentum", ("lr", "momentum"))],
+)
 @pytest.mark.parametrize("per", ["leaf", "element"])
 @pytest.mark.parametrize("fused", [False, True], ids=["reference", "fused"])
-def test_separate_columns_match_brute_force(per, fused, monkeypatch):
+def test_separate_columns_match_brute_force(level1, names, per, fused, monkeypatch):
     """`OneStep(record_layout="separate")` stores one array per tuned name (the
-    GPU's default layout) and steps as the brute force does, in either order,
-    with a warm-up; `"stacked"` (the CPU's) stores one array per leaf. Leaves
-    here are contracted both ways (`_LARGE` at 1: reductions)."""
-    levels = [BY_NAME["adam"].make(per), BY_NAME["adam"].make(), ro.Adam(0.01)]
+    GPU's default layout; SGD, which keeps its gradients, stacks its recomputed
+    columns inside the contraction instead) and steps as the brute force does,
+    in either order, with a warm-up; `"stacked"` (the CPU's) stores one array
+    per leaf. Leaves here are contracted both ways (`_LARGE` at 1: reductions)."""
+    levels = [BY_NAME[level1].make(per), BY_NAME["adam"].make(), ro.Adam(0.01)]
     x0 = logistic.init(jax.random.key(1))
     bf = brute_force_untied(
         levels, logistic.loss, x0, 7, 3, fused=fused, shape="linear"
     )
-    names = ("lr", "b1", "b2")
     for large in (False, True):
         if large:
             monkeypatch.setattr(one_step, "_LARGE", 1)
         for layout in ("separate", "stacked"):
-            scheme = ro.OneStep(fused=fused, record_layout=layout)
-            tower = ro.Stack(*levels, hypergradient=scheme, warmup=3)
-            params, state = _library(tower, logistic, steps=7)
-            jac = _jacobian(state)
-            assert (jac.names, jac.stacked) == (names, layout == "stacked")
-            assert len(jac.jac) == len(jax.tree.leaves(params))  # a list of leaves
-            for columns, p in zip(jac.jac, jax.tree.leaves(params)):
-                if layout == "stacked":
-                    assert columns.shape == (3, *p.shape)
-                else:
-                    assert [c.shape for c in columns] == [p.shape] * 3
+            params, state = _separate_columns_run(levels, fused, layout, names)
             chex.assert_trees_all_close(params, bf[0], **ADAM_TOL)
             chex.assert_trees_all_close(
                 _raw_leaves(state.opts[:-1]), jax.tree.leaves(bf[1]), **ADAM_TOL

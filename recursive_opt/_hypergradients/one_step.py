@@ -64,7 +64,7 @@ def _stacked(layout: str | None) -> bool:
 def _stacked_like(record) -> bool:
     """The layout of a record's stored columns (stacked where it stores none)."""
     record = record.record if isinstance(record, Scaled) else record
-    return record.stacked if isinstance(record, Jacobian) else True
+    return record.stacked if isinstance(record, (Jacobian, LastStep)) else True
 
 
 def _flag(value: Any) -> bool:
@@ -151,11 +151,14 @@ class Jacobian(eqx.Module):
 
 class LastStep(eqx.Module):
     """A level's last gradients (and parameters, if its rule reads them), from
-    which and its new state its optimiser recomputes the columns."""
+    which and its new state its optimiser recomputes the columns. `stacked`: the
+    layout's contraction (`OneStep(record_layout=...)`): on large leaves one
+    reduction per column, or the columns stacked inside one contraction."""
 
     grads: PyTree[Array]
     params: PyTree[Array] | None
     names: tuple[str, ...] = eqx.field(static=True)
+    stacked: bool = eqx.field(static=True, default=True)
 
     def hypergrad(
         self, opt: AbstractOptimiser, state: OptState, cotangent: PyTree
@@ -166,7 +169,8 @@ class LastStep(eqx.Module):
         record = jax.tree.map(lambda *cs: cs, *[columns[n] for n in self.names])
 
         def products(cols, cot, scalar):
-            if cot.size >= _LARGE:  # not `_dots`: stacking would write a new array
+            if cot.size >= _LARGE and self.stacked:  # on XLA:CPU, `jnp.stack`
+                # would write a new array; XLA on a GPU reads it inside the sum
                 return tuple(
                     jnp.sum(c * cot) if s else c * cot for c, s in zip(cols, scalar)
                 )
@@ -240,7 +244,11 @@ def step_record(
     if opt.recompute_jacobian:
         updates, new_state = opt.update(grads, state, params)
         kept = params if opt.uses_params else None
-        return updates, new_state, LastStep(grads, kept, names)
+        return (
+            updates,
+            new_state,
+            LastStep(grads, kept, names, stacked or len(names) == 1),
+        )
     hp = broadcast_values(opt, grads)
     updates, new_state = opt.rule(grads, state, params, hp)
     # The columns from the state the rule wrote, before it is cast back (16-bit
@@ -274,7 +282,8 @@ def initial_record(
     if _from_state(opt, names, prefer_state):
         return FromState(names)
     if opt.recompute_jacobian:
-        return LastStep(zeros(), zeros() if opt.uses_params else None, names)
+        kept = zeros() if opt.uses_params else None
+        return LastStep(zeros(), kept, names, stacked or len(names) == 1)
 
     # From `zeros_like`: laid out over devices as the parameters are.
     def leaf(x):
@@ -354,7 +363,10 @@ class OneStep(AbstractHypergradient):
       betas, depth 3: 18 P -> 15 P, 1.88x optax's bytes; `benchmarks/bytes.py
       --target`); XLA:CPU, which does not fuse loops with several outputs,
       computes a stacked record in one loop and separate columns in several
-      (23 P against 36 P). The layout is part of the state's structure: a state
+      (23 P against 36 P). SGD with its momentum tuned keeps its gradients
+      instead and recomputes the columns; the layout then says whether they
+      are contracted one reduction each or stacked inside one contraction.
+      The layout is part of the state's structure: a state
       (or a checkpoint of one) made under one layout restores only into a tower
       of the same layout; pin it when a state moves between backends.
 
