@@ -228,6 +228,11 @@ def _from_state(opt, names, prefer_state):
     return can and (opt.recompute_jacobian or prefer_state)
 
 
+def _laid_out(columns: tuple[Array, ...], stacked: bool) -> Array | tuple:
+    """A leaf's columns as a record keeps them: one stacked array, or as they are."""
+    return jnp.stack(columns) if stacked else columns
+
+
 def step_record(
     opt, grads, state, params, dtype=None, prefer_state=False, stacked=True
 ) -> tuple[Updates, OptState, FromState | LastStep | Jacobian | Inputs]:
@@ -238,17 +243,14 @@ def step_record(
     if not isinstance(opt, AbstractElementwiseOptimiser):
         return step_inputs(opt, grads, state, params)
     names = tuple(tuned_raw(opt))
+    stacked = stacked or len(names) == 1
     if _from_state(opt, names, prefer_state):
         updates, new_state = opt.update(grads, state, params)
         return updates, new_state, FromState(names)
     if opt.recompute_jacobian:
         updates, new_state = opt.update(grads, state, params)
         kept = params if opt.uses_params else None
-        return (
-            updates,
-            new_state,
-            LastStep(grads, kept, names, stacked or len(names) == 1),
-        )
+        return updates, new_state, LastStep(grads, kept, names, stacked)
     hp = broadcast_values(opt, grads)
     updates, new_state = opt.rule(grads, state, params, hp)
     # The columns from the state the rule wrote, before it is cast back (16-bit
@@ -258,10 +260,10 @@ def step_record(
 
     def leaf(g, *cs):
         cs = tuple(c.astype(g.dtype if dtype is None else dtype) for c in cs)
-        return jnp.stack(cs) if stacked or len(cs) == 1 else cs
+        return _laid_out(cs, stacked)
 
     jac = jax.tree.map(leaf, grads, *[columns[n] for n in names])
-    return updates, new_state, Jacobian(jac, names, stacked or len(names) == 1)
+    return updates, new_state, Jacobian(jac, names, stacked)
 
 
 def step_inputs(opt, grads, state, params) -> tuple[Updates, OptState, Inputs]:
@@ -279,20 +281,19 @@ def initial_record(
     if not isinstance(opt, AbstractElementwiseOptimiser):
         return Inputs(zeros(), state, zeros() if opt.uses_params else None)
     names = tuple(tuned_raw(opt))
+    stacked = stacked or len(names) == 1
     if _from_state(opt, names, prefer_state):
         return FromState(names)
     if opt.recompute_jacobian:
         kept = zeros() if opt.uses_params else None
-        return LastStep(zeros(), kept, names, stacked or len(names) == 1)
+        return LastStep(zeros(), kept, names, stacked)
 
     # From `zeros_like`: laid out over devices as the parameters are.
     def leaf(x):
-        cs = tuple(
-            jnp.zeros_like(x, x.dtype if dtype is None else dtype) for _ in names
-        )
-        return jnp.stack(cs) if stacked or len(cs) == 1 else cs
+        dtype_ = x.dtype if dtype is None else dtype
+        return _laid_out(tuple(jnp.zeros_like(x, dtype_) for _ in names), stacked)
 
-    return Jacobian(jax.tree.map(leaf, target), names, stacked or len(names) == 1)
+    return Jacobian(jax.tree.map(leaf, target), names, stacked)
 
 
 def zero_unless(flag: Bool[Array, ""], tree: PyTree[Array]) -> PyTree[Array]:
