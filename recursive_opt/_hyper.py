@@ -137,6 +137,9 @@ class Hyper(eqx.Module):
     # `Stack[d](opt)` keeps such a declaration, and fixes undeclared non-lr ones.
     declared: bool = eqx.field(static=True, default=False)
     bounds: Bounds | None = eqx.field(static=True, default=None)
+    # False where the user left it at the optimiser's default (`Adam()`'s lr):
+    # `Stack[d](opt)` may then start it where a tower starts best.
+    given: bool = eqx.field(static=True, default=True)
 
     @property
     def value(self) -> PyTree[Array]:
@@ -190,9 +193,15 @@ def _at_edge(value: Any, transform: str) -> bool:
 
 
 def declare(
-    owner: str, name: str, value: Any, default_transform: str, default_tune: bool
+    owner: str,
+    name: str,
+    value: Any,
+    default_transform: str,
+    default_tune: bool,
+    given: bool = True,
 ) -> Hyper:
-    """Turn a float or a [`recursive_opt.hyper`][] declaration into a `Hyper`."""
+    """Turn a float or a [`recursive_opt.hyper`][] declaration into a `Hyper`;
+    `given`: the user gave `value` (not the optimiser's default)."""
     if isinstance(value, Hyper):
         return value
     declared = isinstance(value, HyperSpec)
@@ -222,7 +231,7 @@ def declare(
     # parameters (`compute_dtype`).
     dtype = jnp.result_type(float)
     raw = TRANSFORMS[transform].inverse(jnp.asarray(value, dtype=dtype))
-    return Hyper(raw, transform, tune, per, declared, bounds)
+    return Hyper(raw, transform, tune, per, declared, bounds, given)
 
 
 def is_zero(value: Any) -> bool:

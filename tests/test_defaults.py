@@ -82,6 +82,38 @@ def test_level_1_learning_rate_is_one_per_leaf_unless_declared_or_another_scheme
     assert per(ro.Stack(ro.Adam(), ro.Adam())) == "tree"  # explicit: as given
 
 
+def test_an_adam_lr_not_given_starts_the_default_tower_at_1e_2():
+    def lr(tower):
+        return float(tower.levels[0].lr.value)
+
+    # Alone, Adam() is optax's Adam at 1e-3, step for step.
+    params = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), "b": jnp.ones(3)}
+    opt, tx = ro.Adam(), optax.adam(1e-3)
+    state, ref_state = opt.init(params), tx.init(params)
+    for t in range(3):
+        grads = jax.tree.map(lambda p: jnp.sin(p * (t + 2)), params)
+        updates, state = opt.update(grads, state, params)
+        ref, ref_state = tx.update(grads, ref_state, params)
+        chex.assert_trees_all_close(updates, ref, rtol=1e-12)
+        params = optax.apply_updates(params, updates)
+    # The tuning-free default starts it at 1e-2 (an adaptive rule under OneStep).
+    assert lr(ro.Stack[3](ro.Adam())) == pytest.approx(1e-2)
+    assert lr(ro.Stack[2](ro.Adam(b1=ro.hyper(0.9)))) == pytest.approx(1e-2)
+    assert lr(ro.Stack[2](ro.Adam(), hypergradient=ro.OneStep())) == pytest.approx(1e-2)
+    # A given lr, declared or not, and every other tower keep 1e-3.
+    assert lr(ro.Stack[3](ro.Adam(1e-3))) == pytest.approx(1e-3)
+    assert lr(ro.Stack[3](ro.Adam(ro.hyper(1e-3)))) == pytest.approx(1e-3)
+    assert lr(ro.Stack[2](ro.Adam(), hypergradient=ro.RealTime(0.9))) == pytest.approx(
+        1e-3
+    )
+    assert lr(ro.Stack[3](ro.Adam(), tie=True)) == pytest.approx(1e-3)
+    assert lr(ro.Stack(ro.Adam(), ro.Adam())) == pytest.approx(1e-3)
+    assert lr(ro.Stack[1](ro.Adam())) == pytest.approx(1e-3)
+    # SGD's default is 1e-2 already; a given lr is kept.
+    assert lr(ro.Stack[3](ro.SGD(momentum=0.9))) == pytest.approx(1e-2)
+    assert lr(ro.Stack[3](ro.SGD(0.1, momentum=0.9))) == pytest.approx(0.1)
+
+
 def test_history_has_one_level_1_lr_per_leaf_and_mean_lr_is_their_geometric_mean():
     params = {"w": jnp.zeros(3), "b": jnp.zeros(())}
     x = jr.normal(jr.key(0), (32, 3))

@@ -34,7 +34,9 @@ class Adam(AbstractElementwiseOptimiser):
 
     **Arguments:**
 
-    - `lr`: learning rate; tuned, `"log"` by default.
+    - `lr`: learning rate; tuned, `"log"` by default. Not given (None), it is
+        1e-3, optax's default, except as level 1 of the tuning-free
+        `Stack[d](ro.Adam())` (d >= 2), which starts it at 1e-2 (see `Stack`).
     - `b1`, `b2`: moment decay rates; tuned, `"logit"` by default.
     - `eps`: fixed, `"log"` by default.
     - `weight_decay`: 0 (the default) switches it off; otherwise fixed, `"log"`.
@@ -100,7 +102,7 @@ class Adam(AbstractElementwiseOptimiser):
 
     def __init__(
         self,
-        lr: ArrayLike | HyperSpec = 1e-3,
+        lr: ArrayLike | HyperSpec | None = None,
         b1: ArrayLike | HyperSpec = 0.9,
         b2: ArrayLike | HyperSpec = 0.999,
         eps: ArrayLike | HyperSpec = 1e-8,
@@ -109,7 +111,8 @@ class Adam(AbstractElementwiseOptimiser):
         clip: float | tuple[float | None, float | None] | None = None,
         gate: tuple[float, int] | None = None,
     ):
-        self.lr = declare("Adam", "lr", lr, "log", True)
+        given = lr is not None
+        self.lr = declare("Adam", "lr", lr if given else 1e-3, "log", True, given)
         self.b1 = declare("Adam", "b1", b1, "logit", True)
         self.b2 = declare("Adam", "b2", b2, "logit", True)
         self.eps = declare("Adam", "eps", eps, "log", False)
