@@ -1046,40 +1046,69 @@ SEEDED_TOWERS = {  # `--seeds`: the towers swept over the initial lr
 }
 
 
+ISSUE_SIX = ["digits", "cancer", "char", "quadratic", "cnn", "rnn"]  # prodigy target
+AT_DEFAULTS = ["Stack[3](Adam())", "prodigy"]  # `--seeds`: one run each
+
+
+def below(loss, other) -> np.ndarray:
+    """Where `loss` ends below `other` (both solved, or both not finite: equal)."""
+
+    def floor(x):
+        x = np.asarray(x, np.float64)
+        return np.maximum(np.where(np.isfinite(x), x, np.inf), SOLVED)
+
+    return floor(loss) < floor(other)
+
+
 def seeds_table(keys, makers, steps: int, seeds: list[int], rows: dict) -> None:
     """`--seeds`: each tower's ratios to tuned Adam under each seed's batches
     (tuned Adam too is that seed's best), and how many of the targets (median
-    <= 1.5x, worst <= 3x) it meets over every task and seed."""
+    <= 1.5x, worst <= 3x) it meets over every task and seed; then
+    `Stack[3](Adam())` and prodigy at their defaults, and per initial lr how
+    often each tower ends below prodigy."""
     global SEED
     header = ["method"]
-    cells = {name: [] for name in rows}
+    cells = {name: [] for name in [*rows, *AT_DEFAULTS]}
     met = {name: 0 for name in rows}
     logs = {name: [] for name in rows}  # log median, log worst
     starts = {name: {} for name in rows}  # "task/seed" -> ratio per initial lr
+    wins = {name: {} for name in rows}  # "task/seed" -> below prodigy per lr
+    zero = {}  # "task/seed" -> `Stack[3](Adam())` below prodigy
+    makes = {name: make for name, make in defaults().items() if name in AT_DEFAULTS}
     for key in keys:
         task = makers[key]()
         header.append(task.name)
-        per = {name: [] for name in rows}
+        per = {name: [] for name in cells}
         for seed in seeds:
             SEED = seed
             adam = run_lrs(task, optax.adam, LRS, steps)[0]
             best = best_finite(adam)
+            once = {
+                n: run_lrs(task, make, LRS[:1], steps)[0] for n, make in makes.items()
+            }
+            for name, loss in once.items():
+                per[name].append(fmt(float(ratios(loss, best)[0])))
+            prodigy = once["prodigy"][0]
+            zero[f"{key}/{seed}"] = bool(below(once[AT_DEFAULTS[0]][0], prodigy))
             for name, make in rows.items():
-                r = ratios(run_lrs(task, make, LRS, steps)[0], best)
+                loss = run_lrs(task, make, LRS, steps)[0]
+                r = ratios(loss, best)
                 starts[name][f"{task.name}/{seed}"] = r
+                wins[name][f"{task.name}/{seed}"] = below(loss, prodigy)
                 med, worst = np.median(r), np.max(r)
                 per[name].append(f"{fmt(med)} / {fmt(worst)}")
                 met[name] += int(med <= 1.5) + int(worst <= 3)
                 logs[name].append(np.log(np.minimum([med, worst], 1e6)))
             print(f"{task.name}, seed {seed}: tuned Adam {best:.4g}", flush=True)
-        for name in rows:
+        for name in cells:
             cells[name].append(" ; ".join(per[name]))
     print(
         f"\n{machine()}; {steps} steps; 12 initial lrs from 1e-5 to 1; batches of "
         f"seeds {', '.join(map(str, seeds))}\n\nFinal train loss / that seed's tuned "
-        "Adam's (median / worst over the 12 initial lrs), seeds separated by ;\n"
+        "Adam's (median / worst over the 12 initial lrs; one number: one run at "
+        "the defaults), seeds separated by ;\n"
     )
-    print(table(header, [[name, *cells[name]] for name in rows]) + "\n")
+    print(table(header, [[name, *cells[name]] for name in cells]) + "\n")
     n = 2 * len(keys) * len(seeds)
     summary = [
         [
@@ -1095,17 +1124,26 @@ def seeds_table(keys, makers, steps: int, seeds: list[int], rows: dict) -> None:
             summary,
         )
     )
+    six = [
+        sum(zero[f"{k}/{s}"] for k in ISSUE_SIX if f"{k}/{s}" in zero) for s in seeds
+    ]
+    print(
+        f"\n{AT_DEFAULTS[0]} ends below prodigy on {sum(zero.values())} of the "
+        f"{len(zero)} task-seeds; on the six issue tasks (where run) "
+        f"{', '.join(map(str, six))} under seeds {', '.join(map(str, seeds))}"
+    )
     for name in rows:
         print(f"\n{name} by initial lr, over the {n // 2} task-seeds\n")
-        print(table(*per_start(starts[name])))
+        print(table(*per_start(starts[name], wins[name])))
 
 
-def per_start(runs: dict[str, np.ndarray]) -> tuple[list, list]:
+def per_start(runs: dict[str, np.ndarray], wins: dict | None = None) -> tuple:
     """Header and rows: per initial lr, the ratios' geometric mean and median, how
-    many exceed 1.5x and 3x, and which exceed 3x (ratios above 1e6 or not
-    finite count as 1e6)."""
+    many exceed 1.5x and 3x, (with `wins`) how many end below prodigy, and which
+    exceed 3x (ratios above 1e6 or not finite count as 1e6)."""
     r = np.array(list(runs.values()))
     r = np.where(np.isfinite(r), np.minimum(r, 1e6), 1e6)
+    w = None if wins is None else np.array([wins[k] for k in runs])
     rows = []
     for j, lr in enumerate(LRS):
         c = r[:, j]
@@ -1117,11 +1155,13 @@ def per_start(runs: dict[str, np.ndarray]) -> tuple[list, list]:
                 fmt(float(np.median(c))),
                 int(np.sum(c > 1.5)),
                 int(np.sum(c > 3)),
+                *([] if w is None else [int(np.sum(w[:, j]))]),
                 ", ".join(over),
             ]
         )
-    header = ["initial lr", "geometric mean", "median", "> 1.5x", "> 3x", "above 3x"]
-    return header, rows
+    header = ["initial lr", "geometric mean", "median", "> 1.5x", "> 3x"]
+    header += [] if w is None else ["below prodigy"]
+    return [*header, "above 3x"], rows
 
 
 def rules_table(keys: list[str], makers: dict, steps: int) -> None:
