@@ -93,7 +93,8 @@ class Stack(eqx.Module):
     model, level k+1 the raw (unconstrained) tuned hyperparameters of level k, and
     the top level's hyperparameters are fixed. `Stack[d](opt)` is the tuning-free
     default: `opt` at level 1 with its learning rate tuned (other hyperparameters
-    stay fixed unless declared with `ro.hyper`), `Adam(0.1)` at level 2 and
+    stay fixed unless declared with `ro.hyper`; an `Adam()` given no lr starts
+    at 1e-2 with `OneStep`, see `ro.Adam`), `Adam(0.1)` at level 2 and
     `Adam(0.01)` above, each on the log learning rate of the level below (b1 =
     0.9 and b2 = 0.99 fixed; level 2's b1 is 0.5 unless `opt` is an `SGD` or
     the scheme not `OneStep`, and in that case each upper level raises the log
