@@ -1,5 +1,7 @@
 """The checks on a tower's levels, tying and scheme, made when it is built."""
 
+import dataclasses
+
 import equinox as eqx
 import jax
 
@@ -89,9 +91,18 @@ def _check_tied_pers(opt: AbstractOptimiser) -> None:
         )
 
 
+def _as_given(opt: AbstractOptimiser) -> AbstractOptimiser:
+    """`opt` with every hyperparameter marked given: `Adam()` and `Adam(1e-3)`
+    differ only where `Stack[d]` chooses a start, which a tied tower does not."""
+    names = [n for n, h in hyper_fields(opt).items() if not h.given]
+    new = [dataclasses.replace(getattr(opt, n), given=True) for n in names]
+    return eqx.tree_at(lambda o: [getattr(o, n) for n in names], opt, new)
+
+
 def _identical(a: AbstractOptimiser, b: AbstractOptimiser) -> bool:
     if a is b:
         return True
+    a, b = _as_given(a), _as_given(b)
     if jax.tree.structure(a) != jax.tree.structure(b):
         return False
     try:

@@ -107,6 +107,10 @@ def test_an_adam_lr_not_given_starts_the_default_tower_at_1e_2():
         1e-3
     )
     assert lr(ro.Stack[3](ro.Adam(), tie=True)) == pytest.approx(1e-3)
+    # Not given or given as 1e-3: the same level, so the two can be tied.
+    assert lr(ro.Stack(ro.Adam(), ro.Adam(1e-3), tie=True)) == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match="identical levels"):
+        ro.Stack(ro.Adam(), ro.Adam(1e-2), tie=True)
     assert lr(ro.Stack(ro.Adam(), ro.Adam())) == pytest.approx(1e-3)
     assert lr(ro.Stack[1](ro.Adam())) == pytest.approx(1e-3)
     # SGD's default is 1e-2 already; a given lr is kept.
