@@ -866,10 +866,14 @@ def rules() -> dict:
     }
 
 
-def ratios(loss: np.ndarray, best: float) -> np.ndarray:
+def floored(loss) -> np.ndarray:
+    """Final losses as compared: below `SOLVED` counts as solved, not finite as inf."""
     loss = np.asarray(loss, np.float64)  # a float32 1e36 / 1e-3 would overflow
-    loss = np.where(np.isfinite(loss), loss, np.inf)
-    return np.maximum(loss, SOLVED) / max(best, SOLVED)
+    return np.maximum(np.where(np.isfinite(loss), loss, np.inf), SOLVED)
+
+
+def ratios(loss: np.ndarray, best: float) -> np.ndarray:
+    return floored(loss) / max(best, SOLVED)
 
 
 def fmt(r: float) -> str:
@@ -1052,12 +1056,7 @@ AT_DEFAULTS = ["Stack[3](Adam())", "prodigy"]  # `--seeds`: one run each
 
 def below(loss, other) -> np.ndarray:
     """Where `loss` ends below `other` (both solved, or both not finite: equal)."""
-
-    def floor(x):
-        x = np.asarray(x, np.float64)
-        return np.maximum(np.where(np.isfinite(x), x, np.inf), SOLVED)
-
-    return floor(loss) < floor(other)
+    return floored(loss) < floored(other)
 
 
 def seeds_table(keys, makers, steps: int, seeds: list[int], rows: dict) -> None:
