@@ -631,6 +631,88 @@ def bag_of_words_task(vocab: int = 500, length: int = 12, dim: int = 16):
     )  # fmt: skip
 
 
+def residual_task(blocks: int = 8, width: int = 64):
+    """A residual ReLU MLP on digits: a 64-64 input layer, eight blocks x + W2
+    relu(W1 x) / 8 (no normalisation) and a 64-10 head."""
+    d = ro.load_digits()
+    keys = jr.split(jr.key(71), 2 * blocks + 2)
+    scale = 1 / np.sqrt(width)
+    params = {
+        "inp": init_mlp(keys[0], (64, width))[0],
+        "blocks": [
+            {
+                "w1": jr.normal(keys[2 * i + 1], (width, width)) * scale,
+                "b1": jnp.zeros(width),
+                "w2": jr.normal(keys[2 * i + 2], (width, width)) * scale,
+            }
+            for i in range(blocks)
+        ],
+        "out": init_mlp(keys[-1], (width, 10))[0],
+    }
+
+    def net(p, x):
+        h = x @ p["inp"]["w"] + p["inp"]["b"]
+        for b in p["blocks"]:
+            h = h + jax.nn.relu(h @ b["w1"] + b["b1"]) @ b["w2"] / blocks
+        return h @ p["out"]["w"] + p["out"]["b"]
+
+    return Task(
+        "residual ReLU MLP", d.train, d.test, params,
+        lambda p, b: _ce(net(p, b[0]), b[1]), _accuracy(net), "test accuracy", 64,
+    )  # fmt: skip
+
+
+def multilabel_task(labels: int = 16):
+    """Multi-label classification: 16 binary labels of 30 Gaussian inputs, drawn
+    from a random two-layer teacher, fitted by a 30-64-16 tanh MLP with a sigmoid
+    cross-entropy per label."""
+    rng = np.random.default_rng(81)
+    x = rng.normal(size=(2400, 30)).astype(np.float32)
+    hidden = np.tanh(x @ rng.normal(size=(30, 20)) / np.sqrt(30))
+    logits = 2.0 * hidden @ rng.normal(size=(20, labels)) / np.sqrt(20)
+    y = (rng.uniform(size=logits.shape) < 1 / (1 + np.exp(-logits))).astype(np.float32)
+    params = init_mlp(jr.key(83), (30, 64, labels))
+    loss = lambda p, b: optax.sigmoid_binary_cross_entropy(mlp(p, b[0]), b[1]).mean()  # noqa: E731
+    return Task(
+        "multi-label MLP", (x[:2000], y[:2000]), (x[2000:], y[2000:]), params,
+        loss, loss, "test loss", 64,
+    )  # fmt: skip
+
+
+def siren_task(width: int = 64):
+    """A 2-64-64-1 network with sine activations (first layer's inputs scaled
+    by 6) fitting an image-like function of two coordinates."""
+    rng = np.random.default_rng(91)
+    x = rng.uniform(-1, 1, (3000, 2)).astype(np.float32)
+    y = np.sin(4 * x[:, :1]) * np.cos(3 * x[:, 1:]) + 0.5 * np.sin(
+        7 * x[:, :1] * x[:, 1:]
+    )
+    y = y.astype(np.float32)
+    params = init_mlp(jr.key(93), (2, width, width, 1))
+
+    def net(p, xs):
+        h = jnp.sin(6 * (xs @ p[0]["w"]) + p[0]["b"])
+        h = jnp.sin(h @ p[1]["w"] + p[1]["b"])
+        return h @ p[2]["w"] + p[2]["b"]
+
+    loss = lambda p, b: jnp.mean((net(p, b[0]) - b[1]) ** 2)  # noqa: E731
+    return Task(
+        "sine-activation field", (x[:2500], y[:2500]), (x[2500:], y[2500:]),
+        params, loss, loss, "test MSE", 64,
+    )  # fmt: skip
+
+
+def wide_task(width: int = 1024):
+    """A 64-1024-10 ReLU MLP on digits: one wide hidden layer."""
+    d = ro.load_digits()
+    relu_mlp = functools.partial(mlp, activation=jax.nn.relu)
+    return Task(
+        "wide ReLU MLP", d.train, d.test, init_mlp(jr.key(97), (64, width, 10)),
+        lambda p, b: _ce(relu_mlp(p, b[0]), b[1]), _accuracy(relu_mlp),
+        "test accuracy", 32,
+    )  # fmt: skip
+
+
 TASKS = {
     "digits": digits_task,
     "cancer": breast_cancer_task,
@@ -680,6 +762,14 @@ FRESH2_TASKS = {
     "adding": adding_task,
     "conv1d": conv1d_task,
     "bag": bag_of_words_task,
+}
+# Four more, written on 2026-12-04 before any run and used for no choice: a
+# further out-of-sample check of the defaults (`--tasks fresh3`).
+FRESH3_TASKS = {
+    "residual": residual_task,
+    "multilabel": multilabel_task,
+    "siren": siren_task,
+    "wide": wide_task,
 }
 
 
@@ -927,6 +1017,7 @@ def main():
         "probes": list(PROBE_TASKS),
         "fresh": list(FRESH_TASKS),
         "fresh2": list(FRESH2_TASKS),
+        "fresh3": list(FRESH3_TASKS),
     }
     keys = [k for key in args.tasks.split(",") for k in groups.get(key, [key])]
     makers = {
@@ -936,10 +1027,12 @@ def main():
         **PROBE_TASKS,
         **FRESH_TASKS,
         **FRESH2_TASKS,
+        **FRESH3_TASKS,
     }
     if unknown := [k for k in keys if k not in makers]:
         parser.error(
             f"unknown task(s) {unknown}; known: all, heldout, probes, fresh, fresh2, "
+            f"fresh3, "
             f"{list(makers)}"
         )
     abl = {} if args.no_ablation else ablation()
