@@ -3,48 +3,52 @@
 On an accelerator an optimiser update is memory-bound: its time is the bytes it
 reads and writes. For depths 1..D of a tower of SGD with momentum 0.9 and of
 Adam, each with level 1's learning rate alone tuned (what `Stack[d](opt)` tunes)
-or with its momentum / betas tuned as well, the update `tower.update(grads,
-state, params)` is compiled (state donated) and its "bytes accessed" read from
+or with its momentum / betas tuned as well, the update applied to the parameters
+(`params + tower.update(grads, state, params)[0]`, parameters and state donated,
+as in a training step) is compiled and its "bytes accessed" read from
 `jax.jit(...).lower(...).compile().cost_analysis()`; the same for optax's update.
 Units: P, one float32 array the size of the parameters, read or written once.
+
+Why applied: an update alone returns a fresh array next to the state it
+overwrites in place, and for that a GPU's XLA copies a donated moment after the
+pass (optax Adam 8 P against 6 P read and written; a tower the same); applied to
+donated parameters, as every training step does, the pass writes in place and
+no copy is made (optax Adam 7 P, its model's bytes).
 
 The byte model (float32), for the reference's order (a level's hyperparameters
 are updated before the level below steps with them):
 
-- optax SGD-m reads g and the buffer and writes the buffer and the updates: 4 P.
-  optax Adam reads g, m and v and writes m, v and the updates: 6 P.
+- optax SGD-m reads p, g and the buffer and writes p and the buffer: 5 P.
+  optax Adam reads p, g, m and v and writes p, m and v: 7 P.
 - A tower's level-1 hypergradient <g_t, d u_{t-1}/d h> is a reduction that must
   finish before the update pass can start, so it is a pass of its own over g_t and
-  whatever stands for the column d u_{t-1}/d h.
+  whatever stands for the column d u_{t-1}/d h; the update pass then moves
+  optax's bytes, plus the write of each stored column.
 - The learning rate's column (log transform) is the previous update itself:
-  -lr * buf for SGD-m, -lr * m_hat / (sqrt(v_hat) + eps) for Adam, computed from
-  the state the update reads anyway, so it needs no storage; the first pass
-  reads g and the state (SGD-m 2 P, Adam 3 P).
+  -lr * buf for SGD-m, read in the first pass with g (+2 P: 7 P, 1.40x);
+  -lr * m_hat / (sqrt(v_hat) + eps) for Adam, recomputed from g, m and v in the
+  first pass or stored (read with g, written in the second): +3 P either way
+  (10 P, 1.43x), +2 P stored in bfloat16 (9 P, 1.29x).
 - A momentum's or beta's column depends on the previous gradient too: it is kept,
-  read in the first pass and written in the second (+2 P each; the first pass
-  reads g, the state and the columns).
+  read in the first pass and written in the second (+2 P each, +1 P in
+  bfloat16): SGD-m with its momentum 9 P (1.80x), Adam with its betas 14 P
+  (2.00x), 11 P with bfloat16 columns (1.57x).
 - Levels above level 1 act on a few scalars: no parameter-sized bytes.
-
-So the floor is 6 P (1.5x) for SGD-m and 9 P (1.5x) for Adam with the learning
-rate tuned, and 8 P (2.0x) and 13 P (2.17x) with momentum or both betas.
 
 The fused order (`ro.OneStep(fused=True)`, rows "fused"): the model steps with the
 hyperparameters it has and the hypergradient then moves them, so the reduction
 and the update read the same arrays and may be one pass: optax's bytes with the
-learning rate alone tuned (Adam's column recomputed from the moments), plus the
-read and write of each stored column (SGD-m with momentum: the last gradients,
-6 P; Adam with its betas: 10 P, or 8 P in bfloat16). Whether the compiler makes
-it one pass is backend-specific; XLA:CPU does not.
+learning rate alone tuned (SGD-m 5 P, Adam 7 P, Adam's column recomputed from the
+moments), plus the read and write of each stored column (SGD-m with its momentum:
+the last gradients, 7 P; Adam with its betas 11 P, or 9 P in bfloat16). Whether
+the compiler makes it one pass is backend-specific; XLA:CPU does not.
 
 What the library does: SGD-m's learning-rate column is recomputed from the
 buffer (no record). Adam keeps its columns, also the learning rate's: recomputing
 that one from the moments costs a square root and a division per coordinate in
 the first pass, which on XLA:CPU made a depth-3 step on a 4.8M MLP 1.40x optax
-instead of 1.10x for no saving in the model's bytes (2 P either way: read m and v,
-or write and read the column).
-
-The rows "bf16 record" store the columns in bfloat16
-(`ro.OneStep(record_dtype=jnp.bfloat16)`): a stored column costs 1 P, not 2 P.
+instead of 1.10x for no saving in the model's bytes. The rows "bf16 record"
+store the columns in bfloat16 (`ro.OneStep(record_dtype=jnp.bfloat16)`).
 
 XLA:CPU fuses differently from a GPU's XLA, so CPU bytes are a rough proxy.
 `--target benchmarks/h200.txtpb` compiles for a GPU instead, on a machine
@@ -69,21 +73,21 @@ from _common import compiled_bytes, gpu_target, machine, next_to_me, table
 import recursive_opt as ro
 
 FLOOR = {  # (family, tuned set): (optax's bytes, the tower's floor), in P
-    ("SGD-m", "lr"): (4, 6),
-    ("SGD-m", "lr, momentum"): (4, 8),
-    ("Adam", "lr"): (6, 9),
-    ("Adam", "lr, b1, b2"): (6, 13),
-    # Stored columns in bfloat16 (`OneStep(record_dtype=jnp.bfloat16)`): a beta's
-    # column costs 1 P (written and read at half size) instead of 2 P.
-    ("Adam", "lr, bf16 record"): (6, 9),
-    ("Adam", "lr, b1, b2, bf16 record"): (6, 11),
-    # The fused order (`OneStep(fused=True)`): one pass reads g, the state and any
-    # stored columns, and writes the state, the updates and the new columns.
-    ("SGD-m", "lr, fused"): (4, 4),
-    ("SGD-m", "lr, momentum, fused"): (4, 6),
-    ("Adam", "lr, fused"): (6, 6),
-    ("Adam", "lr, b1, b2, fused"): (6, 10),
-    ("Adam", "lr, b1, b2, bf16 record, fused"): (6, 8),
+    ("SGD-m", "lr"): (5, 7),
+    ("SGD-m", "lr, momentum"): (5, 9),
+    ("Adam", "lr"): (7, 10),
+    ("Adam", "lr, b1, b2"): (7, 14),
+    # Stored columns in bfloat16 (`OneStep(record_dtype=jnp.bfloat16)`): a column
+    # costs 1 P (written and read at half size) instead of 2 P.
+    ("Adam", "lr, bf16 record"): (7, 9),
+    ("Adam", "lr, b1, b2, bf16 record"): (7, 11),
+    # The fused order (`OneStep(fused=True)`): one pass reads p, g, the state and
+    # any stored columns, and writes p, the state and the new columns.
+    ("SGD-m", "lr, fused"): (5, 5),
+    ("SGD-m", "lr, momentum, fused"): (5, 7),
+    ("Adam", "lr, fused"): (7, 7),
+    ("Adam", "lr, b1, b2, fused"): (7, 11),
+    ("Adam", "lr, b1, b2, bf16 record, fused"): (7, 9),
 }
 
 
@@ -102,10 +106,16 @@ def towers(family: str, tuned: str, depth: int, layout: str | None = None):
 
 
 def bytes_accessed(update, grads, state, params, device=None) -> float:
-    """Bytes the compiled `update(grads, state, params)` (state donated) moves,
-    compiled for `device` if given (a compile-only device)."""
-    jitted = jax.jit(update, donate_argnums=1)
-    return compiled_bytes(jitted, grads, state, params, device=device)
+    """Bytes the compiled update moves, applied to the parameters (`params +
+    update(grads, state, params)[0]`, parameters and state donated), compiled for
+    `device` if given (a compile-only device)."""
+
+    def step(params, state, grads):
+        updates, state = update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    jitted = jax.jit(step, donate_argnums=(0, 1))
+    return compiled_bytes(jitted, params, state, grads, device=device)
 
 
 def main():

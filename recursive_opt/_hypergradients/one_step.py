@@ -361,10 +361,11 @@ class OneStep(AbstractHypergradient):
       pass (a fusion with several outputs) and stacks them only inside the
       contraction that reads them, while a stacked column is written by a pass
       of its own that reads the gradients and the moments again (Adam with its
-      betas, depth 3: 18 P -> 15 P, 1.88x optax's bytes; `benchmarks/bytes.py
+      betas, depth 3, the update applied to the parameters: 17 P -> 14 P, 2.43x
+      -> 2.00x optax's bytes, the floor of this order; `benchmarks/bytes.py
       --target`); XLA:CPU, which does not fuse loops with several outputs,
       computes a stacked record in one loop and separate columns in several
-      (23 P against 36 P). SGD with its momentum tuned keeps its gradients
+      (20 P against 37 P). SGD with its momentum tuned keeps its gradients
       instead and recomputes the columns; the layout then says whether they
       are contracted one reduction each or stacked inside one contraction.
       The layout is part of the state's structure: a state
