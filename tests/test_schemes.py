@@ -452,3 +452,5 @@ def test_one_step_record_dtype_stores_rounded_columns_and_stays_close_to_exact()
     )
     with pytest.raises(ValueError, match="floating"):
         ro.OneStep(record_dtype=jnp.int32)
+    with pytest.raises(ValueError, match="at least 16 bits"):
+        ro.OneStep(record_dtype=jnp.float8_e5m2)

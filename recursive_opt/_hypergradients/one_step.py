@@ -39,6 +39,12 @@ def _dtype_or_none(dtype: Any) -> Any:
     dtype = jnp.dtype(dtype)
     if not jnp.issubdtype(dtype, jnp.floating):
         raise ValueError(f"record_dtype must be a floating dtype, got {dtype}")
+    if dtype.itemsize < 2:  # jax does not promote them implicitly, by design
+        raise ValueError(
+            f"record_dtype must have at least 16 bits (float32, bfloat16, "
+            f"float16), got {dtype}: 8-bit floats have too few digits and too "
+            "little range for a column of updates without a scale of its own"
+        )
     return dtype
 
 
@@ -338,7 +344,7 @@ class OneStep(AbstractHypergradient):
       None (the default) stores them in the parameters' dtype. `jnp.bfloat16`
       halves those arrays' memory and bytes; the hypergradient then carries
       bfloat16's relative rounding (about 4e-3) in each column
-      (`benchmarks/bytes.py` measures both).
+      (`benchmarks/bytes.py` measures both). 8-bit floats are refused.
     - `fused`: the order of a step. False (the default, the reference's order):
       level 1's hyperparameters move first, with the hypergradient of step t,
       and level 1 steps with the result, so the hypergradient (a reduction over
