@@ -45,8 +45,10 @@ measure the defaults out of sample (a sine regression, softmax regression on 50
 classes, a ReLU MLP on two moons, a Poisson regression, a LayerNorm-GELU MLP on
 digits). `--tasks fresh2` runs four written later still, before any tower ran on
 them (a deep linear network near its saddle, an adding-problem RNN, a 1-D conv
-net on waves, a bag-of-embeddings classifier). `--rules` prints only a table of
-`Stack[3]` over each level-1 rule of the catalogue (Adam and SGD with and
+net on waves, a bag-of-embeddings classifier). `--tasks fresh3` runs four written
+after every default was chosen (a residual MLP, a multi-label MLP, a
+sine-activation network on a 2-D field, a wide ReLU MLP). `--rules` prints only a
+table of `Stack[3]` over each level-1 rule of the catalogue (Adam and SGD with and
 without momentum, RMSProp, AdaGrad) next to the best of each rule's own grid.
 `--seed N` draws the batches with seed N (the tables use 1); `--seeds 1,2,3`
 prints only the default towers (and, without `--no-ablation`, the ablation's
