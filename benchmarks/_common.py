@@ -70,6 +70,20 @@ def step_runner(step: Callable, params, state, *batch, steps: int) -> Callable:
     return run
 
 
+def applied_update(update: Callable) -> Callable:
+    """`update(grads, state, params)` applied to the parameters, jitted with
+    parameters and state donated: `(params, state, grads) -> (new params, new
+    state)`, what a training step moves besides its gradients (an update alone
+    returns a fresh array next to the state it overwrites in place, and a GPU's
+    XLA copies a donated moment for it)."""
+
+    def step(params, state, grads):
+        updates, state = update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    return jax.jit(step, donate_argnums=(0, 1))
+
+
 def compiled_bytes(jitted: Callable, *args, device=None) -> float:
     """XLA's cost analysis of `jitted` compiled for `args`: "bytes accessed".
 

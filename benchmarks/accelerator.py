@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import optax
 from _common import (
+    applied_update,
     compiled_bytes,
     compiled_cost,
     gpu_target,
@@ -86,18 +87,6 @@ def _towers(family: str) -> dict:
     return out
 
 
-def _applied(tx):
-    """`tx`'s update applied to the parameters, both donated: what a training
-    step moves besides its gradients (an update alone returns a fresh array
-    next to the state it overwrites, and a GPU's XLA copies a moment for it)."""
-
-    def step(params, state, grads):
-        updates, state = tx.update(grads, state, params)
-        return optax.apply_updates(params, updates), state
-
-    return jax.jit(step, donate_argnums=(0, 1))
-
-
 def update_only(sizes, blocks: int, steps: int) -> str:
     params = init_mlp(jr.key(0), sizes)
     grads = jax.tree.map(lambda p: 1e-3 * jnp.ones_like(p), params)
@@ -106,7 +95,7 @@ def update_only(sizes, blocks: int, steps: int) -> str:
     for family in ("SGD-m", "Adam"):
         runs, carries, moved = {}, {}, {}
         for label, tx in _towers(family).items():
-            update = _applied(tx)
+            update = applied_update(tx.update)
             state = tx.init(params)
             args = (params, state, grads)
             moved[label] = compiled_bytes(update, *args, device=TARGET) / p_bytes

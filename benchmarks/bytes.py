@@ -68,7 +68,14 @@ import os
 import jax
 import jax.numpy as jnp
 import optax
-from _common import compiled_bytes, gpu_target, machine, next_to_me, table
+from _common import (
+    applied_update,
+    compiled_bytes,
+    gpu_target,
+    machine,
+    next_to_me,
+    table,
+)
 
 import recursive_opt as ro
 
@@ -109,12 +116,7 @@ def bytes_accessed(update, grads, state, params, device=None) -> float:
     """Bytes the compiled update moves, applied to the parameters (`params +
     update(grads, state, params)[0]`, parameters and state donated), compiled for
     `device` if given (a compile-only device)."""
-
-    def step(params, state, grads):
-        updates, state = update(grads, state, params)
-        return optax.apply_updates(params, updates), state
-
-    jitted = jax.jit(step, donate_argnums=(0, 1))
+    jitted = applied_update(update)
     return compiled_bytes(jitted, params, state, grads, device=device)
 
 
