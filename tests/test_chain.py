@@ -453,6 +453,66 @@ def test_fused_order_matches_brute_force(make, warmup, kind):
     )
 
 
+# Leaves of every kind for the batched contraction, with its rows (`_ROW`) at 4:
+# summed whole (at most a row), in rows (16 = 4 x 4, 8 = 2 x 4), in one sum (21:
+# no divisor up to 4 makes at most 4 rows), a scalar leaf; and at the real row
+# length, a leaf in rows (300000 = 40 x 7500) and one of prime size 8209.
+_CONTRACTED = {
+    4: {"a": (3,), "b": (4, 4), "c": (7, 3), "d": (8,), "e": ()},
+    8192: {"a": (300, 1000), "b": (8209,), "c": (5,)},
+}
+
+
+@pytest.mark.parametrize("row", sorted(_CONTRACTED))
+@pytest.mark.parametrize(
+    "kind, names, record_type",
+    [
+        ("adam", ("lr", "b1", "b2"), one_step.Jacobian),  # stored columns
+        ("adam_lr", ("lr",), one_step.FromState),  # recomputed from the state
+        ("sgd_momentum", ("lr", "momentum"), one_step.LastStep),  # from gradients
+    ],
+)
+@pytest.mark.parametrize("per", ["tree", "leaf", "element"])
+def test_batched_contraction_matches_brute_force(
+    row, kind, names, record_type, per, monkeypatch
+):
+    """Compiled for any platform but a CPU (a GPU), the products of scalar
+    hyperparameters are summed in rows of at most `_ROW` elements and every
+    leaf's rows in one reduction (fewer kernels); on a CPU, per leaf. Both give
+    d sum(cotangent * update) / d raw hp as brute-force autodiff of the update
+    does, on leaves summed whole, in rows and in one sum (and with every leaf
+    summed into rows, as in the fused order), and the CPU's default is the
+    per-leaf contraction, bit for bit."""
+    monkeypatch.setattr(one_step, "_ROW", row)
+    keys = iter(jax.random.split(jax.random.key(0), 20))
+    shapes = _CONTRACTED[row]
+    params, grads, cot = (
+        {k: jax.random.normal(next(keys), s) for k, s in shapes.items()}
+        for _ in range(3)
+    )
+    if kind == "adam_lr":
+        opt = ro.Adam(ro.hyper(0.02, per=per), b1=ro.fixed(0.9), b2=ro.fixed(0.99))
+    else:
+        opt = BY_NAME["adam" if kind == "adam" else kind].make(per)
+    opt = resolve(opt, params)
+    state = opt.init(params)
+    for _ in range(2):  # moments that are not zero
+        _, state = opt.update(jax.tree.map(lambda g: 0.5 * g, grads), state, params)
+    prefer_state = kind == "adam_lr"  # the fused order's choice
+    _, new_state, record = one_step.step_record(
+        opt, grads, state, params, prefer_state=prefer_state
+    )
+    assert (type(record), record.names) == (record_type, names)
+    expected = one_step.Inputs(grads, state, params).hypergrad(opt, None, cot)
+    by_default = record.hypergrad(opt, new_state, cot)
+    for batched, rows_in_pass in [(False, False), (True, False), (True, True)]:
+        monkeypatch.setattr(one_step, "_BATCHED", batched)
+        got = record.hypergrad(opt, new_state, cot, rows_in_pass=rows_in_pass)
+        chex.assert_trees_all_close(got, expected, rtol=1e-10, atol=1e-12)
+        if not batched:
+            chex.assert_trees_all_equal(by_default, got)
+
+
 def _jacobian(state):
     record = state.saved[0]
     record = getattr(record, "record", record)  # fused: `Previous`
@@ -490,15 +550,20 @@ def test_separate_columns_match_brute_force(level1, names, per, fused, monkeypat
     GPU's default layout; SGD, which keeps its gradients, stacks its recomputed
     columns inside the contraction instead) and steps as the brute force does,
     in either order, with a warm-up; `"stacked"` (the CPU's) stores one array
-    per leaf. Leaves here are contracted both ways (`_LARGE` at 1: reductions)."""
+    per leaf. Leaves here are contracted in each way: by matrix-vector products, by
+    reductions (`_LARGE` at 1), and batched over leaves (`_BATCHED`, a GPU's)."""
     levels = [BY_NAME[level1].make(per), BY_NAME["adam"].make(), ro.Adam(0.01)]
     x0 = logistic.init(jax.random.key(1))
     bf = brute_force_untied(
         levels, logistic.loss, x0, 7, 3, fused=fused, shape="linear"
     )
-    for large in (False, True):
-        if large:
+    for contraction in ("products", "reductions", "batched"):
+        if contraction == "reductions":
             monkeypatch.setattr(one_step, "_LARGE", 1)
+        if contraction == "batched":  # a GPU's (`_ROW` at 2: w, 5 elements, in one
+            # sum after XLA's split)
+            monkeypatch.setattr(one_step, "_BATCHED", True)
+            monkeypatch.setattr(one_step, "_ROW", 2)
         for layout in ("separate", "stacked"):
             params, state = _separate_columns_run(levels, fused, layout, names)
             chex.assert_trees_all_close(params, bf[0], **ADAM_TOL)

@@ -19,6 +19,7 @@ rule, and a tied tower's self-update, keeps the step's `Inputs` and is
 re-evaluated under `jax.vjp`.
 """
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -79,9 +80,10 @@ def _flag(value: Any) -> bool:
     return value
 
 
-# (the leaf's record, its cotangent, whether each name's value is a scalar there)
-#   -> each name's cotangent: a scalar (a sum over the leaf) or an array
-LeafProducts = Callable[[PyTree, Array, tuple[bool, ...]], tuple[Array, ...]]
+# (the leaf's record, its cotangent, whether each name's value is a scalar there,
+#  the contraction `dots`) -> each name's cotangent: a scalar's contribution (a
+#  row of `dots`' result) or an array
+LeafProducts = Callable[[PyTree, Array, tuple[bool, ...], Callable], tuple[Array, ...]]
 
 
 def _hypergrad(
@@ -90,21 +92,27 @@ def _hypergrad(
     cotangent: PyTree[Array],
     record: PyTree,
     products: LeafProducts,
+    rows_in_pass: bool = False,
 ) -> HyperParams:
-    """d raw hp of `sum(cotangent * update)`, from each leaf's columns."""
+    """d raw hp of `sum(cotangent * update)`, from each leaf's columns;
+    `rows_in_pass`: see `_contract`."""
 
     def spread(raw):  # raw values -> their values laid over the leaves
         o = with_raw(opt, raw)
         return {n: broadcast(getattr(o, n).value, cotangent) for n in names}
 
     spread_values, vjp = jax.vjp(spread, tuned_raw(opt))
-
-    def leaf(cot, rec, *values):
-        return products(rec, cot, tuple(jnp.ndim(v) == 0 for v in values))
-
     treedef = jax.tree.structure(cotangent)
-    per_leaf = treedef.flatten_up_to(
-        jax.tree.map(leaf, cotangent, record, *[spread_values[n] for n in names])
+    cots = treedef.flatten_up_to(cotangent)
+    recs = treedef.flatten_up_to(record)
+    scalars = [
+        tuple(jnp.ndim(v) == 0 for v in vs)
+        for vs in zip(*[treedef.flatten_up_to(spread_values[n]) for n in names])
+    ]
+    per_leaf = _contract(
+        lambda dots: [products(*a, dots) for a in zip(recs, cots, scalars)],
+        scalars,
+        rows_in_pass,
     )
     cot_values = {
         n: cast_like(treedef.unflatten([t[i] for t in per_leaf]), spread_values[n])
@@ -113,11 +121,22 @@ def _hypergrad(
     return vjp(cot_values)[0]
 
 
-# Leaves with at least this many elements are contracted by reductions, smaller
-# ones by matrix-vector products. On XLA:CPU a product copies its vector first (a
+# On a CPU, leaves with at least this many elements are contracted by
+# reductions, smaller ones by matrix-vector products. On XLA:CPU a product copies its vector first (a
 # pass over the leaf, measurable on multi-million-element leaves), and each
 # reduction has a fixed cost (measurable on models with many small leaves).
 _LARGE = 2**18
+# Elsewhere (a GPU), a leaf's scalar products are summed in rows of at most this
+# many elements, and every leaf's row sums (or, on leaves this small, its
+# products) in one last reduction: a kernel per larger leaf and one for all,
+# where a reduction per leaf takes one kernel, or two for a long one (XLA splits
+# it), each a launch of its own on a step's critical path. Compiled for an H200,
+# the transformer step of `benchmarks/accelerator.py` (39 leaves) launches 32
+# kernels more than optax Adam's step against 63 per leaf.
+_ROW = 8192
+# Which contraction (tests set it to check the other's on a CPU): by the platform
+# the program is compiled for (None), per leaf (False) or batched (True).
+_BATCHED: bool | None = None
 
 
 def _dots(stacked: Array, cot: Array) -> Array:
@@ -125,6 +144,59 @@ def _dots(stacked: Array, cot: Array) -> Array:
     if cot.size < _LARGE:
         return stacked.reshape(len(stacked), -1) @ cot.reshape(-1)
     return jnp.sum(stacked * cot[None], axis=tuple(range(1, stacked.ndim)))
+
+
+def _row_sums(stacked: Array, cot: Array, small: bool = False) -> Array:
+    """Per i, `stacked[i] * cot` summed in rows of at most `_ROW` elements (the
+    whole leaf where its size has no divisor that makes few enough rows, or
+    where it has at most `_ROW` elements and `small`; else such a leaf's
+    products as they are), the rows' sums in float32 or wider: `stacked[i] .
+    cot` is their sum."""
+    n = cot.size
+    dtype = jnp.promote_types(jnp.result_type(stacked, cot), jnp.float32)
+    products = (stacked.reshape(len(stacked), n) * cot.reshape(1, n)).astype(dtype)
+    if n <= _ROW:
+        return products.sum(1, keepdims=True) if small else products
+    row = next(b for b in range(_ROW, 0, -1) if n % b == 0)
+    if n // row > _ROW:  # no such divisor: one sum, split as XLA splits it
+        return products.sum(1, keepdims=True)
+    return products.reshape(len(stacked), n // row, row).sum(-1)
+
+
+def _contract(
+    run: Callable[[Callable], list[tuple[Array, ...]]],
+    scalars: list[tuple[bool, ...]],
+    rows_in_pass: bool = False,
+) -> list[tuple[Array, ...]]:
+    """`run(dots)`, each leaf's products, with a contraction `dots` for the
+    scalars among them: per leaf (`_dots`) on a CPU; elsewhere `_row_sums`, all
+    leaves' rows then summed in one reduction. `rows_in_pass` (the fused order,
+    where the pass that reads a leaf's columns is its update, which writes over
+    what they are made of): every leaf summed into rows, small ones too, which
+    XLA does in that pass; the last reduction would read them after it."""
+
+    at = [(i, j) for i, sc in enumerate(scalars) for j, s in enumerate(sc) if s]
+
+    def per_leaf():
+        out = [list(t) for t in run(_dots)]
+        for i, j in at:  # as the batched sums are (exact: a widening cast)
+            out[i][j] = out[i][j].astype(jnp.promote_types(out[i][j].dtype, "float32"))
+        return [tuple(t) for t in out]
+
+    def batched():
+        out = [list(t) for t in run(functools.partial(_row_sums, small=rows_in_pass))]
+        if at:
+            rows = [out[i][j] for i, j in at]
+            width = max(r.shape[-1] for r in rows)
+            padded = [jnp.pad(r, (0, width - r.shape[-1])) for r in rows]
+            sums = jnp.stack(padded).sum(1)
+            for k, (i, j) in enumerate(at):
+                out[i][j] = sums[k]
+        return [tuple(t) for t in out]
+
+    if _BATCHED is not None:
+        return batched() if _BATCHED else per_leaf()
+    return jax.lax.platform_dependent(cpu=per_leaf, default=batched)
 
 
 class Jacobian(eqx.Module):
@@ -141,18 +213,22 @@ class Jacobian(eqx.Module):
     stacked: bool = eqx.field(static=True, default=True)
 
     def hypergrad(
-        self, opt: AbstractOptimiser, state: OptState, cotangent: PyTree
+        self,
+        opt: AbstractOptimiser,
+        state: OptState,
+        cotangent: PyTree,
+        rows_in_pass: bool = False,
     ) -> HyperParams:
         del state
 
-        def products(jac, cot, scalar):
+        def products(jac, cot, scalar, contraction):
             # The scalar values' products are one contraction per leaf; stacked
             # inside it, separate columns are read where the reduction reads them.
             stack = jac if self.stacked else jnp.stack(jac)
-            dots = _dots(stack, cot) if any(scalar) else None
+            dots = contraction(stack, cot) if any(scalar) else None
             return tuple(dots[i] if s else jac[i] * cot for i, s in enumerate(scalar))
 
-        return _hypergrad(opt, self.names, cotangent, self.jac, products)
+        return _hypergrad(opt, self.names, cotangent, self.jac, products, rows_in_pass)
 
 
 class LastStep(eqx.Module):
@@ -167,25 +243,30 @@ class LastStep(eqx.Module):
     stacked: bool = eqx.field(static=True, default=True)
 
     def hypergrad(
-        self, opt: AbstractOptimiser, state: OptState, cotangent: PyTree
+        self,
+        opt: AbstractOptimiser,
+        state: OptState,
+        cotangent: PyTree,
+        rows_in_pass: bool = False,
     ) -> HyperParams:
         hp = broadcast_values(opt, self.grads)
         columns = opt.jacobian_after(self.grads, state, self.params, hp, self.names)
         # Per leaf, the tuple of its columns in the order of `names`.
         record = jax.tree.map(lambda *cs: cs, *[columns[n] for n in self.names])
 
-        def products(cols, cot, scalar):
-            if cot.size >= _LARGE and self.stacked:  # on XLA:CPU, `jnp.stack`
-                # would write a new array; XLA on a GPU reads it inside the sum
+        def products(cols, cot, scalar, contraction):
+            if contraction is _dots and cot.size >= _LARGE and self.stacked:
+                # on XLA:CPU, `jnp.stack` would write a new array; XLA on a GPU
+                # reads it inside the sum
                 return tuple(
                     jnp.sum(c * cot) if s else c * cot for c, s in zip(cols, scalar)
                 )
-            dots = _dots(jnp.stack(cols), cot) if any(scalar) else None
+            dots = contraction(jnp.stack(cols), cot) if any(scalar) else None
             return tuple(
                 dots[i] if s else c * cot for i, (c, s) in enumerate(zip(cols, scalar))
             )
 
-        return _hypergrad(opt, self.names, cotangent, record, products)
+        return _hypergrad(opt, self.names, cotangent, record, products, rows_in_pass)
 
 
 class FromState(eqx.Module):
@@ -197,10 +278,15 @@ class FromState(eqx.Module):
     names: tuple[str, ...] = eqx.field(static=True)
 
     def hypergrad(
-        self, opt: AbstractOptimiser, state: OptState, cotangent: PyTree
+        self,
+        opt: AbstractOptimiser,
+        state: OptState,
+        cotangent: PyTree,
+        rows_in_pass: bool = False,
     ) -> HyperParams:
         # The cotangent stands in for the step's gradients as a template only.
-        return LastStep(cotangent, None, self.names).hypergrad(opt, state, cotangent)
+        last = LastStep(cotangent, None, self.names)
+        return last.hypergrad(opt, state, cotangent, rows_in_pass)
 
 
 class Inputs(eqx.Module):
@@ -215,9 +301,14 @@ class Inputs(eqx.Module):
     params: PyTree[Array] | None  # kept only for rules that read their parameters
 
     def hypergrad(
-        self, opt: AbstractOptimiser, state: OptState, cotangent: PyTree
+        self,
+        opt: AbstractOptimiser,
+        state: OptState,
+        cotangent: PyTree,
+        rows_in_pass: bool = False,
     ) -> HyperParams:
-        del state  # the state after the update; the one before it is kept
+        del state, rows_in_pass  # the state after the update; the one before it
+        # is kept
 
         def update_at(raw):
             return with_raw(opt, raw).update(self.grads, self.state, self.params)[0]
@@ -314,8 +405,8 @@ class Scaled(eqx.Module):
     record: FromState | LastStep | Jacobian | Inputs
     scale: Array
 
-    def hypergrad(self, opt, state, cotangent):
-        out = self.record.hypergrad(opt, state, cotangent)
+    def hypergrad(self, opt, state, cotangent, rows_in_pass=False):
+        out = self.record.hypergrad(opt, state, cotangent, rows_in_pass)
         return jax.tree.map(lambda x: x * self.scale.astype(x.dtype), out)
 
 
@@ -407,7 +498,7 @@ class OneStep(AbstractHypergradient):
         )
 
     def hypergrad(self, opt, state, record, grads):
-        return record.hypergrad(opt, state, grads)
+        return record.hypergrad(opt, state, grads, rows_in_pass=self.fused)
 
     def step(
         self, opt, grads, state, params, record, hvps=None, scale=None, cotangent=None
