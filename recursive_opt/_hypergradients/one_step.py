@@ -425,7 +425,10 @@ class OneStep(AbstractHypergradient):
     It needs only the model's gradients, so a tower with it is a drop-in optax
     transformation (`tower.update(grads, state, params)`). It is greedy: it
     favours what lowers the next loss, which biases learning rates low (Wu et
-    al. 2018); see [`recursive_opt.RealTime`][] for a longer horizon.
+    al. 2018); see [`recursive_opt.RealTime`][] for a longer horizon. Its
+    contraction over the model's arrays follows the platform the step is
+    compiled for: a reduction per array on a CPU, one for all of them on
+    others (fewer kernels on a GPU); the two agree to float rounding.
 
     **Arguments:**
 
