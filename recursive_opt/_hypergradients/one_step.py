@@ -122,9 +122,10 @@ def _hypergrad(
 
 
 # On a CPU, leaves with at least this many elements are contracted by
-# reductions, smaller ones by matrix-vector products. On XLA:CPU a product copies its vector first (a
-# pass over the leaf, measurable on multi-million-element leaves), and each
-# reduction has a fixed cost (measurable on models with many small leaves).
+# reductions, smaller ones by matrix-vector products. On XLA:CPU a product
+# copies its vector first (a pass over the leaf, measurable on
+# multi-million-element leaves), and each reduction has a fixed cost
+# (measurable on models with many small leaves).
 _LARGE = 2**18
 # Elsewhere (a GPU), a leaf's scalar products are summed in rows of at most this
 # many elements, and every leaf's row sums (or, on leaves this small, its
@@ -307,8 +308,8 @@ class Inputs(eqx.Module):
         cotangent: PyTree,
         rows_in_pass: bool = False,
     ) -> HyperParams:
-        del state, rows_in_pass  # the state after the update; the one before it
-        # is kept
+        # `state` is the one after the update; the one before it is kept.
+        del state, rows_in_pass
 
         def update_at(raw):
             return with_raw(opt, raw).update(self.grads, self.state, self.params)[0]
