@@ -1,5 +1,7 @@
 """Tower structure: depth 1 is the optimiser, state structure is fixed, readouts."""
 
+import dataclasses
+
 import chex
 import equinox as eqx
 import jax
@@ -9,6 +11,7 @@ import pytest
 
 import recursive_opt as ro
 from recursive_opt._pack import pack, unpack
+from recursive_opt._state import _decode, _encode
 
 from .helpers import CATALOGUE, CATALOGUE_IDS, PROBLEMS, copies, run_tower
 
@@ -133,6 +136,44 @@ def test_pack_round_trip_with_batch_axes():
     out = unpack(batched)
     chex.assert_trees_all_equal(out["small"][2], tree["small"] + 2)
     chex.assert_trees_all_equal(out["count"], jnp.array([7, 8, 9], jnp.int32))
+
+
+@pytest.mark.parametrize("carrier", [jnp.float32, jnp.float64])
+def test_integers_travel_exactly_as_floats(carrier):
+    """The step reads the packed state in one pass, integers (step counters) as
+    16-bit pieces of a float vector: every value comes back bit for bit."""
+    cases = [
+        jnp.array([0, 1, -1, 2**24 + 1, 2**31 - 1, -(2**31), 123456789], jnp.int32),
+        jnp.array([0, 1, 2**32 - 1, 2**31, 2**24 + 3], jnp.uint32),
+        jnp.array([0, -1, 2**15 - 1, -(2**15)], jnp.int16),
+        jnp.array([0, 255, 128], jnp.uint8),
+        jnp.array([[True, False], [False, True]]),
+        jnp.int32(2**31 - 2),
+    ]
+    if carrier == jnp.float64:
+        cases.append(jnp.array([2**63 - 1, -(2**63), 2**53 + 1], jnp.int64))
+    with jax.enable_x64(carrier == jnp.float64):
+        for x in cases:
+            x = jnp.asarray(x)
+            f = jax.jit(lambda x: _decode(_encode(x, jnp.dtype(carrier)), x.dtype))
+            assert _encode(x, jnp.dtype(carrier)).dtype == carrier
+            chex.assert_trees_all_equal(f(x), x)
+
+
+def test_step_reads_the_packed_state_unchanged():
+    params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
+    tower = ro.Stack[3](ro.Adam(1e-2))
+    state = tower.init(params)
+    contents = state.contents
+    # A counter at the end of its range: 2**31 - 1 would be a NaN's bits.
+    contents = dataclasses.replace(contents, count=jnp.int32(2**31 - 1))
+    state = state.replace_contents(contents)
+    read = jax.jit(lambda s: s.contents)(state)
+    assert read.count.dtype == jnp.int32
+    chex.assert_trees_all_equal(read.count, jnp.int32(2**31 - 1))
+    chex.assert_trees_all_equal(read.states, state.states)
+    chex.assert_trees_all_equal(read.saved, state.saved)
+    chex.assert_trees_all_equal(read.opts, state.opts)
 
 
 def test_tower_state_has_few_leaves(getkey):
