@@ -14,7 +14,7 @@ from ._custom_types import OptState
 from ._hyper import TRANSFORMS, clip, hyper_fields, values
 from ._optax import distinct_buffers
 from ._optimiser import AbstractOptimiser
-from ._pack import Packed, pack, unpack
+from ._pack import Packed, decode, encode, pack, unpack
 
 
 class Contents(eqx.Module):
@@ -75,67 +75,32 @@ def _apply_view(opts, view):
 
 def _read_in_one_pass(contents: Contents, packed: Packed) -> Contents:
     """`contents`, every array that was packed into a flat vector (the view's
-    values applied) computed together: concatenated, one vector per dtype,
-    behind an optimisation barrier, and split again. Integers and booleans (step
-    counters) travel in a float vector, exactly, as 16-bit pieces. Everything
-    small the step reads is then read in one fused pass before anything else:
-    on an accelerator neither a kernel per value reads them, nor copies keep the
-    donated packed vectors alive until later reads (the step writes the new ones
-    into their buffers). The values are the same, bit for bit."""
+    values applied) computed together: concatenated as they are packed, behind
+    an optimisation barrier, and split again. Everything small the step reads is
+    then read in one fused pass before anything else: on an accelerator neither
+    a kernel per value reads them, nor copies keep the donated packed vectors
+    alive until later reads (the step writes the new ones into their buffers).
+    The values are the same, bit for bit."""
     leaves, treedef = jax.tree.flatten(contents)
     if treedef != packed.treedef:  # not expected; then read as they are
         return contents
-    small = [i for i, (g, _, _) in enumerate(packed.layout) if g >= 0]
-    carrier = _carrier([leaves[i].dtype for i in small])
-    groups: dict[Any, list[int]] = {}
-    for i in small:
-        dtype = leaves[i].dtype
-        exact = carrier is not None and not jnp.issubdtype(dtype, jnp.inexact)
-        groups.setdefault(carrier if exact else dtype, []).append(i)
-    pieces = {kind: [_encode(leaves[i], kind) for i in g] for kind, g in groups.items()}
+    groups: dict[int, list[int]] = {}
+    for i, (g, *_) in enumerate(packed.layout):
+        if g >= 0:
+            groups.setdefault(g, []).append(i)
+    pieces = {
+        g: [encode(leaves[i], packed.flats[g].dtype) for i in ix]
+        for g, ix in groups.items()
+    }
     flats = [jnp.concatenate([p.ravel() for p in ps]) for ps in pieces.values()]
     flats = jax.lax.optimization_barrier(flats)
-    for (kind, g), flat in zip(groups.items(), flats):
+    for (g, ix), flat in zip(groups.items(), flats):
         start = 0
-        for i, p in zip(g, pieces[kind]):
+        for i, p in zip(ix, pieces[g]):
             piece = flat[start : start + p.size].reshape(p.shape)
-            leaves[i] = _decode(piece, leaves[i].dtype)
+            leaves[i] = decode(piece, leaves[i].dtype)
             start += p.size
     return jax.tree.unflatten(treedef, leaves)
-
-
-def _carrier(dtypes) -> Any:
-    """The float dtype among `dtypes` that holds 16-bit integers exactly (float32
-    first), or None."""
-    for d in (jnp.float32, jnp.float64):
-        if any(dtype == d for dtype in dtypes):
-            return jnp.dtype(d)
-    return None
-
-
-def _encode(x, kind):
-    """`x` as `kind`: itself if it has that dtype, else (an integer or boolean
-    array) its bits in 16-bit pieces along a new last axis, as exact values."""
-    if x.dtype == kind:
-        return x
-    if x.dtype == jnp.bool_:
-        return x.astype(kind)[..., None]
-    bits = 8 * x.dtype.itemsize
-    u = jax.lax.bitcast_convert_type(x, jnp.dtype(f"uint{bits}"))
-    shifts = range(0, bits, 16)
-    return jnp.stack([((u >> s) & 0xFFFF).astype(kind) for s in shifts], axis=-1)
-
-
-def _decode(p, dtype):
-    """The array of `dtype` that `_encode` made `p` from."""
-    if p.dtype == dtype:
-        return p
-    if dtype == jnp.bool_:
-        return p[..., 0] != 0
-    bits = 8 * jnp.dtype(dtype).itemsize
-    udtype = jnp.dtype(f"uint{bits}")
-    u = sum(p[..., k].astype(udtype) << (16 * k) for k in range(p.shape[-1]))
-    return jax.lax.bitcast_convert_type(u.astype(udtype), dtype)
 
 
 class TowerState(eqx.Module):

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 import recursive_opt as ro
-from recursive_opt._pack import pack, unpack
-from recursive_opt._state import _decode, _encode
+from recursive_opt._pack import decode, encode, pack, unpack
 
 from .helpers import CATALOGUE, CATALOGUE_IDS, PROBLEMS, copies, run_tower
 
@@ -128,7 +127,9 @@ def test_pack_round_trip_with_batch_axes():
         "none": None,
     }
     packed = pack(tree)
-    assert len(packed.flats) == 3 and len(packed.big) == 1  # float32, float64, int32
+    # One float32 vector (the counter in it as 16-bit pieces), one float64 vector.
+    assert [f.dtype for f in packed.flats] == [jnp.float32, jnp.float64]
+    assert len(packed.big) == 1
     chex.assert_trees_all_equal(unpack(packed), tree)
     batched = jax.vmap(lambda i: pack(jax.tree.map(lambda x: x + i, tree)))(
         jnp.arange(3)
@@ -136,12 +137,19 @@ def test_pack_round_trip_with_batch_axes():
     out = unpack(batched)
     chex.assert_trees_all_equal(out["small"][2], tree["small"] + 2)
     chex.assert_trees_all_equal(out["count"], jnp.array([7, 8, 9], jnp.int32))
+    # Counters at the ends of their range (2**31 - 1 would be a NaN's bits as a
+    # float), batched, under jit; every leaf stored is a float.
+    ends = jnp.array([0, 2**31 - 1, -(2**31)], jnp.int32)
+    edge = jax.jit(jax.vmap(lambda c: pack({**tree, "count": c})))(ends)
+    assert all(jnp.issubdtype(x.dtype, jnp.floating) for x in jax.tree.leaves(edge))
+    assert all(jnp.isfinite(x).all() for x in jax.tree.leaves(edge))
+    chex.assert_trees_all_equal(jax.jit(unpack)(edge)["count"], ends)
 
 
 @pytest.mark.parametrize("carrier", [jnp.float32, jnp.float64])
 def test_integers_travel_exactly_as_floats(carrier):
-    """The step reads the packed state in one pass, integers (step counters) as
-    16-bit pieces of a float vector: every value comes back bit for bit."""
+    """Integers (step counters) are packed, and read by the step, as 16-bit
+    pieces in a float vector: every value comes back bit for bit."""
     cases = [
         jnp.array([0, 1, -1, 2**24 + 1, 2**31 - 1, -(2**31), 123456789], jnp.int32),
         jnp.array([0, 1, 2**32 - 1, 2**31, 2**24 + 3], jnp.uint32),
@@ -155,8 +163,8 @@ def test_integers_travel_exactly_as_floats(carrier):
     with jax.enable_x64(carrier == jnp.float64):
         for x in cases:
             x = jnp.asarray(x)
-            f = jax.jit(lambda x: _decode(_encode(x, jnp.dtype(carrier)), x.dtype))
-            assert _encode(x, jnp.dtype(carrier)).dtype == carrier
+            f = jax.jit(lambda x: decode(encode(x, jnp.dtype(carrier)), x.dtype))
+            assert encode(x, jnp.dtype(carrier)).dtype == carrier
             chex.assert_trees_all_equal(f(x), x)
 
 
@@ -180,12 +188,13 @@ def test_tower_state_has_few_leaves(getkey):
     """Dispatch under jit costs per leaf: upper levels' arrays are packed."""
     params = {"w": jnp.zeros((64, 32)), "b": jnp.zeros(32)}
     state = ro.Stack[4](ro.Adam(1e-3)).init(params)
-    # Adam's mu and nu, the stacked Jacobian for "w", plus one packed vector per
-    # dtype; "b" and all hyperparameter-level arrays are small. Besides, one scalar
-    # value per hyperparameter and level (lr, b1, b2, eps at 4 levels; level 1's lr
-    # is one per leaf, so two), for optax's tree utilities.
-    assert len(jax.tree.leaves(state)) == 3 + 2 + 4 * 4 + 1
-    assert len(jax.tree.leaves(state.packed)) == 3 + 2
+    # Adam's mu and nu, the stacked Jacobian for "w", plus one packed vector of
+    # float32 (the step counters in it too); "b" and all hyperparameter-level
+    # arrays are small. Besides, one scalar value per hyperparameter and level
+    # (lr, b1, b2, eps at 4 levels; level 1's lr is one per leaf, so two), for
+    # optax's tree utilities.
+    assert len(jax.tree.leaves(state)) == 3 + 1 + 4 * 4 + 1
+    assert len(jax.tree.leaves(state.packed)) == 3 + 1
 
 
 def test_with_opt_state_replaces_one_level_and_checks_structure():
