@@ -198,7 +198,9 @@ def plain_init(opt: Plain, target):
     if opt.kind == "SGD":
         return zeros if "momentum" in opt.hypers else None
     if opt.kind == "Adam":
-        return (0, zeros, zeros, zeros, zeros)
+        gate = opt.options["gate"]
+        signal = (zeros, zeros) if gate is not None and len(gate) == 3 else zeros
+        return (0, zeros, zeros, zeros, signal)
     if opt.kind == "RMSProp":
         return zeros
     return jax.tree.map(lambda t: jnp.full_like(t, opt.options["acc0"]), target)
@@ -251,8 +253,10 @@ def plain_update(opt: Plain, raw, g, s, p):
             low, high = c if isinstance(c, tuple) else (-c, c)
             d = each(lambda d: jnp.clip(d, low, high), d)
         if (gate := opt.options["gate"]) is not None:  # raises times min(1, r)
-            decay, after = gate
-            signal = each(lambda g, a: (1 - decay) * g + decay * a, g, signal)
+            decay, after = gate[:2]
+            ema = lambda c: lambda g, a: (1 - c) * g + c * a  # noqa: E731
+            short = signal if len(gate) == 2 else signal[0]
+            short = each(ema(decay), g, short)
 
             def gated(d, a, v, b2):
                 v_hat = v / (1 - b2**t)
@@ -260,7 +264,24 @@ def plain_update(opt: Plain, raw, g, s, p):
                 r = jnp.where(v_hat > 0, (a / (1 - decay**t)) ** 2 / safe, 0.0)
                 return jnp.where((d < 0) & (t > after), d * jnp.minimum(r, 1.0), d)
 
-            d = each(gated, d, signal, nu, b2)
+            if len(gate) == 2:
+                signal = short
+                d = each(gated, d, short, nu, b2)
+            else:  # and cuts times min(1, t^2 / z^2), t the long mean's test
+                z, c = gate[2], 1 - 1 / after
+                signal = (short, each(ema(c), g, signal[1]))
+
+                def tested(d, a, mean, v, b2):
+                    d = gated(d, a, v, b2)
+                    v_hat, l_hat = v / (1 - b2**t), mean / (1 - c**t)
+                    var = (v_hat - l_hat**2) * (1 - c) / (1 + c)  # the mean's
+                    sure = var <= 0
+                    t2 = l_hat**2 / jnp.where(sure, 1.0, var)
+                    f = jnp.where(sure, 1.0, jnp.minimum(t2 / z**2, 1.0))
+                    f = jnp.where(l_hat > 0, f, 0.0)
+                    return jnp.where((d > 0) & (t > after), d * f, d)
+
+                d = each(tested, d, short, signal[1], nu, b2)
         if "weight_decay" in hp:
             d = each(lambda d, p, w: d + w * p, d, p, hp["weight_decay"])
         return each(lambda d, a: -a * d, d, lr), (t, mu, nu, scale, signal)

@@ -131,6 +131,25 @@ def test_gated_adam_levels_match_brute_force():
     assert jax.tree.leaves(state.states[1].signal)
 
 
+def test_cut_tested_adam_levels_match_brute_force():
+    """Upper levels with `Adam(gate=(decay, after, z))` (cuts passed by a long
+    mean's test; level 2's betas tuned too, so the cut factor's derivative
+    through v_hat is checked) against the brute force, and not the pair gate:
+    the test scaled some cuts."""
+    level2 = ro.Adam(0.1, b1=0.5, b2=0.95, gate=(0.8, 2, 1.0))
+    level3 = ro.Adam(0.01, clip=(-0.5, None), gate=(0.9, 2, 0.5))
+    params, state, _ = _upper_adams_match_brute_force(level2, level3)
+    pair = [ro.Adam(0.1, b1=0.5, b2=0.95, gate=(0.8, 2)), ro.Adam(0.01, gate=(0.9, 2))]
+    untested, _ = _library(ro.Stack(LEVEL1_LR_ONLY, *pair), quadratic)
+    diff = [
+        np.max(np.abs(a - b))
+        for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(untested))
+    ]
+    assert max(diff) > 1e-6
+    signal = jax.tree.leaves(state.states[1].signal)
+    assert signal and all(x.shape[0] == 2 for x in signal)
+
+
 # Depth 3 checks G2 and G3 for every `per`; depth 2 adds the two-level edge case.
 DEPTH_PER = [(2, "tree"), (3, "tree"), (3, "leaf"), (3, "element")]
 
@@ -276,6 +295,9 @@ def test_log_lr_hypergradient_is_multiplicative():
         ro.Adam(0.01, b1=0.8, b2=0.95, clip=(None, 0.9)),
         ro.Adam(0.01, b1=0.8, b2=0.95, eps=ro.hyper(1e-3, tune=True), gate=(0.7, 1)),
         ro.Adam(0.01, b1=0.8, b2=0.95, clip=(-0.9, None), gate=(0.5, 0)),
+        ro.Adam(
+            0.01, b1=0.8, b2=0.95, eps=ro.hyper(1e-3, tune=True), gate=(0.7, 2, 0.5)
+        ),
     ],
     ids=[
         "sgd",
@@ -290,6 +312,7 @@ def test_log_lr_hypergradient_is_multiplicative():
         "adam_one_sided",
         "adam_gated",
         "adam_gated_clipped",
+        "adam_cuts_tested",
     ],
 )
 def test_closed_form_jacobians_match_forward_mode(opt, getkey):

@@ -262,16 +262,65 @@ def test_adam_gate_scales_raises_by_the_signals_certainty(weight_decay, clip, ge
     assert np.min(steady) > 0.9 and np.median(noisy[noisy < 1]) < 0.3
 
 
+def test_adam_gate_tests_cuts_by_a_long_mean(getkey):
+    """`Adam(gate=(decay, after, z))`: raises as with the pair; from step `after +
+    1` on, a positive (lowering) step is multiplied by min(1, t^2 / z^2), t the
+    long running mean (decay 1 - 1 / after, bias-corrected) over its standard
+    error sqrt((v_hat - l_hat^2) (1 - D) / (1 + D)), where that mean says lower,
+    else by 0; all kept here by hand. A steady positive signal (cuts pass), a
+    steady negative one (raises pass) and zero-mean noise (both damped)."""
+    lr, b1, b2, decay, after, z = 0.02, 0.5, 0.99, 0.9, 4, 1.0
+    opt = ro.Adam(lr, b1=b1, b2=b2, gate=(decay, after, z))
+    step_tx = optax.scale_by_adam(b1, b2, 1e-8)
+    params = {"w": jnp.zeros(24)}
+    state, step_state = opt.init(params), step_tx.init(params)
+    assert state.signal["w"].shape == (2, 24)
+    long = 1 - 1 / after
+    s_w, l_w, v_w = np.zeros(24), np.zeros(24), np.zeros(24)
+    factors = []
+    for t in range(1, 41):
+        noise = np.asarray(jax.random.normal(getkey(), (24,)))
+        g = np.where(np.arange(24) < 8, 1.0, np.where(np.arange(24) < 16, -1.0, 0.0))
+        g = g + np.where(np.arange(24) < 16, 0.1, 1.0) * noise
+        updates, state = opt.update({"w": jnp.asarray(g)}, state, params)
+        step, step_state = step_tx.update({"w": jnp.asarray(g)}, step_state)
+        w = np.asarray(step["w"])
+        s_w = decay * s_w + (1 - decay) * g
+        l_w = long * l_w + (1 - long) * g
+        v_w = b2 * v_w + (1 - b2) * g**2
+        v_hat = v_w / (1 - b2**t)
+        s_hat, l_hat = s_w / (1 - decay**t), l_w / (1 - long**t)
+        r = s_hat**2 / v_hat
+        se2 = (v_hat - l_hat**2) * (1 - long) / (1 + long)
+        q = np.where(se2 > 0, l_hat**2 / np.where(se2 > 0, se2, 1) / z**2, np.inf)
+        cut = np.where(l_hat > 0, np.minimum(q, 1.0), 0.0)
+        late = t > after
+        factor = np.where(late & (w < 0), np.minimum(r, 1.0), 1.0)
+        factor = np.where(late & (w > 0), cut, factor)
+        factors.append(factor)
+        np.testing.assert_allclose(
+            updates["w"], -lr * w * factor, rtol=1e-10, atol=1e-15
+        )
+    late = np.array(factors[after:])
+    assert np.all(np.array(factors[:after]) == 1.0)
+    # Steady cuts and raises pass at (nearly) full size; noisy ones are damped.
+    assert np.min(late[10:, :16]) > 0.9
+    noisy = late[:, 16:]
+    assert np.median(noisy) < 0.5 and np.any((noisy > 0) & (noisy < 1))
+
+
 def test_adam_gate_options():
-    """`gate` takes None or a pair (decay in (0, 1), an int after >= 0); anything
-    else is a clear error."""
+    """`gate` takes None, a pair (decay in (0, 1), an int after >= 0) or a triple
+    (decay, after >= 2, z > 0); anything else is a clear error."""
     bad = [0.9, (0.9,), (1.0, 10), (0.0, 10), (0.9, -1), (0.9, 1.5), (0.9, True)]
-    bad += [(True, 10), ("0.9", 10), (0.9, 10, 1)]
+    bad += [(True, 10), ("0.9", 10), (0.9, 10, 0), (0.9, 10, -1.0), (0.9, 1, 1.0)]
+    bad += [(0.9, 10, float("inf")), (0.9, 10, None), (0.9, 10, True), (0.9, 10, 1, 1)]
     for b in bad:
         with pytest.raises(ValueError, match="gate"):
             ro.Adam(0.1, gate=b)
     assert ro.Adam(0.1).gate is None
     assert ro.Adam(0.1, gate=[np.float32(0.5), np.int64(7)]).gate == (0.5, 7)
+    assert ro.Adam(0.1, gate=(0.9, 100, np.float32(2))).gate == (0.9, 100, 2.0)
 
 
 def test_adam_normalise_is_optax_adam_on_gradients_over_their_running_mean(getkey):

@@ -18,8 +18,9 @@ class AdamState(eqx.Module):
     nu: PyTree[Array]
     # The running mean of |gradient| (`Adam(normalise=...)`); None without it.
     scale: PyTree[Array] | None = None
-    # The running mean of the gradients at the gate's decay (`Adam(gate=...)`);
-    # None without it.
+    # The running mean of the gradients at the gate's decay (`Adam(gate=...)`),
+    # and with a cut test the long one after it (a leading axis of 2 per leaf);
+    # None without a gate.
     signal: PyTree[Array] | None = None
 
 
@@ -78,7 +79,17 @@ class Adam(AbstractElementwiseOptimiser):
         below is raised only as fast as the one-step signal is sure of it, and
         cut freely (level 2 of `Stack[d](opt)` over an adaptive rule, with
         `after` = 100, the steps it needs to cross the range 1e-5..1 at its
-        speed). Not in optax.
+        speed). A triple `(decay, after, z)`, z > 0 and after >= 2, also tests
+        the cuts: from step `after + 1` on, a step that would lower a coordinate
+        is multiplied by min(1, t^2 / z^2), t = l_hat / sqrt((v_hat - l_hat^2)
+        (1 - D) / (1 + D)), l_hat a long running mean of the gradients (decay D
+        = 1 - 1 / after, bias-corrected) and t its size in standard errors
+        where it says lower (the cut's sign), 0 where it does not (1 where
+        l_hat^2 >= v_hat): a cut passes at full size once the last `after`
+        steps' mean says cut by z standard errors, and zero-mean noise walks the
+        coordinate neither way. Over a log learning rate, where the default gate
+        leans it down over long runs: an option (`benchmarks/README.md`, the
+        tried table: the long-mean test), not the default. Not in optax.
 
     ```python
     tower = ro.Stack[3](ro.Adam(1e-3))
@@ -93,7 +104,7 @@ class Adam(AbstractElementwiseOptimiser):
     uses_params: bool = eqx.field(static=True)
     normalise: float | None = eqx.field(static=True)
     clip: float | tuple[float | None, float | None] | None = eqx.field(static=True)
-    gate: tuple[float, int] | None = eqx.field(static=True)
+    gate: tuple[float, int] | tuple[float, int, float] | None = eqx.field(static=True)
     # Columns cost divisions: kept, not recomputed. That holds for the learning
     # rate's column too, although it could be recomputed from the moments alone
     # (no record at all): on XLA:CPU that made a depth-3 tower's step on a 4.8M
@@ -109,7 +120,7 @@ class Adam(AbstractElementwiseOptimiser):
         weight_decay: ArrayLike | HyperSpec = 0.0,
         normalise: float | None = None,
         clip: float | tuple[float | None, float | None] | None = None,
-        gate: tuple[float, int] | None = None,
+        gate: tuple[float, int] | tuple[float, int, float] | None = None,
     ):
         given = lr is not None
         self.lr = declare("Adam", "lr", lr if given else 1e-3, "log", True, given)
@@ -137,7 +148,12 @@ class Adam(AbstractElementwiseOptimiser):
     def init_state(self, params):
         zeros = jax.tree.map(jnp.zeros_like, params)
         scale = None if self.normalise is None else zeros
-        signal = None if self.gate is None else zeros
+        if self.gate is None:
+            signal = None
+        elif len(self.gate) == 2:
+            signal = zeros
+        else:  # the short and the long running means, stacked per leaf
+            signal = jax.tree.map(lambda p: jnp.zeros((2, *p.shape), p.dtype), params)
         return AdamState(jnp.zeros([], jnp.int32), zeros, zeros, scale, signal)
 
     def _normalised(self, grads, scale, count):
@@ -165,7 +181,11 @@ class Adam(AbstractElementwiseOptimiser):
             step = _direction(m, v, None, count, b1, b2, eps, None, self._bounds)
             s = None
             if s0 is not None:
-                s = ema(g, s0, self.gate[0])
+                if len(self.gate) == 2:
+                    s = ema(g, s0, self.gate[0])
+                else:
+                    long = 1 - 1 / self.gate[1]
+                    s = jnp.stack([ema(g, s0[0], self.gate[0]), ema(g, s0[1], long)])
                 step = step * self._gate_factor(step, v, s, count, b2)[0]
             direction = step if wd is None else step + wd * p
             return -lr * direction, m, v, s
@@ -179,17 +199,33 @@ class Adam(AbstractElementwiseOptimiser):
     def _gate_factor(self, step, v, s, count, b2):
         """(factor, d factor / d v_hat) of `gate` for one leaf: the factor
         multiplies the (clipped) normalised step `step`, r = min(1, s_hat^2 /
-        v_hat) where that step is negative from step `after + 1` on, else 1."""
-        decay, after = self.gate
+        v_hat) where that step is negative from step `after + 1` on; with a cut
+        test, min(1, t^2 / z^2) (or 0) where it is positive from then on; else
+        1."""
+        decay, after = self.gate[:2]
+        tested = len(self.gate) == 3
         v_hat = bias_correction(v, b2, count)
-        s_hat = bias_correction(s, decay, count)
+        s_hat = bias_correction(s[0] if tested else s, decay, count)
         positive = v_hat > 0
         safe_v = jnp.where(positive, v_hat, 1)
         r = jnp.where(positive, s_hat * s_hat / safe_v, 0)
-        gated = (step < 0) & (count > after)
-        factor = jnp.where(gated, jnp.minimum(r, 1), 1).astype(step.dtype)
-        slope = jnp.where(gated & (r < 1), -r / safe_v, 0).astype(step.dtype)
-        return factor, slope
+        late = count > after
+        gated = (step < 0) & late
+        factor = jnp.where(gated, jnp.minimum(r, 1), 1)
+        slope = jnp.where(gated & (r < 1), -r / safe_v, 0)
+        if tested:  # t^2 / z^2 = l_hat^2 / (k var), d / d v_hat = -(t^2 / z^2) / var
+            z, long = self.gate[2], 1 - 1 / after
+            l_hat = bias_correction(s[1], long, count)
+            var = v_hat - l_hat * l_hat
+            sure = var <= 0  # the long mean is all of the second moment
+            k = z * z * (1 - long) / (1 + long)
+            q = jnp.where(sure, 1, l_hat * l_hat / (k * jnp.where(sure, 1, var)))
+            says_cut = l_hat > 0  # a positive step lowers the coordinate
+            cut = (step > 0) & late
+            factor = jnp.where(cut, jnp.where(says_cut, jnp.minimum(q, 1), 0), factor)
+            dq = jnp.where(says_cut & ~sure & (q < 1), -q / jnp.where(sure, 1, var), 0)
+            slope = jnp.where(cut, dq, slope)
+        return factor.astype(step.dtype), slope.astype(step.dtype)
 
     def jacobian_after(self, grads, state, params, hp, names):
         # In closed form from the step's gradients and the moments it wrote, with
@@ -299,24 +335,31 @@ def _clip_option(clip):
 
 
 def _gate_option(gate):
-    """`Adam(gate=...)`: None, or a pair (decay, after) with decay in (0, 1) (as a
-    float) and after an int >= 0."""
+    """`Adam(gate=...)`: None, a pair (decay, after) with decay in (0, 1) (as a
+    float) and after an int >= 0, or a triple (decay, after, z) with after >= 2
+    and z > 0 finite (as a float)."""
     if gate is None:
         return None
     error = ValueError(
-        "Adam(gate=...) needs None or a pair (decay, after) with decay in (0, 1)"
-        f" and after an int >= 0, got {gate!r}."
+        "Adam(gate=...) needs None, a pair (decay, after) with decay in (0, 1)"
+        " and after an int >= 0, or a triple (decay, after, z) with after >= 2"
+        f" and z > 0, got {gate!r}."
     )
-    if not isinstance(gate, (tuple, list)) or len(gate) != 2:
+    if not isinstance(gate, (tuple, list)) or len(gate) not in (2, 3):
         raise error
-    decay, after = gate
+    decay, after = gate[:2]
     try:
         decay = _real_option("gate", decay, 0, 1, "")
+        z = _real_option("gate", gate[2], 0, float("inf"), "") if gate[2:] else None
     except ValueError:
         raise error from None
     integral = isinstance(after, numbers.Integral) and not isinstance(after, bool)
-    if decay is None or not integral or after < 0:
+    if decay is None or not integral or after < (0 if len(gate) == 2 else 2):
         raise error
+    if len(gate) == 3:
+        if z is None:
+            raise error
+        return decay, int(after), z
     return decay, int(after)
 
 
