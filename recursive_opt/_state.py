@@ -14,7 +14,7 @@ from ._custom_types import OptState
 from ._hyper import TRANSFORMS, clip, hyper_fields, values
 from ._optax import distinct_buffers
 from ._optimiser import AbstractOptimiser
-from ._pack import Packed, decode, encode, pack, unpack
+from ._pack import Packed, pack, unpack
 
 
 class Contents(eqx.Module):
@@ -75,32 +75,15 @@ def _apply_view(opts, view):
 
 def _read_in_one_pass(contents: Contents, packed: Packed) -> Contents:
     """`contents`, every array that was packed into a flat vector (the view's
-    values applied) computed together: concatenated as they are packed, behind
-    an optimisation barrier, and split again. Everything small the step reads is
-    then read in one fused pass before anything else: on an accelerator neither
-    a kernel per value reads them, nor copies keep the donated packed vectors
-    alive until later reads (the step writes the new ones into their buffers).
-    The values are the same, bit for bit."""
-    leaves, treedef = jax.tree.flatten(contents)
-    if treedef != packed.treedef:  # not expected; then read as they are
-        return contents
-    groups: dict[int, list[int]] = {}
-    for i, (g, *_) in enumerate(packed.layout):
-        if g >= 0:
-            groups.setdefault(g, []).append(i)
-    pieces = {
-        g: [encode(leaves[i], packed.flats[g].dtype) for i in ix]
-        for g, ix in groups.items()
-    }
-    flats = [jnp.concatenate([p.ravel() for p in ps]) for ps in pieces.values()]
-    flats = jax.lax.optimization_barrier(flats)
-    for (g, ix), flat in zip(groups.items(), flats):
-        start = 0
-        for i, p in zip(ix, pieces[g]):
-            piece = flat[start : start + p.size].reshape(p.shape)
-            leaves[i] = decode(piece, leaves[i].dtype)
-            start += p.size
-    return jax.tree.unflatten(treedef, leaves)
+    values applied) computed together: packed again as `packed` is, the flat
+    vectors behind an optimisation barrier, and unpacked. Everything small the
+    step reads is then read in one fused pass before anything else: on an
+    accelerator neither a kernel per value reads them, nor copies keep the
+    donated packed vectors alive until later reads (the step writes the new
+    ones into their buffers). The values are the same, bit for bit."""
+    again = pack(contents, like=packed)
+    flats = tuple(jax.lax.optimization_barrier(list(again.flats)))
+    return unpack(dataclasses.replace(again, flats=flats))
 
 
 class TowerState(eqx.Module):

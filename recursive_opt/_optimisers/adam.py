@@ -218,12 +218,13 @@ class Adam(AbstractElementwiseOptimiser):
             l_hat = bias_correction(s[1], long, count)
             var = v_hat - l_hat * l_hat
             sure = var <= 0  # the long mean is all of the second moment
+            safe_var = jnp.where(sure, 1, var)
             k = z * z * (1 - long) / (1 + long)
-            q = jnp.where(sure, 1, l_hat * l_hat / (k * jnp.where(sure, 1, var)))
+            q = jnp.where(sure, 1, l_hat * l_hat / (k * safe_var))
             says_cut = l_hat > 0  # a positive step lowers the coordinate
             cut = (step > 0) & late
             factor = jnp.where(cut, jnp.where(says_cut, jnp.minimum(q, 1), 0), factor)
-            dq = jnp.where(says_cut & ~sure & (q < 1), -q / jnp.where(sure, 1, var), 0)
+            dq = jnp.where(says_cut & ~sure & (q < 1), -q / safe_var, 0)
             slope = jnp.where(cut, dq, slope)
         return factor.astype(step.dtype), slope.astype(step.dtype)
 
