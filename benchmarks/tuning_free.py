@@ -902,7 +902,7 @@ def _lr_only(lr):  # level 1 of the default: lr alone tuned, one per leaf
 
 
 CLIP = ro.Stack[3](ro.Adam()).levels[1].clip  # the default's, over Adam: (-2, None)
-GATE = ro.Stack[3](ro.Adam()).levels[1].gate  # level 2's, over Adam: (0.9, 100)
+GATE = ro.Stack[3](ro.Adam()).levels[1].gate  # level 2's, over Adam: (0.9, 100, 1.0)
 
 
 def _upper(lr, b2=0.99, b1=0.9, clip=CLIP, gate=None):
@@ -1021,8 +1021,15 @@ def ablation() -> dict:
                 warmup_shape=s,
             ).as_optax()
         ),
-        "level 2's raises ungated (the previous default)": lambda lr: ro.Stack(
+        "level 2 ungated (the default of 2026-12-03)": lambda lr: ro.Stack(
             _lr_only(lr), _level2(gate=None), _upper(0.01), warmup=w, warmup_shape=s
+        ).as_optax(),
+        "level 2's cuts untested (the previous default)": lambda lr: ro.Stack(
+            _lr_only(lr),
+            _level2(gate=(0.9, 100)),
+            _upper(0.01),
+            warmup=w,
+            warmup_shape=s,
         ).as_optax(),
         "SGD-momentum tower, level-2 b1 0": lambda lr: _sgd_level2(lr, 0.0),
         "SGD-momentum tower, level-2 b1 0.5": lambda lr: _sgd_level2(lr, 0.5),

@@ -99,8 +99,9 @@ class Stack(eqx.Module):
     0.9 and b2 = 0.99 fixed; level 2's b1 is 0.5 unless `opt` is an `SGD` or
     the scheme not `OneStep`, and in that case each upper level raises the log
     lr below by at most twice its own lr a step, `clip=(-2.0, None)`, and cuts
-    it freely; level 2 gates its raises by its signal's certainty after its
-    first 100 steps, `gate=(0.9, 100)`), and
+    it freely; after its first 100 steps level 2 raises as fast as its signal
+    is sure of it and cuts once a 100-step mean says cut by a standard error,
+    `gate=(0.9, 100, 1.0)`), and
     level 1's step warmed up over 100 steps, geometrically (300 steps, linearly,
     when `opt` is an `SGD` and the scheme `OneStep`; linearly with other
     schemes; see `_defaults.py` for why). It is tuning-free when `opt`

@@ -40,9 +40,10 @@ def test_default_levels():
     # an adaptive level 1 with OneStep only.
     assert [o.clip for o in upper] == [(-2.0, None)] * 3
     assert [o.clip for o in sgd_upper] == [None, None]
-    # Level 2's raises gated by the signal's certainty after its 100th step, in
-    # the same case only.
-    assert [o.gate for o in upper] == [(0.9, 100), None, None]
+    # After its 100th step level 2's raises gated by the signal's certainty and
+    # its cuts by a test of a 100-step mean (one standard error), in the same
+    # case only.
+    assert [o.gate for o in upper] == [(0.9, 100, 1.0), None, None]
     assert [o.gate for o in sgd_upper] == [None, None]
     rt = ro.Stack[2](ro.Adam(), hypergradient=ro.RealTime(0.9)).levels[1]
     assert float(rt.b1.value) == pytest.approx(0.9) and rt.clip is None
