@@ -49,7 +49,10 @@ net on waves, a bag-of-embeddings classifier). `--tasks fresh3` runs four writte
 after every default was chosen (a residual MLP, a multi-label MLP, a
 sine-activation network on a 2-D field, a wide ReLU MLP), `--tasks fresh4` four
 of new kinds (a VAE, a dropout MLP, a GRU, a Huber regression on heavy-tailed
-noise). `--rules` prints only a
+noise). `--tasks fresh5` four more of new kinds, written on 2026-12-05 (a
+physics-informed ODE, whose loss goes through the network's second derivative;
+a contrastive InfoNCE encoder; a pairwise ranking loss; two heads on one trunk
+whose losses differ in gradient scale). `--rules` prints only a
 table of `Stack[3]` over each level-1 rule of the catalogue (Adam and SGD with and
 without momentum, RMSProp, AdaGrad) next to the best of each rule's own grid.
 `--seed N` draws the batches with seed N (the tables use 1); `--seeds 1,2,3`
@@ -827,6 +830,118 @@ def huber_task(features: int = 40):
     )  # fmt: skip
 
 
+def pinn_task(width: int = 32):
+    """A physics-informed 1-32-32-1 tanh network: u'' = -(2 pi)^2 sin(2 pi x) on
+    (0, 1) with u(0) = u(1) = 0 (solution sin(2 pi x)), the residual (scaled by
+    1 / (2 pi)^2) at each batch's collocation points plus the boundary terms:
+    a loss through the network's second derivative in its input."""
+    rng = np.random.default_rng(127)
+    x = rng.uniform(0, 1, (2400, 1)).astype(np.float32)
+    y = np.sin(2 * np.pi * x).astype(np.float32)
+    params = init_mlp(jr.key(131), (1, width, width, 1))
+    u = lambda p, s: mlp(p, s[None, None])[0, 0]  # noqa: E731
+    u_xx = jax.vmap(jax.grad(jax.grad(u, 1), 1), (None, 0))
+    k = (2 * np.pi) ** 2
+
+    def loss(p, b):
+        s = b[0][:, 0]
+        residual = (u_xx(p, s) + k * jnp.sin(2 * np.pi * s)) / k
+        edges = mlp(p, jnp.array([[0.0], [1.0]]))
+        return jnp.mean(residual**2) + jnp.sum(edges**2)
+
+    return Task(
+        "physics-informed ODE", (x[:2000], y[:2000]), (x[2000:], y[2000:]),
+        params, loss, lambda p, b: jnp.mean((mlp(p, b[0]) - b[1]) ** 2),
+        "test MSE to the solution", 64,
+    )  # fmt: skip
+
+
+def contrastive_task(dim: int = 16, temperature: float = 0.2):
+    """A 64-128-16 ReLU encoder on digits trained with InfoNCE (symmetric,
+    temperature 0.2) between two noisy views of each image (Gaussian noise, sd
+    0.2, drawn per batch): a loss over the pairs within a batch."""
+    d = ro.load_digits()
+    params = init_mlp(jr.key(137), (64, 128, dim))
+    relu_mlp = functools.partial(mlp, activation=jax.nn.relu)
+
+    def info_nce(p, x):
+        k1, k2 = jr.split(_key_of(x))
+        views = [x + 0.2 * jr.normal(k, x.shape) for k in (k1, k2)]
+        a, c = (relu_mlp(p, v) for v in views)
+        a = a / jnp.linalg.norm(a, axis=-1, keepdims=True).clip(1e-6)
+        c = c / jnp.linalg.norm(c, axis=-1, keepdims=True).clip(1e-6)
+        logits = a @ c.T / temperature
+        labels = jnp.arange(len(x))
+        return (_ce(logits, labels) + _ce(logits.T, labels)) / 2
+
+    return Task(
+        "contrastive encoder", d.train, d.test, params,
+        lambda p, b: info_nce(p, b[0]), lambda p, b: info_nce(p, b[0]),
+        "test InfoNCE", 64,
+    )  # fmt: skip
+
+
+def ranking_task(features: int = 20):
+    """A pairwise ranking (RankNet) loss: a 20-32-1 tanh scorer applied to both
+    items of a pair, logistic loss on which ranks higher under a hidden
+    nonlinear utility with noise; the metric is the test pairs' accuracy."""
+    rng = np.random.default_rng(139)
+    n = 3000
+    a, b = (rng.normal(size=(n, features)) for _ in range(2))
+    w = rng.normal(size=features) / np.sqrt(features)
+    util = lambda z: np.tanh(z @ w) + 0.3 * np.sin(2 * z[:, 0])  # noqa: E731
+    y = (util(a) - util(b) + 0.1 * rng.normal(size=n) > 0).astype(np.float32)
+    x = np.concatenate([a, b], 1).astype(np.float32)
+    params = init_mlp(jr.key(149), (features, 32, 1))
+
+    def margin(p, x):
+        return (mlp(p, x[:, :features]) - mlp(p, x[:, features:]))[:, 0]
+
+    return Task(
+        "pairwise ranking", (x[:2500], y[:2500]), (x[2500:], y[2500:]), params,
+        lambda p, b: optax.sigmoid_binary_cross_entropy(margin(p, b[0]), b[1]).mean(),
+        lambda p, b: jnp.mean((margin(p, b[0]) > 0) == (b[1] > 0.5)),
+        "test pair accuracy", 64,
+    )  # fmt: skip
+
+
+def multitask_task(hidden: int = 64):
+    """A shared 64-64 tanh trunk on digits with two heads: the class (cross
+    entropy) and the image's eight row sums of pixel values in 0..16 (mean
+    squared error, targets up to about 100): two losses of very different
+    gradient scales through one trunk."""
+    d = ro.load_digits()
+
+    def targets(data):
+        x, labels = data
+        sums = 16 * x.reshape(-1, 8, 8).sum(-1)
+        return x, np.concatenate([labels[:, None], sums], 1).astype(np.float32)
+
+    keys = jr.split(jr.key(151), 3)
+    params = {
+        "trunk": init_mlp(keys[0], (64, hidden))[0],
+        "cls": init_mlp(keys[1], (hidden, 10))[0],
+        "reg": init_mlp(keys[2], (hidden, 8))[0],
+    }
+
+    def heads(p, x):
+        h = jnp.tanh(x @ p["trunk"]["w"] + p["trunk"]["b"])
+        return h @ p["cls"]["w"] + p["cls"]["b"], h @ p["reg"]["w"] + p["reg"]["b"]
+
+    def loss(p, b):
+        logits, sums = heads(p, b[0])
+        labels = b[1][:, 0].astype(jnp.int32)
+        return _ce(logits, labels) + jnp.mean((sums - b[1][:, 1:]) ** 2)
+
+    return Task(
+        "multi-task digits", targets(d.train), targets(d.test), params, loss,
+        lambda p, b: jnp.mean(
+            jnp.argmax(heads(p, b[0])[0], -1) == b[1][:, 0].astype(jnp.int32)
+        ),
+        "test accuracy", 64,
+    )  # fmt: skip
+
+
 TASKS = {
     "digits": digits_task,
     "cancer": breast_cancer_task,
@@ -894,6 +1009,17 @@ FRESH4_TASKS = {
     "dropout": dropout_task,
     "gru": gru_task,
     "huber": huber_task,
+}
+# Four more, written on 2026-12-05 before any run and used for no choice, of
+# kinds none of the above has (`--tasks fresh5`): a loss through the network's
+# second derivative (a physics-informed ODE), a loss over the pairs within a
+# batch (InfoNCE), a pairwise (siamese) ranking loss, two heads whose losses
+# differ in gradient scale: an out-of-sample check of level 2's cut test.
+FRESH5_TASKS = {
+    "pinn": pinn_task,
+    "contrastive": contrastive_task,
+    "ranking": ranking_task,
+    "multitask": multitask_task,
 }
 
 
@@ -1150,6 +1276,7 @@ def main():
         "fresh2": list(FRESH2_TASKS),
         "fresh3": list(FRESH3_TASKS),
         "fresh4": list(FRESH4_TASKS),
+        "fresh5": list(FRESH5_TASKS),
     }
     keys = [k for key in args.tasks.split(",") for k in groups.get(key, [key])]
     makers = {
@@ -1161,11 +1288,12 @@ def main():
         **FRESH2_TASKS,
         **FRESH3_TASKS,
         **FRESH4_TASKS,
+        **FRESH5_TASKS,
     }
     if unknown := [k for k in keys if k not in makers]:
         parser.error(
             f"unknown task(s) {unknown}; known: all, heldout, probes, fresh, fresh2, "
-            f"fresh3, fresh4, "
+            f"fresh3, fresh4, fresh5, "
             f"{list(makers)}"
         )
     abl = {} if args.no_ablation else ablation()
