@@ -44,6 +44,70 @@ def test_tower_in_optax_chain(getkey):
         ro.hyperparams((state, state))
 
 
+def test_tower_under_apply_if_finite_skips_a_nan_step(getkey):
+    """Under `optax.apply_if_finite` a step with non-finite gradients changes
+    nothing (zero updates, the tower's state as it was), and the run goes on
+    exactly as a tower that never saw it."""
+    tower = ro.Stack[2](ro.Adam(0.02))
+    tx = optax.apply_if_finite(tower.as_optax(), max_consecutive_errors=3)
+    params = ref_params = logistic.init(getkey())
+    state, ref_state = tx.init(params), tower.init(params)
+    step = jax.jit(tx.update)
+    for t in range(6):
+        grads = jax.grad(logistic.loss)(params)
+        if t == 3:
+            leaves, treedef = jax.tree.flatten(grads)
+            bad = treedef.unflatten([jnp.full_like(leaves[0], jnp.nan), *leaves[1:]])
+            updates, new_state = step(bad, state, params)
+            assert all(np.all(u == 0) for u in jax.tree.leaves(updates))
+            assert not bool(new_state.last_finite)
+            chex.assert_trees_all_equal(
+                ro.hyperparams(new_state), ro.hyperparams(state)
+            )
+            state = new_state
+        updates, state = step(grads, state, params)
+        params = optax.apply_updates(params, updates)
+        ref_updates, ref_state = tower.update(grads, ref_state, ref_params)
+        ref_params = optax.apply_updates(ref_params, ref_updates)
+    # A jitted program against the eager tower: equal up to float64 rounding.
+    chex.assert_trees_all_close(params, ref_params, rtol=1e-9, atol=1e-12)
+    chex.assert_trees_all_close(
+        ro.hyperparams(state), ro.hyperparams(ref_state), rtol=1e-9
+    )
+    assert ro.hyperparams(state)[0]["lr"] != pytest.approx(0.02)
+
+
+def test_tower_under_multisteps_steps_on_the_mean_gradient(getkey):
+    """`optax.MultiSteps(tower.as_optax(), 2)` (gradient accumulation) equals the
+    tower stepped every second mini-step on the two gradients' mean."""
+    tower = ro.Stack[2](ro.SGD(0.05, momentum=0.9))
+    # optax accumulates in float32 unless told: float64 here, as the parameters.
+    tx = optax.MultiSteps(tower.as_optax(), 2, accumulator_dtype=jnp.float64)
+    params = ref_params = logistic.init(getkey())
+    state, ref_state = tx.init(params), tower.init(params)
+    step, ref_step = jax.jit(tx.update), jax.jit(tower.as_optax().update)
+    pending = []
+    for t in range(8):
+        grads = jax.tree.map(
+            lambda g: g * (1.0 + 0.5 * (t % 2)), jax.grad(logistic.loss)(params)
+        )
+        updates, state = step(grads, state, params)
+        params = optax.apply_updates(params, updates)
+        pending.append(grads)
+        if t % 2 == 0:
+            assert all(np.all(u == 0) for u in jax.tree.leaves(updates))
+            continue
+        mean = jax.tree.map(lambda a, b: (a + b) / 2, *pending)
+        pending = []
+        ref_updates, ref_state = ref_step(mean, ref_state, ref_params)
+        ref_params = optax.apply_updates(ref_params, ref_updates)
+        chex.assert_trees_all_close(params, ref_params, rtol=1e-12)
+    chex.assert_trees_all_close(
+        ro.hyperparams(state), ro.hyperparams(ref_state), rtol=1e-12
+    )
+    assert ro.hyperparams(state)[0]["lr"] != pytest.approx(0.05)
+
+
 def test_as_optax_is_plain_closures():
     """A bound method of an eqx.Module flattens to the module's arrays, which Flax
     NNX refuses as static data; plain closures are opaque leaves."""
