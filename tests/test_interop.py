@@ -107,6 +107,36 @@ def test_tower_under_multisteps_steps_on_the_mean_gradient(getkey):
     assert ro.hyperparams(state)[0]["lr"] != pytest.approx(0.05)
 
 
+def test_tower_on_part_of_the_model_under_multi_transform(getkey):
+    """`optax.multi_transform` with a tower on some arrays and optax's Adam on
+    the rest equals the tower run on those arrays alone beside Adam on the
+    others: the tower's hypergradients see only its own arrays."""
+    tower = ro.Stack[3](ro.Adam(0.02))
+    labels = {"w": "tower", "b": "adam"}
+    tx = optax.multi_transform(
+        {"tower": tower.as_optax(), "adam": optax.adam(0.01)}, labels
+    )
+    params = logistic.init(getkey())
+    state = tx.init(params)
+    ref_w, ref_b = {"w": params["w"]}, {"b": params["b"]}
+    tower_tx, adam = tower.as_optax(), optax.adam(0.01)
+    ref_tower, ref_adam = tower_tx.init(ref_w), adam.init(ref_b)
+    step = jax.jit(tx.update)
+    tower_step, adam_step = jax.jit(tower_tx.update), jax.jit(adam.update)
+    for _ in range(6):
+        grads = jax.grad(logistic.loss)(params)
+        updates, state = step(grads, state, params)
+        params = optax.apply_updates(params, updates)
+        u_w, ref_tower = tower_step({"w": grads["w"]}, ref_tower, ref_w)
+        u_b, ref_adam = adam_step({"b": grads["b"]}, ref_adam, ref_b)
+        ref_w, ref_b = optax.apply_updates(ref_w, u_w), optax.apply_updates(ref_b, u_b)
+    chex.assert_trees_all_close(params, {**ref_w, **ref_b}, rtol=1e-12)
+    lrs = ro.hyperparams(state)[0]["lr"]
+    chex.assert_trees_all_close(lrs["w"], ro.hyperparams(ref_tower)[0]["lr"]["w"])
+    assert isinstance(lrs["b"], optax.MaskedNode)  # not the tower's
+    assert lrs["w"] != pytest.approx(0.02)
+
+
 def test_as_optax_is_plain_closures():
     """A bound method of an eqx.Module flattens to the module's arrays, which Flax
     NNX refuses as static data; plain closures are opaque leaves."""
