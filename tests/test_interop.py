@@ -37,11 +37,26 @@ def test_tower_in_optax_chain(getkey):
         ref_updates, ref_state = tower.update(ref_grads, ref_state, ref_params)
         ref_params = optax.apply_updates(ref_params, ref_updates)
     chex.assert_trees_all_close(params, ref_params, rtol=1e-9)
-    assert ro.hyperparams(state[1])[0]["lr"] != pytest.approx(0.05)
+    assert _moved(ro.hyperparams(state[1])[0]["lr"], 0.05)
     # The chain's state holds one tower's: hyperparams finds it.
     chex.assert_trees_all_equal(ro.hyperparams(state), ro.hyperparams(state[1]))
     with pytest.raises(ValueError, match="holds 2 towers' states"):
         ro.hyperparams((state, state))
+
+
+def _assert_same_run(params, state, ref_params, ref_state):
+    """Two runs of one tower agree: parameters and every level's
+    hyperparameters."""
+    chex.assert_trees_all_close(params, ref_params, rtol=1e-12)
+    chex.assert_trees_all_close(
+        ro.hyperparams(state), ro.hyperparams(ref_state), rtol=1e-12
+    )
+
+
+def _moved(lrs, lr0) -> bool:
+    """Every learning rate in `lrs` (a value or a tree of them) has left its
+    start `lr0`: the run tuned something."""
+    return all(float(v) != pytest.approx(lr0) for v in jax.tree.leaves(lrs))
 
 
 def test_tower_under_apply_if_finite_skips_a_nan_step(getkey):
@@ -69,11 +84,8 @@ def test_tower_under_apply_if_finite_skips_a_nan_step(getkey):
         params = optax.apply_updates(params, updates)
         ref_updates, ref_state = ref_step(grads, ref_state, ref_params)
         ref_params = optax.apply_updates(ref_params, ref_updates)
-    chex.assert_trees_all_close(params, ref_params, rtol=1e-12)
-    chex.assert_trees_all_close(
-        ro.hyperparams(state), ro.hyperparams(ref_state), rtol=1e-12
-    )
-    assert ro.hyperparams(state)[0]["lr"] != pytest.approx(0.02)
+    _assert_same_run(params, state, ref_params, ref_state)
+    assert _moved(ro.hyperparams(state)[0]["lr"], 0.02)
 
 
 def test_tower_under_multisteps_steps_on_the_mean_gradient(getkey):
@@ -100,11 +112,8 @@ def test_tower_under_multisteps_steps_on_the_mean_gradient(getkey):
         pending = []
         ref_updates, ref_state = ref_step(mean, ref_state, ref_params)
         ref_params = optax.apply_updates(ref_params, ref_updates)
-        chex.assert_trees_all_close(params, ref_params, rtol=1e-12)
-    chex.assert_trees_all_close(
-        ro.hyperparams(state), ro.hyperparams(ref_state), rtol=1e-12
-    )
-    assert ro.hyperparams(state)[0]["lr"] != pytest.approx(0.05)
+        _assert_same_run(params, state, ref_params, ref_state)
+    assert _moved(ro.hyperparams(state)[0]["lr"], 0.05)
 
 
 def test_tower_on_part_of_the_model_under_multi_transform(getkey):
@@ -134,7 +143,7 @@ def test_tower_on_part_of_the_model_under_multi_transform(getkey):
     lrs = ro.hyperparams(state)[0]["lr"]
     chex.assert_trees_all_close(lrs["w"], ro.hyperparams(ref_tower)[0]["lr"]["w"])
     assert isinstance(lrs["b"], optax.MaskedNode)  # not the tower's
-    assert lrs["w"] != pytest.approx(0.02)
+    assert _moved(lrs["w"], 0.02)
 
 
 def test_as_optax_is_plain_closures():
