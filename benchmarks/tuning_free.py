@@ -863,13 +863,12 @@ def contrastive_task(dim: int = 16, temperature: float = 0.2):
     d = ro.load_digits()
     params = init_mlp(jr.key(137), (64, 128, dim))
     relu_mlp = functools.partial(mlp, activation=jax.nn.relu)
+    unit = lambda z: z / jnp.linalg.norm(z, axis=-1, keepdims=True).clip(1e-6)  # noqa: E731
 
     def info_nce(p, x):
         k1, k2 = jr.split(_key_of(x))
         views = [x + 0.2 * jr.normal(k, x.shape) for k in (k1, k2)]
-        a, c = (relu_mlp(p, v) for v in views)
-        a = a / jnp.linalg.norm(a, axis=-1, keepdims=True).clip(1e-6)
-        c = c / jnp.linalg.norm(c, axis=-1, keepdims=True).clip(1e-6)
+        a, c = (unit(relu_mlp(p, v)) for v in views)
         logits = a @ c.T / temperature
         labels = jnp.arange(len(x))
         return (_ce(logits, labels) + _ce(logits.T, labels)) / 2
