@@ -157,6 +157,41 @@ these reasons:
   at step 101 in both, lrs of 1.9 and 4.1 on its weights, from which the two
   recover differently). Training runs are mostly longer than 400 steps, so
   the test is the default.
+- Since 2026-12-05 (evening) level 1's lr, in the same case and unless the
+  user declared it (`ro.hyper`), is bounded above by 1, or by its start where
+  that is higher (`bounds=(None, 1.0)`; `lr_ceiling`): the tower cuts it
+  freely but never raises it past that. An adaptive step moves each coordinate
+  by about its lr, so 1 is a step the size of a typical parameter, and it is
+  the top of the range a start is corrected from. Above it the lr got there by
+  the one-step signal alone, which cannot see what lies past the next step:
+  where the towers went above 1 it was to an edge of stability (least squares'
+  lr at 1.9-3.3 from starts of 0.12-0.35: worst 7.3x and 37x tuned Adam's loss;
+  full-batch digits' weights at 1.9 and 4.1 before a blow-up: 388x) or into
+  saturated units (a tanh network's lrs at 2.5-6.8 on unnormalised targets).
+  The bound is on the lr before the warm-up's factor, so during the warm-up
+  it also caps the step taken at the factor (the reported lrs that rose above
+  1 to make up for the ramp now stop at 1; a bound on the step taken was not
+  measured). Over 400 steps, 31 tasks x 3 seeds x 12 starts: 152 of 186
+  targets against 150, geometric means of the medians 1.19x tuned Adam's
+  loss against 1.21x and of the worst cases 1.90x against 2.26x (least
+  squares' worst 1.2-1.9x against 2.9-37x, full-batch digits' seed-3 47x
+  against 388x, the bag-of-embeddings classifier's medians 8-58x against
+  24-256x); `Stack[3](Adam())` below prodigy on 67 of 93 task-seeds (69).
+  The price is the matrix factorisation from near its saddle, whose lrs,
+  stopped at 1 on the climb, settle lower afterwards (medians 3.1-7.1x
+  against 1.5-3.8x). On the
+  twelve tasks of `--tasks fresh3,fresh4,fresh5`, three seeds: 63 of 72 either
+  way, geometric means 0.91x / 1.44x against 0.90x / 1.52x. Over 1600 steps,
+  39 tasks, seed 1: 66 of 78 targets against 65, geometric means 1.18x / 1.44x
+  against 1.18x / 1.69x (Rosenbrock's worst 1.0x against 36x, the adding RNN's
+  15x against 36x, iris's 40x against 137x; digits on batches of 4 2.0x
+  against 1.6x). It does not cure saturation: tanh networks on unnormalised
+  targets (`--tasks raw`: diabetes' raw targets, 1.5-3.9x tuned Adam's loss;
+  the two heads of `--tasks fresh5`) saturate with lrs below 1 too. A bound
+  of 0.1 holds most of them (6 probes x 3 seeds: 30 of 36 targets against 21;
+  the two heads 0.14-0.22x) but costs wherever an lr above 0.1 is needed
+  (least squares 24x, digits' worst 28x, the CNN 2-4x; 141 of 186 targets):
+  an absolute bound cannot serve both.
 - b2 = 0.99 at the upper levels: hypergradients shrink by orders of magnitude as
   training converges, and a shorter second-moment memory than Adam's usual 0.999
   follows them. Measured: about neutral against 0.999, better than 0.9 or 0.95
@@ -234,6 +269,7 @@ these reasons:
 import dataclasses
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 
 from ._hyper import TRANSFORMS, fixed, hyper_fields
@@ -244,6 +280,7 @@ from ._optimisers.sgd import SGD
 LEVEL2_LR = 0.1
 HIGHER_LR = 0.01
 TOWER_LR = 1e-2  # where `Stack[d](opt)` starts an lr the user did not give
+LR_CEILING = 1.0  # above which `Stack[d](opt)` raises no adaptive level 1's lr
 UPPER_B1 = 0.9
 LEVEL2_B1 = 0.5  # over an adaptive level 1 with `OneStep`
 UPPER_CLIP = (-2.0, None)  # each upper level's normalised step, in that case:
@@ -319,7 +356,7 @@ def default_levels(
     level1 = learning_rate_only(opt, per_leaf=one_step)
     adaptive = adaptive_one_step(opt, one_step)
     if adaptive:
-        level1 = tower_start(level1)
+        level1 = lr_ceiling(tower_start(level1))
     return (level1, *(upper_level(k, adaptive) for k in range(2, depth + 1)))
 
 
@@ -331,3 +368,18 @@ def tower_start(opt: AbstractOptimiser) -> AbstractOptimiser:
         return opt
     raw = jnp.full_like(lr.raw, TRANSFORMS[lr.transform].inverse(TOWER_LR))
     return eqx.tree_at(lambda o: o.lr.raw, opt, raw)
+
+
+def lr_ceiling(opt: AbstractOptimiser) -> AbstractOptimiser:
+    """`opt` with an undeclared, tuned, unbounded lr bounded above by
+    `LR_CEILING`, or by its start where that is higher (a start the tower
+    cannot read, a traced one, is bounded by `LR_CEILING`)."""
+    lr = hyper_fields(opt).get("lr")
+    if lr is None or not lr.tune or lr.declared or lr.bounds is not None:
+        return opt
+    high = LR_CEILING
+    if not any(isinstance(r, jax.core.Tracer) for r in jax.tree.leaves(lr.raw)):
+        start = max(float(jnp.max(v)) for v in jax.tree.leaves(lr.value))
+        high = max(high, start)
+    bounded = dataclasses.replace(lr, bounds=(None, high))
+    return eqx.tree_at(lambda o: o.lr, opt, bounded)

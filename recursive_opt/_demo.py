@@ -147,7 +147,9 @@ def lr_sweep(args, progress: bool = True) -> dict:
     """`recursive-opt sweep`: final loss vs initial lr, one `ro.sweep` per height."""
     data = load_digits()
     lrs = np.logspace(np.log10(args.lr_min), np.log10(args.lr_max), args.num)
-    base = Adam(1e-3) if args.optimiser == "adam" else SGD(1e-2)
+    # Built at the largest start: a default tower bounds Adam's lr by 1 or its
+    # start, whichever is higher (members start from `over`).
+    base = Adam(float(lrs.max())) if args.optimiser == "adam" else SGD(1e-2)
     finals = {}
     for height in args.heights:
         tower = Stack[height](base, tie=args.tie)

@@ -94,7 +94,9 @@ class Stack(eqx.Module):
     the top level's hyperparameters are fixed. `Stack[d](opt)` is the tuning-free
     default: `opt` at level 1 with its learning rate tuned (other hyperparameters
     stay fixed unless declared with `ro.hyper`; an `Adam()` given no lr starts
-    at 1e-2 with `OneStep`, see `ro.Adam`), `Adam(0.1)` at level 2 and
+    at 1e-2 with `OneStep`, see `ro.Adam`; with `OneStep` an adaptive rule's
+    lr is never raised above 1, or above its start where that is higher,
+    `bounds=(None, 1.0)`), `Adam(0.1)` at level 2 and
     `Adam(0.01)` above, each on the log learning rate of the level below (b1 =
     0.9 and b2 = 0.99 fixed; level 2's b1 is 0.5 unless `opt` is an `SGD` or
     the scheme not `OneStep`, and in that case each upper level raises the log

@@ -98,6 +98,18 @@ def _check_values(tower, model: Model, over: dict, level: int):
                 f"over[{name!r}] has values {bad.tolist()} outside the valid range "
                 f"({t.valid_range}) of the {fields[name].transform!r} transform."
             )
+        lo, hi = fields[name].bounds or (None, None)
+        outside = arr[
+            (arr < (-np.inf if lo is None else lo))
+            | (arr > (np.inf if hi is None else hi))
+        ]
+        if outside.size:
+            raise ValueError(
+                f"over[{name!r}] has values {outside.tolist()} outside the bounds "
+                f"{(lo, hi)} of level {level}'s {name!r} (`Stack[d](opt)` bounds "
+                "an lr it tunes by 1 or its start, whichever is higher): build the "
+                "tower at the largest value, or declare its bounds with `ro.hyper`."
+            )
         if size is not None and len(arr) != size:
             raise ValueError(
                 "Every array in `over` (and `seeds`) must have the same length."

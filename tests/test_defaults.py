@@ -45,9 +45,20 @@ def test_default_levels():
     # case only.
     assert [o.gate for o in upper] == [(0.9, 100, 1.0), None, None]
     assert [o.gate for o in sgd_upper] == [None, None]
+    # An adaptive level 1's undeclared lr is bounded above by 1 or its start, in
+    # the same case only.
+    assert bottom.lr.bounds == (None, 1.0)
+    assert ro.Stack[3](ro.Adam(3.0)).levels[0].lr.bounds == (None, 3.0)
+    assert ro.Stack[3](ro.RMSProp()).levels[0].lr.bounds == (None, 1.0)
+    assert sgd.lr.bounds is None
+    assert ro.Stack[3](ro.Adam(ro.hyper(1e-3))).levels[0].lr.bounds is None
     rt = ro.Stack[2](ro.Adam(), hypergradient=ro.RealTime(0.9)).levels[1]
     assert float(rt.b1.value) == pytest.approx(0.9) and rt.clip is None
     assert rt.gate is None
+    assert (
+        ro.Stack[2](ro.Adam(), hypergradient=ro.RealTime(0.9)).levels[0].lr.bounds
+        is None
+    )
 
 
 def test_declared_hyperparameters_stay_tuned():
@@ -274,6 +285,37 @@ def test_default_upper_level_bounds_raises_of_the_lr_not_cuts():
     steps = np.diff(np.asarray(raws), axis=0)
     assert steps.max() == pytest.approx(0.2, rel=1e-9)
     assert -steps.min() > 0.25
+
+
+def test_default_tower_raises_no_lr_above_1_or_its_start():
+    """On a linear loss the one-step signal says "raise" every step: the default
+    tower's lrs climb to their ceiling, 1 (or a higher start, traced or not), and
+    stay there, while a declared lr (no ceiling) climbs past it."""
+    params = {"w": jnp.zeros(3), "b": jnp.zeros(())}
+    grads = {"w": -jnp.ones(3), "b": -jnp.ones(())}  # of -sum(params)
+
+    def lrs(tower, steps=150):
+        def body(state, _):
+            _, state = tower.update(grads, state, params)
+            return state, jnp.stack(jax.tree.leaves(ro.hyperparams(state)[0]["lr"]))
+
+        return jax.lax.scan(body, tower.init(params), None, steps)[1]
+
+    def run(tower):
+        return np.asarray(jax.jit(lambda: lrs(tower))())
+
+    default = run(ro.Stack[2](ro.Adam(0.1)))
+    assert default.max() == pytest.approx(1.0, rel=1e-6)
+    np.testing.assert_allclose(default[-1], 1.0, rtol=1e-6)
+    assert np.all(np.diff(default[:10], axis=0) > 0)  # it was climbing
+    high = run(ro.Stack[2](ro.Adam(3.0)))
+    assert high.max() == pytest.approx(3.0, rel=1e-6)
+    traced = jax.jit(jax.vmap(lambda lr: lrs(ro.Stack[2](ro.Adam(lr)))))(
+        jnp.array([0.1, 3.0])
+    )
+    assert np.asarray(traced).max() == pytest.approx(1.0, rel=1e-6)  # ceiling 1
+    declared = run(ro.Stack[2](ro.Adam(ro.hyper(0.1, per="leaf"))))
+    assert declared[-1].min() > 2.0
 
 
 @pytest.mark.parametrize("shape", ["linear", "geometric"])

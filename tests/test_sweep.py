@@ -172,6 +172,29 @@ def test_sweep_errors(kwargs, match):
         )
 
 
+@pytest.mark.parametrize(
+    "tower, hi",
+    [
+        (ro.Stack[2](ro.Adam(0.1)), 1.0),  # the default's ceiling on its lr
+        (ro.Stack[2](ro.Adam(ro.hyper(0.1, bounds=(None, 0.5)))), 0.5),
+    ],
+    ids=["default_ceiling", "declared"],
+)
+def test_sweep_values_outside_a_bound_are_refused_not_clipped(tower, hi):
+    with pytest.raises(
+        ValueError, match=rf"values \[2.0\] outside the bounds \(None, {hi}\)"
+    ):
+        ro.sweep(
+            linear_loss,
+            linear_params(),
+            tower,
+            QUAD.train,
+            steps=2,
+            progress=False,
+            over={"lr": [0.25, 2.0]},
+        )
+
+
 def test_tied_towers_have_one_level():
     with pytest.raises(ValueError, match="tied tower has one shared set"):
         ro.sweep(
@@ -228,7 +251,7 @@ SHARDED = textwrap.dedent(
         # steps amplify that to ~1e-10 after 20 steps. A wrong member would be off
         # by O(1): the lrs differ by 100x.
         np.testing.assert_allclose(many.params["w"], one.params["w"], rtol=1e-8)
-        assert len(set(many.history["level1/lr['w']"][:, -1])) == n  # members differ
+        assert len({tuple(w) for w in many.params["w"]}) == n  # members differ
     print("sharded ok")
     """
 )
