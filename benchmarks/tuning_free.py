@@ -52,7 +52,10 @@ of new kinds (a VAE, a dropout MLP, a GRU, a Huber regression on heavy-tailed
 noise). `--tasks fresh5` four more of new kinds, written on 2026-12-05 (a
 physics-informed ODE, whose loss goes through the network's second derivative;
 a contrastive InfoNCE encoder; a pairwise ranking loss; two heads on one trunk
-whose losses differ in gradient scale). `--rules` prints only a
+whose losses differ in gradient scale). `--tasks raw` five probes of unnormalised
+targets and inputs (tanh and ReLU MLPs on diabetes' raw targets, the two heads'
+regression alone, digits on raw pixels, a ReLU regression on uncentred
+targets). `--rules` prints only a
 table of `Stack[3]` over each level-1 rule of the catalogue (Adam and SGD with and
 without momentum, RMSProp, AdaGrad) next to the best of each rule's own grid.
 `--seed N` draws the batches with seed N (the tables use 1); `--seeds 1,2,3`
@@ -941,6 +944,66 @@ def multitask_task(hidden: int = 64):
     )  # fmt: skip
 
 
+def _raw_diabetes_task(activation, name: str):
+    """A 10-64-64-1 MLP on diabetes' standardised features and raw targets
+    (25-346, mean 152): targets not normalised."""
+
+    def make():
+        from sklearn.datasets import load_diabetes
+
+        data = load_diabetes()
+        x, y = data.data.astype(np.float32), data.target.astype(np.float32)[:, None]
+        x = (x - x.mean(0)) / x.std(0)
+        loss = lambda p, b: jnp.mean((mlp(p, b[0], activation) - b[1]) ** 2)  # noqa: E731
+        return Task(
+            name, (x[:350], y[:350]), (x[350:], y[350:]),
+            init_mlp(jr.key(3), (10, 64, 64, 1)), loss, loss, "test MSE", 32,
+        )  # fmt: skip
+
+    return make
+
+
+def row_sums_task():
+    """The two heads' regression alone: a 64-64-8 tanh MLP on digits fitting the
+    eight row sums of 0..16 pixel values (targets up to about 100)."""
+    d = ro.load_digits()
+
+    def targets(data):
+        return data[0], (16 * data[0].reshape(-1, 8, 8).sum(-1)).astype(np.float32)
+
+    loss = lambda p, b: jnp.mean((mlp(p, b[0]) - b[1]) ** 2)  # noqa: E731
+    return Task(
+        "row sums, tanh", targets(d.train), targets(d.test),
+        init_mlp(jr.key(4), (64, 64, 8)), loss, loss, "test MSE", 64,
+    )  # fmt: skip
+
+
+def raw_pixels_task():
+    """The digits MLP on raw pixel values 0..16 (inputs not normalised)."""
+    d = ro.load_digits()
+    scaled = lambda data: (16 * data[0], data[1])  # noqa: E731
+    loss = lambda p, b: _ce(mlp(p, b[0]), b[1])  # noqa: E731
+    return Task(
+        "digits, raw pixels", scaled(d.train), scaled(d.test),
+        init_mlp(jr.key(0), (64, 128, 10)), loss, _accuracy(mlp), "test accuracy", 128,
+    )  # fmt: skip
+
+
+def offset_task():
+    """A 4-64-64-1 ReLU MLP fitting 200 + 80 sin(a . x) + 20 x_1^2 (targets
+    about 100-400, not centred)."""
+    rng = np.random.default_rng(7)
+    x = rng.uniform(-2, 2, (1200, 4)).astype(np.float32)
+    y = 200 + 80 * np.sin(x @ np.array([1.0, -0.5, 0.7, 0.3])) + 20 * x[:, :1] ** 2
+    y = (y + 5 * rng.normal(size=(1200, 1))).astype(np.float32)
+    f = lambda p, x: mlp(p, x, jax.nn.relu)  # noqa: E731
+    loss = lambda p, b: jnp.mean((f(p, b[0]) - b[1]) ** 2)  # noqa: E731
+    return Task(
+        "offset regression, ReLU", (x[:1000], y[:1000]), (x[1000:], y[1000:]),
+        init_mlp(jr.key(5), (4, 64, 64, 1)), loss, loss, "test MSE", 32,
+    )  # fmt: skip
+
+
 TASKS = {
     "digits": digits_task,
     "cancer": breast_cancer_task,
@@ -1022,8 +1085,13 @@ FRESH5_TASKS = {
 }
 
 
-def _lr_only(lr):  # level 1 of the default: lr alone tuned, one per leaf
-    return ro.Adam(ro.hyper(lr, per="leaf"), b1=ro.fixed(0.9), b2=ro.fixed(0.999))
+CEILING = ro.Stack[3](ro.Adam()).levels[0].lr.bounds  # (None, 1.0) for starts <= 1
+
+
+def _lr_only(lr, bounds=CEILING):  # level 1 of the default: lr alone tuned, per leaf
+    return ro.Adam(
+        ro.hyper(lr, per="leaf", bounds=bounds), b1=ro.fixed(0.9), b2=ro.fixed(0.999)
+    )
 
 
 CLIP = ro.Stack[3](ro.Adam()).levels[1].clip  # the default's, over Adam: (-2, None)
@@ -1156,6 +1224,16 @@ def ablation() -> dict:
             warmup=w,
             warmup_shape=s,
         ).as_optax(),
+        "level 1's lr unbounded (the previous default)": lambda lr: ro.Stack(
+            _lr_only(lr, bounds=None), _level2(), _upper(0.01), warmup=w, warmup_shape=s
+        ).as_optax(),
+        "level 1's lr bounded by 0.1 (starts above it clipped)": lambda lr: ro.Stack(
+            _lr_only(lr, bounds=(None, 0.1)),
+            _level2(),
+            _upper(0.01),
+            warmup=w,
+            warmup_shape=s,
+        ).as_optax(),
         "SGD-momentum tower, level-2 b1 0": lambda lr: _sgd_level2(lr, 0.0),
         "SGD-momentum tower, level-2 b1 0.5": lambda lr: _sgd_level2(lr, 0.5),
         "no warm-up": lambda lr: ro.Stack(*ro.Stack[3](ro.Adam(lr)).levels).as_optax(),
@@ -1239,6 +1317,18 @@ def reference_protocol(steps: int = 600) -> list[list]:
     return rows
 
 
+# Five probes written on 2026-12-05 after the two heads failed, to see how far
+# that failure reaches (`--tasks raw`): unnormalised targets through saturating
+# (tanh) and non-saturating (ReLU) networks, and unnormalised inputs.
+RAW_TASKS = {
+    "diabetes_tanh": _raw_diabetes_task(jnp.tanh, "diabetes, raw targets, tanh"),
+    "diabetes_relu": _raw_diabetes_task(jax.nn.relu, "diabetes, raw targets, ReLU"),
+    "row_sums": row_sums_task,
+    "raw_pixels": raw_pixels_task,
+    "offset": offset_task,
+}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=400)
@@ -1276,6 +1366,7 @@ def main():
         "fresh3": list(FRESH3_TASKS),
         "fresh4": list(FRESH4_TASKS),
         "fresh5": list(FRESH5_TASKS),
+        "raw": list(RAW_TASKS),
     }
     keys = [k for key in args.tasks.split(",") for k in groups.get(key, [key])]
     makers = {
@@ -1288,11 +1379,12 @@ def main():
         **FRESH3_TASKS,
         **FRESH4_TASKS,
         **FRESH5_TASKS,
+        **RAW_TASKS,
     }
     if unknown := [k for k in keys if k not in makers]:
         parser.error(
             f"unknown task(s) {unknown}; known: all, heldout, probes, fresh, fresh2, "
-            f"fresh3, fresh4, fresh5, "
+            f"fresh3, fresh4, fresh5, raw, "
             f"{list(makers)}"
         )
     abl = {} if args.no_ablation else ablation()
