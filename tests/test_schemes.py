@@ -417,7 +417,9 @@ def test_one_step_record_dtype_stores_rounded_columns_and_stays_close_to_exact()
         return jnp.sum(jnp.sin(3 * p["w"]) ** 2) + jnp.sum((p["b"] - 1.0) ** 2)
 
     def run(scheme, steps):
-        tower = ro.Stack[2](ro.Adam(0.05), hypergradient=scheme)
+        # lr declared: no ceiling, which the lrs of this toy would reach by step 30
+        lr = ro.hyper(0.05, per="leaf")
+        tower = ro.Stack[2](ro.Adam(lr), hypergradient=scheme)
         traces = []
 
         @jax.jit
