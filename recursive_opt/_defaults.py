@@ -179,9 +179,9 @@ these reasons:
   24-256x); `Stack[3](Adam())` below prodigy on 67 of 93 task-seeds (69).
   The price is the matrix factorisation from near its saddle, whose lrs,
   stopped at 1 on the climb, settle lower afterwards (medians 3.1-7.1x
-  against 1.5-3.8x). On the
-  twelve tasks of `--tasks fresh3,fresh4,fresh5`, three seeds: 63 of 72 either
-  way, geometric means 0.91x / 1.44x against 0.90x / 1.52x. Over 1600 steps,
+  against 1.5-3.8x). On the twelve tasks of `--tasks fresh3,fresh4,fresh5`,
+  three seeds: 63 of 72 either way, geometric means 0.91x / 1.44x against
+  0.90x / 1.52x. Over 1600 steps,
   39 tasks, seed 1: 66 of 78 targets against 65, geometric means 1.18x / 1.44x
   against 1.18x / 1.69x (Rosenbrock's worst 1.0x against 36x, the adding RNN's
   15x against 36x, iris's 40x against 137x; digits on batches of 4 2.0x
