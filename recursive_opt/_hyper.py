@@ -112,6 +112,15 @@ def check_bounds(where: str, pair: Any) -> Bounds:
     return lo, hi
 
 
+def outside(values: ArrayLike, bounds: Bounds) -> np.ndarray:
+    """Where concrete `values` lie outside `bounds` (`None`: no bound that side)."""
+    lo, hi = bounds
+    values = np.asarray(values, dtype=np.float64)
+    return (values < (-np.inf if lo is None else lo)) | (
+        values > (np.inf if hi is None else hi)
+    )
+
+
 def fixed(value: ArrayLike, transform: TransformName | None = None) -> HyperSpec:
     """A hyperparameter that is never tuned: `ro.hyper(value, tune=False)`.
 
@@ -218,8 +227,7 @@ def declare(
         transform, tune, per = default_transform, default_tune, "tree"
     _check_value(owner, name, value, transform)
     if bounds is not None and not isinstance(value, jax.core.Tracer):
-        lo, hi = bounds
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
+        if np.any(outside(value, bounds)):
             raise ValueError(
                 f"{owner}: hyperparameter `{name}` = {value!r} is outside its bounds "
                 f"{bounds}. Start it within them."

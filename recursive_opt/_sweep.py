@@ -15,7 +15,7 @@ from jaxtyping import PyTree
 
 from ._checks import check_positive
 from ._driver import drive, fetch, stack_history
-from ._hyper import TRANSFORMS, hyper_fields
+from ._hyper import TRANSFORMS, hyper_fields, outside
 from ._loop import Loop, normalise_key
 from ._model import Model, _is_nnx, data_to_keys, keys_to_data
 from ._stack import Stack
@@ -98,15 +98,12 @@ def _check_values(tower, model: Model, over: dict, level: int):
                 f"over[{name!r}] has values {bad.tolist()} outside the valid range "
                 f"({t.valid_range}) of the {fields[name].transform!r} transform."
             )
-        lo, hi = fields[name].bounds or (None, None)
-        outside = arr[
-            (arr < (-np.inf if lo is None else lo))
-            | (arr > (np.inf if hi is None else hi))
-        ]
-        if outside.size:
+        bounds = fields[name].bounds or (None, None)
+        beyond = arr[outside(arr, bounds)]
+        if beyond.size:
             raise ValueError(
-                f"over[{name!r}] has values {outside.tolist()} outside the bounds "
-                f"{(lo, hi)} of level {level}'s {name!r} (`Stack[d](opt)` bounds "
+                f"over[{name!r}] has values {beyond.tolist()} outside the bounds "
+                f"{bounds} of level {level}'s {name!r} (`Stack[d](opt)` bounds "
                 "an lr it tunes by 1 or its start, whichever is higher): build the "
                 "tower at the largest value, or declare its bounds with `ro.hyper`."
             )
