@@ -907,6 +907,11 @@ def ranking_task(features: int = 20):
     )  # fmt: skip
 
 
+def _row_sums(x):
+    """The eight row sums of the digits images' pixel values 0..16 (up to ~100)."""
+    return 16 * x.reshape(-1, 8, 8).sum(-1)
+
+
 def multitask_task(hidden: int = 64):
     """A shared 64-64 tanh trunk on digits with two heads: the class (cross
     entropy) and the image's eight row sums of pixel values in 0..16 (mean
@@ -916,8 +921,7 @@ def multitask_task(hidden: int = 64):
 
     def targets(data):
         x, labels = data
-        sums = 16 * x.reshape(-1, 8, 8).sum(-1)
-        return x, np.concatenate([labels[:, None], sums], 1).astype(np.float32)
+        return x, np.concatenate([labels[:, None], _row_sums(x)], 1).astype(np.float32)
 
     keys = jr.split(jr.key(151), 3)
     params = {
@@ -969,7 +973,7 @@ def row_sums_task():
     d = ro.load_digits()
 
     def targets(data):
-        return data[0], (16 * data[0].reshape(-1, 8, 8).sum(-1)).astype(np.float32)
+        return data[0], _row_sums(data[0]).astype(np.float32)
 
     loss = lambda p, b: jnp.mean((mlp(p, b[0]) - b[1]) ** 2)  # noqa: E731
     return Task(
