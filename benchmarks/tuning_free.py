@@ -45,26 +45,29 @@ measure the defaults out of sample (a sine regression, softmax regression on 50
 classes, a ReLU MLP on two moons, a Poisson regression, a LayerNorm-GELU MLP on
 digits). `--tasks fresh2` runs four written later still, before any tower ran on
 them (a deep linear network near its saddle, an adding-problem RNN, a 1-D conv
-net on waves, a bag-of-embeddings classifier). `--tasks fresh3` runs four written
-after every default was chosen (a residual MLP, a multi-label MLP, a
+net on waves, a bag-of-embeddings classifier). `--tasks fresh3` runs four
+written after every default was chosen (a residual MLP, a multi-label MLP, a
 sine-activation network on a 2-D field, a wide ReLU MLP), `--tasks fresh4` four
 of new kinds (a VAE, a dropout MLP, a GRU, a Huber regression on heavy-tailed
 noise). `--tasks fresh5` four more of new kinds, written on 2026-12-05 (a
-physics-informed ODE, whose loss goes through the network's second derivative;
-a contrastive InfoNCE encoder; a pairwise ranking loss; two heads on one trunk
-whose losses differ in gradient scale). `--tasks raw` five probes of unnormalised
-targets and inputs (tanh and ReLU MLPs on diabetes' raw targets, the two heads'
-regression alone, digits on raw pixels, a ReLU regression on uncentred
-targets). `--rules` prints only a
-table of `Stack[3]` over each level-1 rule of the catalogue (Adam and SGD with and
-without momentum, RMSProp, AdaGrad) next to the best of each rule's own grid.
-`--seed N` draws the batches with seed N (the tables use 1); `--seeds 1,2,3`
-prints only the default towers (and, without `--no-ablation`, the ablation's
-rows) under each seed's batches, with the number of targets met over every task
-and seed (the worst case over 12 starts moves with the batches more than with
-most design choices), and a table per initial lr: where the misses are. `--row
-NAME` (repeatable) keeps only the named ablation rows (or `--seeds`' default
-towers); with `--seeds` the table then has those rows alone, e.g.
+physics-informed ODE, whose loss goes through the network's second derivative; a
+contrastive InfoNCE encoder; a pairwise ranking loss; two heads on one trunk
+whose losses differ in gradient scale). `--tasks fresh6` four more, written
+later that day before any run (a REINFORCE contextual bandit, a Gaussian
+likelihood with a learned variance, one layer applied 12 times with shared
+weights, skip-gram embeddings with negative sampling). `--tasks raw` five probes
+of unnormalised targets and inputs (tanh and ReLU MLPs on diabetes' raw targets,
+the two heads' regression alone, digits on raw pixels, a ReLU regression on
+uncentred targets). `--rules` prints only a table of `Stack[3]` over each
+level-1 rule of the catalogue (Adam and SGD with and without momentum, RMSProp,
+AdaGrad) next to the best of each rule's own grid. `--seed N` draws the batches
+with seed N (the tables use 1); `--seeds 1,2,3` prints only the default towers
+(and, without `--no-ablation`, the ablation's rows) under each seed's batches,
+with the number of targets met over every task and seed (the worst case over 12
+starts moves with the batches more than with most design choices), and a table
+per initial lr: where the misses are. `--row NAME` (repeatable) keeps only the
+named ablation rows (or `--seeds`' default towers); with `--seeds` the table
+then has those rows alone, e.g.
 
     python benchmarks/tuning_free.py --seeds 1,2,3 --tasks all,heldout,fresh \
         --row "default levels, upper b1 0 (no momentum)"
@@ -1008,6 +1011,124 @@ def offset_task():
     )  # fmt: skip
 
 
+def bandit_task(arms: int = 6, features: int = 8):
+    """A softmax policy (8-32-6 tanh MLP) on a contextual bandit, trained by
+    REINFORCE: the loss's value is the policy's exact expected regret, its
+    gradient the score-function estimate from one action per context sampled
+    per batch (with the batch's mean regret as baseline): unbiased, noisy
+    gradients of a smooth objective."""
+    rng = np.random.default_rng(151)
+    n = 3000
+    x = rng.normal(size=(n, features)).astype(np.float32)
+    w = rng.normal(size=(features, arms)) / np.sqrt(features)
+    reward = np.tanh(x @ w) + 0.5 * np.sin(x[:, :1] * np.arange(1, arms + 1))
+    regret = (reward.max(1, keepdims=True) - reward).astype(np.float32)
+    params = init_mlp(jr.key(157), (features, 32, arms))
+
+    def loss(p, b):
+        logp = jax.nn.log_softmax(mlp(p, b[0]))
+        expected = jnp.sum(jnp.exp(logp) * b[1], -1)
+        arm = jr.categorical(_key_of(b[0]), logp)
+        r = jnp.take_along_axis(b[1], arm[:, None], 1)[:, 0]
+        score = jnp.take_along_axis(logp, arm[:, None], 1)[:, 0]
+        surrogate = jnp.mean(score * jax.lax.stop_gradient(r - jnp.mean(r)))
+        value = jax.lax.stop_gradient(jnp.mean(expected))
+        return value + surrogate - jax.lax.stop_gradient(surrogate)
+
+    def exact(p, b):
+        return jnp.mean(jnp.sum(jax.nn.softmax(mlp(p, b[0])) * b[1], -1))
+
+    return Task(
+        "REINFORCE bandit", (x[:2500], regret[:2500]), (x[2500:], regret[2500:]),
+        params, loss, exact, "test expected regret", 64,
+    )  # fmt: skip
+
+
+def heteroscedastic_task():
+    """A 1-32-32-2 tanh MLP predicting a mean and a log-variance, trained by
+    the Gaussian negative log-likelihood on y = x sin(3x) + noise of standard
+    deviation 0.3 + 0.5 x^2 (x in [-1.5, 1.5]): a learned variance, whose
+    gradients scale with 1 / sigma^2."""
+    rng = np.random.default_rng(163)
+    n = 3000
+    x = rng.uniform(-1.5, 1.5, (n, 1)).astype(np.float32)
+    y = x * np.sin(3 * x) + (0.3 + 0.5 * x**2) * rng.normal(size=(n, 1))
+    y = y.astype(np.float32)
+    params = init_mlp(jr.key(167), (1, 32, 32, 2))
+
+    def nll(p, b):
+        out = mlp(p, b[0])
+        mean, log_var = out[:, :1], out[:, 1:]
+        return jnp.mean(
+            0.5 * (log_var + (b[1] - mean) ** 2 * jnp.exp(-log_var) + np.log(2 * np.pi))
+        )
+
+    return Task(
+        "heteroscedastic NLL", (x[:2500], y[:2500]), (x[2500:], y[2500:]), params,
+        nll, nll, "test NLL", 64,
+    )  # fmt: skip
+
+
+def tied_depth_task(iterations: int = 12, hidden: int = 64):
+    """One 64-unit tanh layer applied 12 times with the image injected at each
+    (z <- tanh(W z + U x + b), weights shared across depth, as in a deep
+    equilibrium model unrolled), then a linear read-out, on digits."""
+    d = ro.load_digits()
+    k1, k2, k3 = jr.split(jr.key(173), 3)
+    params = {
+        "u": jr.normal(k1, (64, hidden)) / 8.0,
+        "w": 0.9 * jr.orthogonal(k2, hidden),
+        "b": jnp.zeros(hidden),
+        "out": init_mlp(k3, (hidden, 10))[0],
+    }
+
+    def net(p, x):
+        inject = x @ p["u"] + p["b"]
+        z = jnp.zeros((len(x), hidden))
+        for _ in range(iterations):
+            z = jnp.tanh(z @ p["w"] + inject)
+        return z @ p["out"]["w"] + p["out"]["b"]
+
+    return Task(
+        "weight-tied depth", d.train, d.test, params,
+        lambda p, b: _ce(net(p, b[0]), b[1]), _accuracy(net), "test accuracy", 64,
+    )  # fmt: skip
+
+
+def skipgram_task(tokens: int = 200, dim: int = 16, negatives: int = 5):
+    """Skip-gram with negative sampling: two 200 x 16 embedding tables (small
+    random init) fit (centre, context) pairs from a sparse random Markov chain
+    over 200 tokens, 5 negatives per pair drawn uniformly per batch. Each batch
+    touches few rows: sparse gradients through a bilinear score."""
+    rng = np.random.default_rng(179)
+    nxt = np.stack([rng.choice(tokens, 4, replace=False) for _ in range(tokens)])
+    seq = [0]
+    for _ in range(6000):
+        seq.append(int(nxt[seq[-1], rng.integers(4)]))
+    seq = np.array(seq)
+    pairs = np.concatenate([np.stack([seq[:-k], seq[k:]], 1) for k in (1, 2)])
+    pairs = pairs[rng.permutation(len(pairs))].astype(np.int32)
+    k1, k2 = jr.split(jr.key(181))
+    params = {
+        "centre": 0.1 * jr.normal(k1, (tokens, dim)),
+        "context": 0.1 * jr.normal(k2, (tokens, dim)),
+    }
+
+    def loss(p, b):
+        c, o = p["centre"][b[0][:, 0]], p["context"][b[0][:, 1]]
+        neg = jr.randint(_key_of(b[0]), (len(c), negatives), 0, tokens)
+        pos = jax.nn.log_sigmoid(jnp.sum(c * o, -1))
+        negs = jax.nn.log_sigmoid(-jnp.einsum("bd,bkd->bk", c, p["context"][neg]))
+        return -jnp.mean(pos + jnp.sum(negs, -1))
+
+    split = len(pairs) - 1000
+    empty = np.zeros(len(pairs), np.float32)  # the pairs are their own targets
+    return Task(
+        "skip-gram", (pairs[:split], empty[:split]), (pairs[split:], empty[split:]),
+        params, loss, loss, "test loss", 64,
+    )  # fmt: skip
+
+
 TASKS = {
     "digits": digits_task,
     "cancer": breast_cancer_task,
@@ -1088,6 +1209,18 @@ FRESH5_TASKS = {
     "multitask": multitask_task,
 }
 
+
+# Four more, written on 2026-12-05 (second session) before any run and used for
+# no choice, of kinds none of the above has (`--tasks fresh6`): score-function
+# (REINFORCE) gradients, a learned variance, weights shared across depth, sparse
+# embedding gradients: an out-of-sample check of the shipped defaults, the lr
+# ceiling included.
+FRESH6_TASKS = {
+    "bandit": bandit_task,
+    "heteroscedastic": heteroscedastic_task,
+    "tied_depth": tied_depth_task,
+    "skipgram": skipgram_task,
+}
 
 CEILING = ro.Stack[3](ro.Adam()).levels[0].lr.bounds  # (None, 1.0) for starts <= 1
 
@@ -1370,6 +1503,7 @@ def main():
         "fresh3": list(FRESH3_TASKS),
         "fresh4": list(FRESH4_TASKS),
         "fresh5": list(FRESH5_TASKS),
+        "fresh6": list(FRESH6_TASKS),
         "raw": list(RAW_TASKS),
     }
     keys = [k for key in args.tasks.split(",") for k in groups.get(key, [key])]
@@ -1383,12 +1517,13 @@ def main():
         **FRESH3_TASKS,
         **FRESH4_TASKS,
         **FRESH5_TASKS,
+        **FRESH6_TASKS,
         **RAW_TASKS,
     }
     if unknown := [k for k in keys if k not in makers]:
         parser.error(
             f"unknown task(s) {unknown}; known: all, heldout, probes, fresh, fresh2, "
-            f"fresh3, fresh4, fresh5, raw, "
+            f"fresh3, fresh4, fresh5, fresh6, raw, "
             f"{list(makers)}"
         )
     abl = {} if args.no_ablation else ablation()
