@@ -181,7 +181,10 @@ these reasons:
   stopped at 1 on the climb, settle lower afterwards (medians 3.1-7.1x
   against 1.5-3.8x). On the twelve tasks of `--tasks fresh3,fresh4,fresh5`,
   three seeds: 63 of 72 either way, geometric means 0.91x / 1.44x against
-  0.90x / 1.52x. Over 1600 steps,
+  0.90x / 1.52x; on four written after the ceiling (`--tasks fresh6`, three
+  seeds) 22 of 24 against 18 at 400 steps and 24 of 24 against 18 over 1600
+  (a REINFORCE bandit's output-layer lr, raised past 1 without it: medians
+  1.8-2.6x, against 1.2-1.6x). Over 1600 steps,
   39 tasks, seed 1: 66 of 78 targets against 65, geometric means 1.18x / 1.44x
   against 1.18x / 1.69x (Rosenbrock's worst 1.0x against 36x, the adding RNN's
   15x against 36x, iris's 40x against 137x; digits on batches of 4 2.0x
