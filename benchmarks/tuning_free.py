@@ -1015,8 +1015,9 @@ def bandit_task(arms: int = 6, features: int = 8):
     """A softmax policy (8-32-6 tanh MLP) on a contextual bandit, trained by
     REINFORCE: the loss's value is the policy's exact expected regret, its
     gradient the score-function estimate from one action per context sampled
-    per batch (with the batch's mean regret as baseline): unbiased, noisy
-    gradients of a smooth objective."""
+    per batch (with the batch's mean regret as baseline, which includes each
+    sample's own: biased by about 1/64): noisy gradients of a smooth
+    objective."""
     rng = np.random.default_rng(151)
     n = 3000
     x = rng.normal(size=(n, features)).astype(np.float32)
