@@ -67,7 +67,9 @@ with the number of targets met over every task and seed (the worst case over 12
 starts moves with the batches more than with most design choices), and a table
 per initial lr: where the misses are. `--row NAME` (repeatable) keeps only the
 named ablation rows (or `--seeds`' default towers); with `--seeds` the table
-then has those rows alone, e.g.
+then has those rows alone. `--merge-layers` gives every task each layer's
+weights and bias as one array (a default tower then tunes one lr per layer),
+e.g.
 
     python benchmarks/tuning_free.py --seeds 1,2,3 --tasks all,heldout,fresh \
         --row "default levels, upper b1 0 (no momentum)"
@@ -1467,6 +1469,56 @@ RAW_TASKS = {
 }
 
 
+def _is_layer(node) -> bool:
+    return (
+        isinstance(node, dict)
+        and set(node) == {"w", "b"}
+        and getattr(node["w"], "ndim", 0) == 2
+        and getattr(node["b"], "ndim", 0) == 1
+        and node["b"].shape[0] == node["w"].shape[1]
+    )
+
+
+def _merge_layers(tree):
+    """Each `{"w": (a, b), "b": (b,)}` layer of `tree` as `{"wb": (a + 1, b)}`."""
+    if _is_layer(tree):
+        w, b = tree["w"], tree["b"]
+        return {"wb": jnp.concatenate([w, b[None].astype(w.dtype)], 0)}
+    if isinstance(tree, dict):
+        return {k: _merge_layers(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_merge_layers(v) for v in tree)
+    return tree
+
+
+def _split_layers(tree):
+    if isinstance(tree, dict) and set(tree) == {"wb"}:
+        return {"w": tree["wb"][:-1], "b": tree["wb"][-1]}
+    if isinstance(tree, dict):
+        return {k: _split_layers(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_split_layers(v) for v in tree)
+    return tree
+
+
+def _merged(make):
+    """`--merge-layers`: the task with each layer's weights and bias in one array,
+    split again inside its loss and metric. Adam and the other elementwise rules
+    step as before; a default tower's level 1 then tunes one lr per layer (the
+    tried table's row "one lr per layer")."""
+
+    def made():
+        task = make()
+        return dataclasses.replace(
+            task,
+            params=_merge_layers(task.params),
+            loss=lambda p, b: task.loss(_split_layers(p), b),
+            metric=lambda p, b: task.metric(_split_layers(p), b),
+        )
+
+    return made
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=400)
@@ -1491,6 +1543,13 @@ def main():
         "--rules",
         action="store_true",
         help="only the level-1 rules table: Stack[3] of each catalogue rule",
+    )
+    parser.add_argument(
+        "--merge-layers",
+        action="store_true",
+        help="merge each {'w', 'b'} layer of a task into one array (the level-1 "
+        "lrs then come one per layer, not per array; every method sees the same "
+        "tree)",
     )
     args = parser.parse_args()
     global SEED
@@ -1527,6 +1586,8 @@ def main():
             f"fresh3, fresh4, fresh5, fresh6, raw, "
             f"{list(makers)}"
         )
+    if args.merge_layers:
+        makers = {k: _merged(make) for k, make in makers.items()}
     abl = {} if args.no_ablation else ablation()
     if args.row:
         known = {**SEEDED_TOWERS, **ablation()}
