@@ -67,12 +67,13 @@ with the number of targets met over every task and seed (the worst case over 12
 starts moves with the batches more than with most design choices), and a table
 per initial lr: where the misses are. `--row NAME` (repeatable) keeps only the
 named ablation rows (or `--seeds`' default towers); with `--seeds` the table
-then has those rows alone. `--merge-layers` gives every task each layer's
-weights and bias as one array (a default tower then tunes one lr per layer),
-e.g.
+then has those rows alone, e.g.
 
     python benchmarks/tuning_free.py --seeds 1,2,3 --tasks all,heldout,fresh \
         --row "default levels, upper b1 0 (no momentum)"
+
+`--merge-layers` gives every task each layer's weights and bias as one array (a
+default tower then tunes one lr per layer).
 """
 
 import argparse
@@ -1479,26 +1480,35 @@ def _is_layer(node) -> bool:
     )
 
 
+def _is_merged(node) -> bool:
+    return isinstance(node, dict) and set(node) == {"wb"}
+
+
+def _rebuild(tree, match, f):
+    """`tree` with `f(node)` in place of every node that `match`es (dicts, lists
+    and tuples searched)."""
+    if match(tree):
+        return f(tree)
+    if isinstance(tree, dict):
+        return {k: _rebuild(v, match, f) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_rebuild(v, match, f) for v in tree)
+    return tree
+
+
 def _merge_layers(tree):
     """Each `{"w": (a, b), "b": (b,)}` layer of `tree` as `{"wb": (a + 1, b)}`."""
-    if _is_layer(tree):
-        w, b = tree["w"], tree["b"]
+
+    def merge(layer):
+        w, b = layer["w"], layer["b"]
         return {"wb": jnp.concatenate([w, b[None].astype(w.dtype)], 0)}
-    if isinstance(tree, dict):
-        return {k: _merge_layers(v) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(_merge_layers(v) for v in tree)
-    return tree
+
+    return _rebuild(tree, _is_layer, merge)
 
 
 def _split_layers(tree):
-    if isinstance(tree, dict) and set(tree) == {"wb"}:
-        return {"w": tree["wb"][:-1], "b": tree["wb"][-1]}
-    if isinstance(tree, dict):
-        return {k: _split_layers(v) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(_split_layers(v) for v in tree)
-    return tree
+    split = lambda node: {"w": node["wb"][:-1], "b": node["wb"][-1]}  # noqa: E731
+    return _rebuild(tree, _is_merged, split)
 
 
 def _merged(make):
