@@ -1029,18 +1029,20 @@ def bandit_task(arms: int = 6, features: int = 8):
     regret = (reward.max(1, keepdims=True) - reward).astype(np.float32)
     params = init_mlp(jr.key(157), (features, 32, arms))
 
+    def expected(logp, regrets):  # the policy's exact expected regret
+        return jnp.mean(jnp.sum(jnp.exp(logp) * regrets, -1))
+
     def loss(p, b):
         logp = jax.nn.log_softmax(mlp(p, b[0]))
-        expected = jnp.sum(jnp.exp(logp) * b[1], -1)
         arm = jr.categorical(_key_of(b[0]), logp)
         r = jnp.take_along_axis(b[1], arm[:, None], 1)[:, 0]
         score = jnp.take_along_axis(logp, arm[:, None], 1)[:, 0]
         surrogate = jnp.mean(score * jax.lax.stop_gradient(r - jnp.mean(r)))
-        value = jax.lax.stop_gradient(jnp.mean(expected))
+        value = jax.lax.stop_gradient(expected(logp, b[1]))
         return value + surrogate - jax.lax.stop_gradient(surrogate)
 
     def exact(p, b):
-        return jnp.mean(jnp.sum(jax.nn.softmax(mlp(p, b[0])) * b[1], -1))
+        return expected(jax.nn.log_softmax(mlp(p, b[0])), b[1])
 
     return Task(
         "REINFORCE bandit", (x[:2500], regret[:2500]), (x[2500:], regret[2500:]),
