@@ -1231,9 +1231,9 @@ FRESH6_TASKS = {
 CEILING = ro.Stack[3](ro.Adam()).levels[0].lr.bounds  # (None, 1.0) for starts <= 1
 
 
-def _lr_only(lr, bounds=CEILING):  # level 1 of the default: lr alone tuned, per leaf
+def _lr_only(lr, bounds=CEILING, per="leaf"):  # level 1 of the default: lr alone
     return ro.Adam(
-        ro.hyper(lr, per="leaf", bounds=bounds), b1=ro.fixed(0.9), b2=ro.fixed(0.999)
+        ro.hyper(lr, per=per, bounds=bounds), b1=ro.fixed(0.9), b2=ro.fixed(0.999)
     )
 
 
@@ -1376,6 +1376,9 @@ def ablation() -> dict:
             _upper(0.01),
             warmup=w,
             warmup_shape=s,
+        ).as_optax(),
+        "one lr per layer": lambda lr: ro.Stack(
+            _lr_only(lr, per="layer"), _level2(), _upper(0.01), warmup=w, warmup_shape=s
         ).as_optax(),
         "SGD-momentum tower, level-2 b1 0": lambda lr: _sgd_level2(lr, 0.0),
         "SGD-momentum tower, level-2 b1 0.5": lambda lr: _sgd_level2(lr, 0.5),

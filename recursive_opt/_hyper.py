@@ -14,8 +14,8 @@ from jaxtyping import Array, ArrayLike, PyTree
 from ._custom_types import HyperParams
 
 TransformName = Literal["log", "logit", "identity", "square", "tanh01"]
-Per = Literal["tree", "leaf", "element"]
-_PERS = ("tree", "leaf", "element")
+Per = Literal["tree", "layer", "leaf", "element"]
+_PERS = ("tree", "layer", "leaf", "element")
 # A range of values (not raw values); None leaves that side open.
 Bounds = tuple[float | None, float | None]
 
@@ -74,8 +74,11 @@ def hyper(
         `value`: `"log"` (exp), `"logit"` (sigmoid), `"identity"`, `"square"` or
         `"tanh01"` ((tanh + 1) / 2). `None` takes the hyperparameter's default.
     - `tune`: whether the level above optimises it.
-    - `per`: `"tree"` (one scalar), `"leaf"` (one scalar per array leaf of the
-        optimised tree) or `"element"` (one per coordinate).
+    - `per`: `"tree"` (one scalar), `"layer"` (one scalar per layer: the array
+        leaves held by one dict or module below the root share one, such as a
+        dense layer's weights and bias; a leaf directly under the root or in a
+        list or tuple is a layer of its own), `"leaf"` (one scalar per array leaf
+        of the optimised tree) or `"element"` (one per coordinate).
     - `bounds`: `(low, high)` values it must stay within (`None` for an open
         side). A tower enforces them when the level above writes a new value, so
         the optimiser never steps with a value out of range.
@@ -135,7 +138,11 @@ class Hyper(eqx.Module):
     """A hyperparameter as an optimiser holds it: raw array(s) plus static metadata.
 
     `raw` is a scalar until the hyperparameter is resolved against the tree it acts
-    on; then, for `per="leaf"`/`"element"`, it is a pytree shaped like that tree.
+    on; then, for `per="layer"`/`"leaf"`/`"element"`, it is a pytree shaped like
+    that tree. For `per="layer"`, `groups` then numbers each leaf's layer (in
+    flattening order): the values of one layer start equal, and the level above
+    moves them by their layer's hypergradient (the sum of its leaves'), so they
+    stay equal.
     """
 
     raw: PyTree[Array]
@@ -149,6 +156,7 @@ class Hyper(eqx.Module):
     # False where the user left it at the optimiser's default (`Adam()`'s lr):
     # `Stack[d](opt)` may then start it where a tower starts best.
     given: bool = eqx.field(static=True, default=True)
+    groups: tuple[int, ...] | None = eqx.field(static=True, default=None)
 
     @property
     def value(self) -> PyTree[Array]:
@@ -344,27 +352,73 @@ def cast_like(tree: PyTree, like: PyTree) -> PyTree:
     return jax.tree.map(cast, tree, like)
 
 
-def _resolve_one(h: Hyper, target: PyTree[Array]) -> Hyper:
+def layer_groups(tree: PyTree[Array]) -> tuple[int, ...]:
+    """The layer of each of `tree`'s leaves (in flattening order), numbered from
+    0: leaves share a layer when one dict or module below the root holds them
+    (a Flax NNX variable's trailing `.value` is not a level of its own); a leaf
+    directly under the root, or an entry of a list or tuple, is a layer alone."""
+    ids: dict[Any, int] = {}
+    groups = []
+    for i, (path, _) in enumerate(jax.tree_util.tree_flatten_with_path(tree)[0]):
+        path = tuple(path)
+        if len(path) > 1 and path[-1] == jax.tree_util.GetAttrKey("value"):
+            path = path[:-1]
+        last = path[-1] if path else None
+        shared = len(path) > 1 and isinstance(
+            last, (jax.tree_util.DictKey, jax.tree_util.GetAttrKey)
+        )
+        key = path[:-1] if shared else ("leaf", i)
+        groups.append(ids.setdefault(key, len(ids)))
+    return tuple(groups)
+
+
+def _resolve_one(h: Hyper, target: PyTree[Array], groups: tuple[int, ...]) -> Hyper:
     if h.per == "tree":
         return h
-    if h.per == "leaf":
+    if h.per in ("leaf", "layer"):
         raw = jax.tree.map(lambda x: h.raw.astype(compute_dtype(x.dtype)), target)
     else:
         raw = jax.tree.map(
             lambda x: jnp.broadcast_to(h.raw.astype(compute_dtype(x.dtype)), x.shape),
             target,
         )
-    return dataclasses.replace(h, raw=raw)
+    return dataclasses.replace(h, raw=raw, groups=groups if h.per == "layer" else None)
 
 
-def resolve(opt, target: PyTree[Array]):
-    """Expand `per="leaf"`/`"element"` hyperparameters against the tree they act on."""
+def resolve(opt, target: PyTree[Array], groups: tuple[int, ...] | None = None):
+    """Expand `per="layer"`/`"leaf"`/`"element"` hyperparameters against the tree
+    they act on; `groups`: the layer of each leaf of `target`, where `target`'s
+    own structure does not tell (the list of a model's leaves), else
+    `layer_groups(target)`."""
     fields = hyper_fields(opt)
     if all(h.per == "tree" for h in fields.values()):
         return opt
+    if groups is None:
+        groups = layer_groups(target)
     names = list(fields)
-    new = [_resolve_one(fields[n], target) for n in names]
+    new = [_resolve_one(fields[n], target, groups) for n in names]
     return eqx.tree_at(lambda o: [getattr(o, n) for n in names], opt, new)
+
+
+def per_layer(opt, hypergrads: HyperParams) -> HyperParams:
+    """`hypergrads` of `opt`'s tuned hyperparameters with each `per="layer"` one's
+    entries replaced by their layer's sum: the hypergradient of the one value the
+    layer's leaves share, which the level above then moves them all by."""
+    fields = hyper_fields(opt)
+    out = dict(hypergrads)
+    for name, g in hypergrads.items():
+        groups = fields[name].groups
+        if groups is None:
+            continue
+        leaves, treedef = jax.tree.flatten(g)
+        dtype = jnp.result_type(*leaves)
+        sums: dict[int, Array] = {}
+        for k, leaf in zip(groups, leaves):
+            sums[k] = sums[k] + leaf.astype(dtype) if k in sums else leaf.astype(dtype)
+        out[name] = jax.tree.unflatten(
+            treedef, [sums[k].astype(x.dtype) for k, x in zip(groups, leaves)]
+        )
+    return out
 
 
 def broadcast(value: PyTree[Array], target: PyTree[Array]) -> PyTree[Array]:

@@ -75,17 +75,17 @@ def check_array_leaves(opts: tuple, states: tuple) -> None:
 
 
 def _check_tied_pers(opt: AbstractOptimiser) -> None:
-    # A tied set updates itself: a per-leaf or per-element value (one per leaf of
-    # the model) applies to each tuned hyperparameter's own per-leaf values, which
-    # a per-tree tuned hyperparameter (one scalar) does not have.
+    # A tied set updates itself: a per-layer, per-leaf or per-element value (one
+    # per leaf of the model) applies to each tuned hyperparameter's own per-leaf
+    # values, which a per-tree tuned hyperparameter (one scalar) does not have.
     fields = hyper_fields(opt)
     per_leaf = sorted(n for n, h in fields.items() if h.per != "tree")
     per_tree = sorted(n for n, h in fields.items() if h.per == "tree" and h.tune)
     if per_leaf and per_tree:
         raise ValueError(
             "Stack(tie=True): the tied hyperparameters update themselves, so a "
-            f"per-leaf or per-element hyperparameter ({', '.join(per_leaf)}) needs "
-            f"every tuned one to be per-leaf or per-element too; "
+            f"per-layer, per-leaf or per-element hyperparameter "
+            f"({', '.join(per_leaf)}) needs every tuned one to be one of those too; "
             f"{', '.join(per_tree)} {'is' if len(per_tree) == 1 else 'are'} "
             "per='tree'. Declare them with the same `per`, or use tie=False."
         )

@@ -20,6 +20,7 @@ from ._defaults import (
 )
 from ._hyper import (
     clip,
+    layer_groups,
     resolve,
     tuned_raw,
 )
@@ -194,16 +195,17 @@ class Stack(eqx.Module):
     def init(self, params: Params) -> TowerState:
         """The tower's state for `params`, a pytree of floating-point arrays."""
         check_params(params, "Stack")
+        groups = layer_groups(params)  # the layers, which the leaves' list forgets
         params, param_treedef = jax.tree.flatten(params)
         if self.tie:
-            opt = clip(resolve(self.levels[0], params))
+            opt = clip(resolve(self.levels[0], params, groups))
             targets = (params, tuned_raw(opt))
             opts = (opt,)
             steppers = (opt, opt)
         else:
             opts, targets, target = [], [], params
-            for level in self.levels:
-                opt = clip(resolve(level, target))
+            for k, level in enumerate(self.levels):
+                opt = clip(resolve(level, target, groups if k == 0 else None))
                 opts.append(opt)
                 targets.append(target)
                 target = tuned_raw(opt)

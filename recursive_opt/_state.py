@@ -211,7 +211,7 @@ def hyperparams(state: TowerState) -> list[dict[str, PyTree[Array]]]:
 
     **Returns:** a list with one dict `name -> value` per level (for a tied tower,
     the one shared set repeated at every level). Values are scalars, or pytrees
-    shaped like the tuned tree for `per="leaf"`/`"element"`.
+    shaped like the tuned tree for `per="layer"`/`"leaf"`/`"element"`.
 
     ```python
     ro.hyperparams(state)[0]["lr"]  # the model's learning rate(s): one per array

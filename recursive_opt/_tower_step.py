@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import PyTree
 
-from ._hyper import clip, tuned_raw, with_raw
+from ._hyper import clip, per_layer, tuned_raw, with_raw
 from ._hypergradients.one_step import (
     scaled,
     step_inputs,
@@ -127,14 +127,18 @@ def _update_fused(tower, grads, cotangent, state, params, hvps):
 def _levels_above(opts: list, states: list, saved: list, G: list) -> None:
     """Levels d..2, top down, each moving the level below's hyperparameters with
     its hypergradient `G[k]` (in place); bounds hold before the level below steps.
-    The top level keeps no record: its update is never differentiated."""
+    The top level keeps no record: its update is never differentiated. A level
+    steps one value per layer (`per="layer"`) by the layer's summed
+    hypergradient; the chain above it sums over the layer's leaves, so `G` keeps
+    their own."""
     d = len(opts)
     for k in reversed(range(1, d)):
         target = tuned_raw(opts[k - 1])
+        g = per_layer(opts[k - 1], G[k])
         if k < d - 1:
-            updates, states[k], saved[k] = step_record(opts[k], G[k], states[k], target)
+            updates, states[k], saved[k] = step_record(opts[k], g, states[k], target)
         else:
-            updates, states[k] = opts[k].update(G[k], states[k], target)
+            updates, states[k] = opts[k].update(g, states[k], target)
         opts[k - 1] = clip(with_raw(opts[k - 1], apply_updates(target, updates)))
 
 
@@ -148,7 +152,7 @@ def update_tied(tower, grads, cotangent, state, params, hvps):
     for _ in range(tower.depth - 2):
         G = saved_self.hypergrad(opt, state.states[1], G)
         total = jax.tree.map(jnp.add, total, G)
-    total = zero_unless(state.count > 0, total)
+    total = per_layer(opt, zero_unless(state.count > 0, total))
     h = tuned_raw(opt)
     h_updates, self_state, new_saved_self = step_inputs(opt, total, state.states[1], h)
     new_opt = clip(with_raw(opt, apply_updates(h, h_updates)))

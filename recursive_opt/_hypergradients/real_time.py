@@ -26,8 +26,9 @@ class Tangent(eqx.Module):
     optimiser state with respect to each of its raw tuned hyperparameters.
 
     Per name, `params` is shaped like the parameters. For a hyperparameter with
-    one value per leaf or per element (only without curvature) it is the
-    elementwise derivative of each coordinate with respect to its own value.
+    one value per layer, leaf or element (only without curvature) it is the
+    elementwise derivative of each coordinate with respect to its own value (a
+    layer's hypergradient then sums its leaves', as for one array).
     `state` holds the tangents of the state's floating-point leaves.
     """
 
@@ -183,7 +184,7 @@ class RealTime(AbstractHypergradient):
             raise ValueError(
                 "RealTime(curvature=True) carries one tangent of the parameters per "
                 f"tuned value; level 1 ({type(opt).__name__}) tunes "
-                f"{', '.join(per)} per leaf or per element. Use per='tree' for "
+                f"{', '.join(per)} per layer, leaf or element. Use per='tree' for "
                 "them, or RealTime(curvature=False)."
             )
 
