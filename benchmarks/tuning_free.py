@@ -71,9 +71,6 @@ then has those rows alone, e.g.
 
     python benchmarks/tuning_free.py --seeds 1,2,3 --tasks all,heldout,fresh \
         --row "default levels, upper b1 0 (no momentum)"
-
-`--merge-layers` gives every task each layer's weights and bias as one array (a
-default tower then tunes one lr per layer).
 """
 
 import argparse
@@ -1231,7 +1228,7 @@ FRESH6_TASKS = {
 CEILING = ro.Stack[3](ro.Adam()).levels[0].lr.bounds  # (None, 1.0) for starts <= 1
 
 
-def _lr_only(lr, bounds=CEILING, per="leaf"):  # level 1 of the default: lr alone
+def _lr_only(lr, bounds=CEILING, per="layer"):  # level 1 of the default: lr alone
     return ro.Adam(
         ro.hyper(lr, per=per, bounds=bounds), b1=ro.fixed(0.9), b2=ro.fixed(0.999)
     )
@@ -1312,7 +1309,7 @@ def ablation() -> dict:
             _lr_only(lr), _level2(0.01), _upper(0.01), warmup=w, warmup_shape=s
         ).as_optax(),
         "default levels, lr+b1+b2 tuned": lambda lr: ro.Stack(
-            ro.Adam(ro.hyper(lr, per="leaf")),
+            ro.Adam(ro.hyper(lr, per="layer")),
             _level2(),
             _upper(0.01),
             warmup=w,
@@ -1377,8 +1374,8 @@ def ablation() -> dict:
             warmup=w,
             warmup_shape=s,
         ).as_optax(),
-        "one lr per layer": lambda lr: ro.Stack(
-            _lr_only(lr, per="layer"), _level2(), _upper(0.01), warmup=w, warmup_shape=s
+        "one lr per array (the previous default)": lambda lr: ro.Stack(
+            _lr_only(lr, per="leaf"), _level2(), _upper(0.01), warmup=w, warmup_shape=s
         ).as_optax(),
         "SGD-momentum tower, level-2 b1 0": lambda lr: _sgd_level2(lr, 0.0),
         "SGD-momentum tower, level-2 b1 0.5": lambda lr: _sgd_level2(lr, 0.5),
@@ -1475,65 +1472,6 @@ RAW_TASKS = {
 }
 
 
-def _is_layer(node) -> bool:
-    return (
-        isinstance(node, dict)
-        and set(node) == {"w", "b"}
-        and getattr(node["w"], "ndim", 0) == 2
-        and getattr(node["b"], "ndim", 0) == 1
-        and node["b"].shape[0] == node["w"].shape[1]
-    )
-
-
-def _is_merged(node) -> bool:
-    return isinstance(node, dict) and set(node) == {"wb"}
-
-
-def _rebuild(tree, match, f):
-    """`tree` with `f(node)` in place of every node that `match`es (dicts, lists
-    and tuples searched)."""
-    if match(tree):
-        return f(tree)
-    if isinstance(tree, dict):
-        return {k: _rebuild(v, match, f) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(_rebuild(v, match, f) for v in tree)
-    return tree
-
-
-def _merge_layers(tree):
-    """Each `{"w": (a, b), "b": (b,)}` layer of `tree` as `{"wb": (a + 1, b)}`."""
-
-    def merge(layer):
-        w, b = layer["w"], layer["b"]
-        return {"wb": jnp.concatenate([w, b[None].astype(w.dtype)], 0)}
-
-    return _rebuild(tree, _is_layer, merge)
-
-
-def _split_layers(tree):
-    split = lambda node: {"w": node["wb"][:-1], "b": node["wb"][-1]}  # noqa: E731
-    return _rebuild(tree, _is_merged, split)
-
-
-def _merged(make):
-    """`--merge-layers`: the task with each layer's weights and bias in one array,
-    split again inside its loss and metric. Adam and the other elementwise rules
-    step as before; a default tower's level 1 then tunes one lr per layer (the
-    tried table's row "one lr per layer")."""
-
-    def made():
-        task = make()
-        return dataclasses.replace(
-            task,
-            params=_merge_layers(task.params),
-            loss=lambda p, b: task.loss(_split_layers(p), b),
-            metric=lambda p, b: task.metric(_split_layers(p), b),
-        )
-
-    return made
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=400)
@@ -1558,13 +1496,6 @@ def main():
         "--rules",
         action="store_true",
         help="only the level-1 rules table: Stack[3] of each catalogue rule",
-    )
-    parser.add_argument(
-        "--merge-layers",
-        action="store_true",
-        help="merge each {'w', 'b'} layer of a task into one array (the level-1 "
-        "lrs then come one per layer, not per array; every method sees the same "
-        "tree)",
     )
     args = parser.parse_args()
     global SEED
@@ -1601,8 +1532,6 @@ def main():
             f"fresh3, fresh4, fresh5, fresh6, raw, "
             f"{list(makers)}"
         )
-    if args.merge_layers:
-        makers = {k: _merged(make) for k, make in makers.items()}
     abl = {} if args.no_ablation else ablation()
     if args.row:
         known = {**SEEDED_TOWERS, **ablation()}

@@ -160,7 +160,8 @@ def fit(
     ```python
     res = ro.fit(loss_fn, params, ro.Stack[3](ro.Adam(1e-3)), (x, y), steps=1000)
     res.history["loss"]            # one entry per record
-    res.history["level1/lr['w']"]  # level 1's lr of params["w"] (one per array)
+    res.history["level1/lr['w']"]  # level 1's lr of params["w"] (one per array,
+                                   # equal within a layer)
     ```
     """
     check_positive("steps", steps)

@@ -214,7 +214,7 @@ def hyperparams(state: TowerState) -> list[dict[str, PyTree[Array]]]:
     shaped like the tuned tree for `per="layer"`/`"leaf"`/`"element"`.
 
     ```python
-    ro.hyperparams(state)[0]["lr"]  # the model's learning rate(s): one per array
+    ro.hyperparams(state)[0]["lr"]  # the model's learning rate(s): one per layer
                                     # for `Stack[d](opt)`, shaped like the params
     ```
     """

@@ -170,6 +170,13 @@ def _laid(raw, per, target):
     """A declaration's raw value laid over the tree it acts on."""
     if per == "tree":
         return raw
+    if per == "layer":
+        # One value per layer. Written for trees whose arrays sit directly under
+        # the root, where each is a layer of its own (tests/test_per_layer.py
+        # checks layers of several arrays).
+        paths = [p for p, _ in jax.tree_util.tree_flatten_with_path(target)[0]]
+        assert all(len(p) == 1 for p in paths), "nested layers: not written here"
+        per = "leaf"
     if per == "leaf":
         return jax.tree.map(lambda t: jnp.asarray(raw, t.dtype), target)
     return jax.tree.map(lambda t: jnp.full(t.shape, raw, t.dtype), target)

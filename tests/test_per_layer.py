@@ -136,3 +136,24 @@ def test_a_layer_moves_by_its_summed_hypergradient():
         rtol=1e-12,
     )
     assert np.all(np.abs(hg) > 1e-6)  # every layer moved
+
+
+def test_the_default_tower_tunes_one_lr_per_layer():
+    """`Stack[3](Adam(lr))` on an Equinox MLP: each `Linear`'s weight and bias
+    share an lr, and the layers' lrs part."""
+    mlp = eqx.nn.MLP(3, 2, 8, 2, key=jax.random.key(1))
+    params, static = eqx.partition(mlp, eqx.is_array)
+    x = jnp.linspace(-1.0, 1.0, 24).reshape(8, 3)
+
+    def loss(p):
+        out = jax.vmap(eqx.combine(p, static))(x)
+        return jnp.mean((out - jnp.sin(3 * x[:, :2])) ** 2)
+
+    tower = ro.Stack[3](ro.Adam(1e-4))  # a low start: far from the ceiling of 1
+    assert tower.levels[0].lr.per == "layer"
+    _, state, losses = run_tower(tower, loss, params, 30)
+    layers = ro.hyperparams(state)[0]["lr"].layers
+    for layer in layers:
+        assert layer.weight == layer.bias
+    assert len({float(layer.weight) for layer in layers}) == 3
+    assert losses[-1] < losses[0]
