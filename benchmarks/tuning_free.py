@@ -1246,6 +1246,15 @@ def _level2(lr=0.1, b2=0.99, b1=0.5, clip=CLIP, gate=GATE):  # the default's, ov
     return _upper(lr, b2, b1, clip, gate)
 
 
+def _sgd_per_layer(lr):
+    """`Stack[3](SGD(lr, momentum=0.9))` with level 1's lr one per layer."""
+    tower = ro.Stack[3](ro.SGD(lr, momentum=0.9))
+    one = ro.SGD(ro.hyper(lr, per="layer"), momentum=ro.fixed(0.9))
+    return ro.Stack(
+        one, *tower.levels[1:], warmup=tower.warmup, warmup_shape=tower.warmup_shape
+    ).as_optax()
+
+
 def _sgd_level2(lr, b1):
     """`Stack[3](SGD(lr, momentum=0.9))` with level 2's b1 `b1`."""
     tower = ro.Stack[3](ro.SGD(lr, momentum=0.9))
@@ -1377,6 +1386,7 @@ def ablation() -> dict:
         "one lr per array (the previous default)": lambda lr: ro.Stack(
             _lr_only(lr, per="leaf"), _level2(), _upper(0.01), warmup=w, warmup_shape=s
         ).as_optax(),
+        "SGD-momentum tower, one lr per layer": lambda lr: _sgd_per_layer(lr),
         "SGD-momentum tower, level-2 b1 0": lambda lr: _sgd_level2(lr, 0.0),
         "SGD-momentum tower, level-2 b1 0.5": lambda lr: _sgd_level2(lr, 0.5),
         "no warm-up": lambda lr: ro.Stack(*ro.Stack[3](ro.Adam(lr)).levels).as_optax(),

@@ -22,29 +22,35 @@ these reasons:
 - Level 1 tunes its learning rate only (and whatever the user declared with
   `ro.hyper`). One-step hypergradients of momentum and second-moment decays move
   them fast and greedily: tuning them made every task worse.
-- Level 1's learning rate is one per layer (`per="layer"`, unless declared
-  otherwise: the arrays one dict or module below the root holds share one, a
-  dense layer's weights and bias; an array directly under the root is a layer
-  of its own). The layers of a network differ in gradient scale and curvature,
-  and one shared learning rate settles where the most sensitive layer allows,
-  below what the others could take (the one-step hypergradient's greedy bias,
-  per layer). Measured against one for the whole tree (then one per array): the
-  regression MLP's median went from 2.4x to 0.6x of tuned Adam, digits from
-  0.95x to 0.78x, the char RNN from 1.08x to 0.99x; the least-squares and
-  quadratic tasks (one leaf) are unchanged. Not one per array (the default
-  until 2026-12-05): a bias is a weight on a constant input, stepped by the
-  same rule on the same layer's signal, and alone its one-step hypergradient
-  sums over few coordinates, a noisy signal that raised the hidden biases' lrs
-  of a tanh MLP on unnormalised targets to the ceiling while the weights' own
-  signal cut theirs (medians 3.9x, 3.5x, 1.5x tuned Adam under three seeds
-  against 1.4x, 1.1x, 1.0x per layer). Over 31 tasks x 3 seeds per layer meets
-  154 of 186 targets (per array 152), geometric means of the medians and the
-  worst cases 1.17x / 1.93x (1.19x / 1.90x); on the 13 tasks written later
-  (`--tasks raw,fresh5,fresh6`, never used to choose) 59 of 78 (56), 1.13x /
-  1.61x (1.20x / 1.56x). Small margins: float rounding alone (the same
-  arithmetic summed in another order) moved the 13 tasks' count by 3. With a scheme
-  other than `OneStep` (which carries a tangent or a window's derivative per
-  tuned value) level 1 keeps one learning rate.
+- Level 1's learning rate is one per layer for adaptive rules (`per="layer"`,
+  unless declared otherwise: the arrays one dict or module below the root hold
+  share one, a dense layer's weights and bias; an array directly under the root
+  is a layer of its own) and one per array for `SGD` (`per="leaf"`). The layers
+  of a network differ in gradient scale and curvature, and one shared learning
+  rate settles where the most sensitive layer allows, below what the others
+  could take (the one-step hypergradient's greedy bias, per layer). Measured
+  against one for the whole tree (then one per array): the regression MLP's
+  median went from 2.4x to 0.6x of tuned Adam, digits from 0.95x to 0.78x, the
+  char RNN from 1.08x to 0.99x; the least-squares and quadratic tasks (one leaf)
+  are unchanged. For adaptive rules not one per array (the default until
+  2026-12-05): a bias is a weight on a constant input, stepped by the same rule
+  on the same layer's signal, and alone its one-step hypergradient sums over few
+  coordinates, a noisy signal that raised the hidden biases' lrs of a tanh MLP
+  on unnormalised targets to the ceiling while the weights' own signal cut
+  theirs (medians 3.9x, 3.5x, 1.5x tuned Adam under three seeds against 1.4x,
+  1.1x, 1.0x per layer). Over 31 tasks x 3 seeds per layer meets 154 of 186
+  targets (per array 152), geometric means of the medians and the worst cases
+  1.17x / 1.93x (1.19x / 1.90x); on the 13 tasks written later (`--tasks
+  raw,fresh5,fresh6`, never used to choose) 59 of 78 (56), 1.13x / 1.61x (1.20x
+  / 1.56x). Small margins: float rounding alone (the same arithmetic summed in
+  another order) moved the 13 tasks' count by 3. An adaptive rule's step moves
+  every coordinate by about its lr whatever its gradient's scale, so one lr is
+  one step size for the layer; SGD's step is lr x gradient, and a bias's
+  gradient is of another scale than its weights', so SGD keeps one lr per array
+  (per layer its tower met 38 of 54 targets on the nine tasks x 3 seeds against
+  40, digits' medians 2.7-9.5x against 2.3-7.7x). With a scheme other than
+  `OneStep` (which carries a tangent or a window's derivative per tuned value)
+  level 1 keeps one learning rate.
 - Level 2 is Adam on the log learning rate: an Adam step does not depend on the
   hypergradient's scale, which changes by orders of magnitude between problems
   and during training, so one step size serves every problem. Its lr 0.1 moves
@@ -348,22 +354,17 @@ def upper_level(level: int, adaptive: bool = False) -> Adam:
     return Adam(lr, b1=fixed(b1), b2=fixed(0.99), clip=clip, gate=gate)
 
 
-def learning_rate_only(opt: AbstractOptimiser, per_layer: bool) -> AbstractOptimiser:
+def learning_rate_only(opt: AbstractOptimiser, per: str | None) -> AbstractOptimiser:
     """`opt` with its undeclared tuned hyperparameters other than `lr` fixed, and
-    (with `per_layer`) an undeclared `lr` one per layer (`per="layer"`)."""
+    (with `per`, `"layer"` or `"leaf"`) an undeclared `lr` one per layer or per
+    array."""
     fields = hyper_fields(opt)
     names = [n for n, h in fields.items() if n != "lr" and h.tune and not h.declared]
     new = [dataclasses.replace(fields[n], tune=False) for n in names]
     lr = fields.get("lr")
-    if (
-        per_layer
-        and lr is not None
-        and lr.tune
-        and not lr.declared
-        and lr.per == "tree"
-    ):
+    if per and lr is not None and lr.tune and not lr.declared and lr.per == "tree":
         names.append("lr")
-        new.append(dataclasses.replace(lr, per="layer"))
+        new.append(dataclasses.replace(lr, per=per))
     if not names:
         return opt
     return eqx.tree_at(lambda o: [getattr(o, n) for n in names], opt, new)
@@ -376,8 +377,9 @@ def default_levels(
     `OneStep` (`one_step`) or another."""
     if depth == 1:
         return (opt,)
-    level1 = learning_rate_only(opt, per_layer=one_step)
     adaptive = adaptive_one_step(opt, one_step)
+    per = ("layer" if adaptive else "leaf") if one_step else None
+    level1 = learning_rate_only(opt, per)
     if adaptive:
         level1 = lr_ceiling(tower_start(level1))
     return (level1, *(upper_level(k, adaptive) for k in range(2, depth + 1)))

@@ -85,7 +85,8 @@ def test_level_1_learning_rate_is_one_per_layer_unless_declared_or_another_schem
         return tower.levels[0].lr.per
 
     assert per(ro.Stack[3](ro.Adam(1e-3))) == "layer"
-    assert per(ro.Stack[2](ro.SGD(0.1, momentum=0.9))) == "layer"
+    assert per(ro.Stack[3](ro.RMSProp(1e-3))) == "layer"
+    assert per(ro.Stack[2](ro.SGD(0.1, momentum=0.9))) == "leaf"  # not adaptive
     assert per(ro.Stack[2](ro.Adam(), hypergradient=ro.OneStep())) == "layer"
     assert per(ro.Stack[2](ro.Adam(ro.hyper(1e-3)))) == "tree"  # declared: kept
     assert per(ro.Stack[2](ro.Adam(ro.hyper(1e-3, per="leaf")))) == "leaf"
@@ -197,8 +198,8 @@ def test_default_tower_matches_brute_force(warmup, level1):
         shape=tower.warmup_shape,
     )
     chex.assert_trees_all_close(x, bf_x, rtol=1e-9, atol=1e-12)
-    # Level 1's lr is one per layer, kept per leaf (a list of the leaves inside the
-    # tower); each of the quadratic's arrays is a layer of its own.
+    # Level 1's lr is one per layer (Adam) or per leaf (SGD), kept per leaf (a list
+    # of the leaves inside the tower); each of the quadratic's arrays is a layer.
     assert len(jax.tree.leaves(state.opts[0].lr.raw)) == len(jax.tree.leaves(x))
     raw = [jax.tree.leaves(o.lr.raw) for o in state.opts[:-1]]
     bf_raw = [jax.tree.leaves(h["lr"]) for h in bf_hs]
