@@ -257,9 +257,12 @@ def test_scheme_arguments_are_checked():
     with pytest.raises(TypeError, match="hypergradient"):
         ro.Stack[2](ro.Adam(), hypergradient="real_time")
     per_leaf = ro.Adam(ro.hyper(0.01, per="leaf"))
-    with pytest.raises(ValueError, match="per='tree'"):
+    with pytest.raises(ValueError, match=r"^RealTime\(curvature=True\).*per='tree'"):
         ro.Stack(per_leaf, ro.Adam(0.1), hypergradient=ro.RealTime(0.9))
     ro.Stack(per_leaf, ro.Adam(0.1), hypergradient=ro.RealTime(0.9, curvature=False))
+    per_layer = ro.Adam(ro.hyper(0.01, per="layer"))
+    with pytest.raises(ValueError, match=r"^Unrolled\(5\) .*lr \(per='layer'\)"):
+        ro.Stack(per_layer, ro.Adam(0.1), hypergradient=ro.Unrolled(5))
     with pytest.raises(TypeError, match="True or False"):
         ro.OneStep(fused="yes")
     with pytest.raises(ValueError, match="untied"):

@@ -40,6 +40,22 @@ def _inexact(x) -> bool:
     return jnp.issubdtype(jnp.result_type(x), jnp.inexact)
 
 
+def one_tangent_each(opt, scheme: str, instead: str) -> None:
+    """Raise a `ValueError` if level 1 `opt` tunes a hyperparameter with more than
+    one value: `scheme` carries one tangent of the parameters per tuned value."""
+    many = [
+        f"{n} (per={h.per!r})"
+        for n, h in sorted(hyper_fields(opt).items())
+        if h.tune and h.per != "tree"
+    ]
+    if many:
+        raise ValueError(
+            f"{scheme} carries one tangent of the parameters per tuned value; level "
+            f"1 ({type(opt).__name__}) tunes {', '.join(many)}. Declare them with "
+            f"per='tree', or use {instead}."
+        )
+
+
 def zero_tangent(opt: AbstractOptimiser, params, state) -> Tangent:
     names = tuple(tuned_raw(opt))
     leaves = [x for x in jax.tree.leaves(state) if _inexact(x)]
@@ -175,17 +191,9 @@ class RealTime(AbstractHypergradient):
         return self.curvature and self.decay > 0
 
     def check(self, opt):
-        if not self.needs_loss:
-            return
-        per = sorted(
-            n for n, h in hyper_fields(opt).items() if h.tune and h.per != "tree"
-        )
-        if per:
-            raise ValueError(
-                "RealTime(curvature=True) carries one tangent of the parameters per "
-                f"tuned value; level 1 ({type(opt).__name__}) tunes "
-                f"{', '.join(per)} per layer, leaf or element. Use per='tree' for "
-                "them, or RealTime(curvature=False)."
+        if self.needs_loss:
+            one_tangent_each(
+                opt, "RealTime(curvature=True)", "RealTime(curvature=False)"
             )
 
     def init(self, opt, params, state, scaled=False):

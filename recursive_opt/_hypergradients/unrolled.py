@@ -7,7 +7,13 @@ from jaxtyping import Array, Int
 
 from .._custom_types import HyperParams
 from ._base import AbstractHypergradient
-from .real_time import RealTime, Tangent, contract, propagate, zero_tangent
+from .real_time import (
+    Tangent,
+    contract,
+    one_tangent_each,
+    propagate,
+    zero_tangent,
+)
 
 
 class Window(eqx.Module):
@@ -54,7 +60,7 @@ class Unrolled(AbstractHypergradient):
         return True
 
     def check(self, opt):
-        RealTime(1.0).check(opt)
+        one_tangent_each(opt, f"Unrolled({self.k})", "another scheme")
 
     def init(self, opt, params, state, scaled=False):
         tangent = zero_tangent(opt, params, state)
