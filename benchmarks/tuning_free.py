@@ -1246,26 +1246,26 @@ def _level2(lr=0.1, b2=0.99, b1=0.5, clip=CLIP, gate=GATE):  # the default's, ov
     return _upper(lr, b2, b1, clip, gate)
 
 
-def _sgd_per_layer(lr):
-    """`Stack[3](SGD(lr, momentum=0.9))` with level 1's lr one per layer."""
+def _sgd_tower(lr, level1=None, level2=None):
+    """`Stack[3](SGD(lr, momentum=0.9))` with its level 1 or 2 replaced."""
     tower = ro.Stack[3](ro.SGD(lr, momentum=0.9))
-    one = ro.SGD(ro.hyper(lr, per="layer"), momentum=ro.fixed(0.9))
+    one, two, three = tower.levels
     return ro.Stack(
-        one, *tower.levels[1:], warmup=tower.warmup, warmup_shape=tower.warmup_shape
-    ).as_optax()
-
-
-def _sgd_level2(lr, b1):
-    """`Stack[3](SGD(lr, momentum=0.9))` with level 2's b1 `b1`."""
-    tower = ro.Stack[3](ro.SGD(lr, momentum=0.9))
-    one, _, three = tower.levels
-    return ro.Stack(
-        one,
-        _upper(0.1, b1=b1, clip=None),
+        level1 or one,
+        level2 or two,
         three,
         warmup=tower.warmup,
         warmup_shape=tower.warmup_shape,
     ).as_optax()
+
+
+def _sgd_per_layer(lr):  # level 1's lr one per layer
+    one = ro.SGD(ro.hyper(lr, per="layer"), momentum=ro.fixed(0.9))
+    return _sgd_tower(lr, level1=one)
+
+
+def _sgd_level2(lr, b1):  # level 2's b1 `b1`
+    return _sgd_tower(lr, level2=_upper(0.1, b1=b1, clip=None))
 
 
 def towers() -> dict:
