@@ -1,6 +1,6 @@
 """recursive_opt: optimisers whose hyperparameters are optimised by optimisers."""
 
-import importlib.metadata
+import importlib.metadata as _metadata
 
 from ._checkpoint import CheckpointError as CheckpointError
 from ._data import (
@@ -43,6 +43,6 @@ from ._state import (
 from ._sweep import SweepResult as SweepResult, sweep as sweep
 
 try:
-    __version__ = importlib.metadata.version("recursive_opt")
-except importlib.metadata.PackageNotFoundError:  # running from a source tree
+    __version__ = _metadata.version("recursive_opt")
+except _metadata.PackageNotFoundError:  # running from a source tree
     __version__ = "0+unknown"

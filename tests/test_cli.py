@@ -130,3 +130,16 @@ def test_help_shows_every_default(capsys):
         out = capsys.readouterr().out
         options = [line for line in out.splitlines() if line.startswith("  --")]
         assert len(options) >= 4 and out.count("(default: ") == len(options), out
+
+
+def test_namespace_exports_no_modules():
+    # `from recursive_opt import *` takes every public name: none is a module.
+    import types
+
+    leaked = [
+        n
+        for n in dir(ro)
+        if not n.startswith("_") and isinstance(getattr(ro, n), types.ModuleType)
+    ]
+    assert leaked == []
+    assert ro.__version__
