@@ -55,7 +55,10 @@ contrastive InfoNCE encoder; a pairwise ranking loss; two heads on one trunk
 whose losses differ in gradient scale). `--tasks fresh6` four more, written
 later that day before any run (a REINFORCE contextual bandit, a Gaussian
 likelihood with a learned variance, one layer applied 12 times with shared
-weights, skip-gram embeddings with negative sampling). `--tasks raw` five probes
+weights, skip-gram embeddings with negative sampling). `--tasks fresh7` four
+more, written on 2026-12-05 (fourth session) before any run (a CNN written with
+Equinox modules, an MLP written with Flax NNX on Friedman's regression problem,
+a RealNVP flow on two moons, an MLP with bfloat16 parameters). `--tasks raw` five probes
 of unnormalised targets and inputs (tanh and ReLU MLPs on diabetes' raw targets,
 the two heads' regression alone, digits on raw pixels, a ReLU regression on
 uncentred targets). `--rules` prints only a table of `Stack[3]` over each
@@ -1132,6 +1135,126 @@ def skipgram_task(tokens: int = 200, dim: int = 16, negatives: int = 5):
     )  # fmt: skip
 
 
+def eqx_cnn_task():
+    """An Equinox CNN on the 8x8 digits, written with `equinox.nn` modules as a
+    user would: Conv2d(1, 8, 3) - ReLU - MaxPool 2 - Conv2d(8, 16, 3) - ReLU -
+    MaxPool 2 - Linear(64, 10), each example through `jax.vmap`; the parameters
+    are the model's arrays (`eqx.partition`), grouped by its modules."""
+    import equinox as eqx
+
+    d = ro.load_digits()
+    ks = jr.split(jr.key(191), 3)
+    pool = eqx.nn.MaxPool2d(2, 2)
+    model = [
+        eqx.nn.Conv2d(1, 8, 3, padding=1, key=ks[0]),
+        eqx.nn.Conv2d(8, 16, 3, padding=1, key=ks[1]),
+        eqx.nn.Linear(64, 10, key=ks[2]),
+    ]
+    params, static = eqx.partition(model, eqx.is_array)
+
+    def net(p, x):
+        c1, c2, out = eqx.combine(p, static)
+
+        def one(image):
+            h = pool(jax.nn.relu(c1(image.reshape(1, 8, 8))))
+            h = pool(jax.nn.relu(c2(h)))
+            return out(h.reshape(-1))
+
+        return jax.vmap(one)(x)
+
+    return Task(
+        "Equinox CNN, max-pooled", d.train, d.test, params,
+        lambda p, b: _ce(net(p, b[0]), b[1]), _accuracy(net), "test accuracy", 64,
+    )  # fmt: skip
+
+
+def nnx_friedman_task():
+    """A Flax NNX MLP (10-64-64-1, GELU) on Friedman's first regression problem
+    (`sklearn.datasets.make_friedman1`, noise 1, targets left as they come: mean
+    about 14, sd about 5); the parameters are the model's `nnx.State`."""
+    from flax import nnx
+    from sklearn.datasets import make_friedman1
+
+    x, y = make_friedman1(2500, noise=1.0, random_state=193)
+    x, y = x.astype(np.float32), y.astype(np.float32)[:, None]
+
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.l1 = nnx.Linear(10, 64, rngs=rngs)
+            self.l2 = nnx.Linear(64, 64, rngs=rngs)
+            self.l3 = nnx.Linear(64, 1, rngs=rngs)
+
+        def __call__(self, x):
+            return self.l3(jax.nn.gelu(self.l2(jax.nn.gelu(self.l1(x)))))
+
+    graph, params = nnx.split(Net(nnx.Rngs(197)))
+
+    def mse(p, b):
+        return jnp.mean((nnx.merge(graph, p)(b[0]) - b[1]) ** 2)
+
+    return Task(
+        "Flax NNX MLP, Friedman #1", (x[:2000], y[:2000]), (x[2000:], y[2000:]),
+        params, mse, mse, "test MSE", 32,
+    )  # fmt: skip
+
+
+def flow_task(couplings: int = 4, hidden: int = 32):
+    """A RealNVP normalising flow on two moons: four affine couplings (each a
+    1-32-32-2 tanh MLP giving a tanh-bounded log-scale and a shift of one
+    coordinate from the other, alternating), trained by the negative
+    log-likelihood under a standard normal base: density estimation through
+    log-determinants."""
+    from sklearn.datasets import make_moons
+
+    x, _ = make_moons(3000, noise=0.05, random_state=199)
+    x = ((x - x.mean(0)) / x.std(0)).astype(np.float32)
+    keys = jr.split(jr.key(211), couplings)
+    params = [init_mlp(k, (1, hidden, hidden, 2)) for k in keys]
+    for p in params:  # each coupling starts as the identity
+        p[-1]["w"] = jnp.zeros_like(p[-1]["w"])
+
+    def nll(p, b):
+        z, logdet = b[0], 0.0
+        for i, net in enumerate(p):
+            keep, move = (0, 1) if i % 2 == 0 else (1, 0)
+            out = mlp(net, z[:, keep : keep + 1])
+            log_scale = jnp.tanh(out[:, 0])
+            moved = z[:, move] * jnp.exp(log_scale) + out[:, 1]
+            z = z.at[:, move].set(moved)
+            logdet = logdet + log_scale
+        return jnp.mean(0.5 * jnp.sum(z**2, 1) + np.log(2 * np.pi) - logdet)
+
+    empty = np.zeros(len(x), np.float32)
+    return Task(
+        "RealNVP flow, two moons", (x[:2500], empty[:2500]), (x[2500:], empty[2500:]),
+        params, nll, nll, "test NLL", 64,
+    )  # fmt: skip
+
+
+def bf16_task():
+    """A 20-64-64-4 ReLU MLP whose parameters and arithmetic are bfloat16 (the
+    loss summed in float32), on `sklearn.datasets.make_classification` (20
+    features, 8 informative, 4 classes): 16-bit parameters, for every method."""
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(
+        3000, 20, n_informative=8, n_classes=4, class_sep=1.0, random_state=223
+    )
+    x, y = x.astype(np.float32), y.astype(np.int32)
+    params = jax.tree.map(
+        lambda a: a.astype(jnp.bfloat16), init_mlp(jr.key(227), (20, 64, 64, 4))
+    )
+
+    def logits(p, xs):
+        return mlp(p, xs.astype(jnp.bfloat16)).astype(jnp.float32)
+
+    return Task(
+        "bfloat16 MLP", (x[:2500], y[:2500]), (x[2500:], y[2500:]), params,
+        lambda p, b: _ce(logits(p, b[0]), b[1]), _accuracy(logits),
+        "test accuracy", 64,
+    )  # fmt: skip
+
+
 TASKS = {
     "digits": digits_task,
     "cancer": breast_cancer_task,
@@ -1223,6 +1346,18 @@ FRESH6_TASKS = {
     "heteroscedastic": heteroscedastic_task,
     "tied_depth": tied_depth_task,
     "skipgram": skipgram_task,
+}
+
+# Four more, written on 2026-12-05 (fourth session) before any run and used for
+# no choice, of kinds none of the above has (`--tasks fresh7`): models written
+# with Equinox modules and with Flax NNX (their own parameter trees, grouped by
+# module), a normalising flow's log-determinants, bfloat16 parameters: an
+# out-of-sample check of the per-layer default.
+FRESH7_TASKS = {
+    "eqx_cnn": eqx_cnn_task,
+    "nnx_friedman": nnx_friedman_task,
+    "flow": flow_task,
+    "bf16": bf16_task,
 }
 
 CEILING = ro.Stack[3](ro.Adam()).levels[0].lr.bounds  # (None, 1.0) for starts <= 1
@@ -1520,6 +1655,7 @@ def main():
         "fresh4": list(FRESH4_TASKS),
         "fresh5": list(FRESH5_TASKS),
         "fresh6": list(FRESH6_TASKS),
+        "fresh7": list(FRESH7_TASKS),
         "raw": list(RAW_TASKS),
     }
     keys = [k for key in args.tasks.split(",") for k in groups.get(key, [key])]
@@ -1534,12 +1670,13 @@ def main():
         **FRESH4_TASKS,
         **FRESH5_TASKS,
         **FRESH6_TASKS,
+        **FRESH7_TASKS,
         **RAW_TASKS,
     }
     if unknown := [k for k in keys if k not in makers]:
         parser.error(
             f"unknown task(s) {unknown}; known: all, heldout, probes, fresh, fresh2, "
-            f"fresh3, fresh4, fresh5, fresh6, raw, "
+            f"fresh3, fresh4, fresh5, fresh6, fresh7, raw, "
             f"{list(makers)}"
         )
     abl = {} if args.no_ablation else ablation()
