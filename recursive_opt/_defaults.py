@@ -43,7 +43,9 @@ these reasons:
   1.17x / 1.93x (1.19x / 1.90x); on the 13 tasks written later (`--tasks
   raw,fresh5,fresh6`, never used to choose) 59 of 78 (56), 1.13x / 1.61x (1.20x
   / 1.56x), on eight more (`fresh3,fresh4`) 48 of 48 (46), 0.66x / 1.11x (0.68x
-  / 1.19x). Small margins: float rounding alone (the same arithmetic summed in
+  / 1.19x); on four written after this choice (`fresh7`: Equinox and Flax
+  NNX models, a flow, bfloat16 parameters) 23 of 24 either way, 0.87x / 1.21x
+  (0.79x / 1.16x). Small margins: float rounding alone (the same arithmetic summed in
   another order) moved the 13 tasks' count by 3. An adaptive rule's step moves
   every coordinate by about its lr whatever its gradient's scale, so one lr is
   one step size for the layer; SGD's step is lr x gradient, and a bias's
