@@ -24,9 +24,11 @@ def make_mlp(seed: int = 0, sizes=(64, 128, 10)):
 
     class MLP(nnx.Module):
         def __init__(self, rngs: nnx.Rngs):
-            self.layers = nnx.List(
-                [nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])]
-            )
+            layers = [
+                nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])
+            ]
+            # Flax 0.12 holds a list of modules in `nnx.List`; before it, in a list.
+            self.layers = getattr(nnx, "List", list)(layers)
 
         def __call__(self, x):
             for layer in self.layers[:-1]:

@@ -160,7 +160,11 @@ def test_integers_travel_exactly_as_floats(carrier):
     ]
     if carrier == jnp.float64:
         cases.append(jnp.array([2**63 - 1, -(2**63), 2**53 + 1], jnp.int64))
-    with jax.enable_x64(carrier == jnp.float64):
+    # `jax.enable_x64` since jax 0.7; `jax.experimental.enable_x64` before.
+    x64 = getattr(jax, "enable_x64", None)
+    if x64 is None:
+        from jax.experimental import enable_x64 as x64
+    with x64(carrier == jnp.float64):
         for x in cases:
             x = jnp.asarray(x)
             f = jax.jit(lambda x: decode(encode(x, jnp.dtype(carrier)), x.dtype))
