@@ -176,3 +176,34 @@ def test_readme_fragments_call_the_api_as_written():
     ):
         with pytest.raises(TypeError):
             _check_ro_calls(wrong)
+
+
+def test_readme_floors_command_pins_the_lower_bounds():
+    """The README's command that runs the suite at the oldest supported versions
+    pins exactly the lower bounds `pyproject.toml` declares."""
+    names = "jax|jaxlib|equinox|optax|chex|jaxtyping|tqdm|flax"
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    declared = dict(re.findall(rf'"({names})>=([\d.]+)"', pyproject))
+    assert set(declared) == {
+        "jax",
+        "equinox",
+        "optax",
+        "chex",
+        "jaxtyping",
+        "tqdm",
+        "flax",
+    }
+    declared["jaxlib"] = declared["jax"]
+    readme = (ROOT / "README.md").read_text()
+    text = readme[readme.index("The lower bounds in `pyproject.toml`") :]
+    start = text.index("```bash")
+    command = text[start : text.index("```", start + 3)]
+    pinned = dict(re.findall(rf"(?<![\w-])({names})==([\d.]+)", command))
+
+    def version(v):  # 4.60 and 4.60.0 are one floor
+        parts = [int(p) for p in v.split(".")]
+        return tuple(parts + [0] * (3 - len(parts)))
+
+    assert {k: version(v) for k, v in pinned.items()} == {
+        k: version(v) for k, v in declared.items()
+    }
