@@ -162,6 +162,47 @@ class Hyper(eqx.Module):
     def value(self) -> PyTree[Array]:
         return jax.tree.map(TRANSFORMS[self.transform].forward, self.raw)
 
+    @classmethod
+    def declare(
+        cls,
+        value: Any,
+        transform: str,
+        tune: bool = True,
+        *,
+        owner: str = "optimiser",
+        name: str = "hyperparameter",
+    ) -> "Hyper":
+        """A hyperparameter field of an optimiser of your own: what its `__init__`
+        stores for each argument, as the library's optimisers do.
+
+        **Arguments:**
+
+        - `value`: what the user passed: a scalar, or a declaration from
+            [`recursive_opt.hyper`][] / [`recursive_opt.fixed`][], whose
+            transform, tuning, `per` and bounds take precedence.
+        - `transform`, `tune`: this hyperparameter's defaults, for a plain value
+            (and the transform for a declaration that names none): e.g. `"log"`
+            and tuned for a learning rate, `"logit"` for a decay in (0, 1).
+        - `owner`, `name`: the optimiser's and the argument's names, for the
+            error raised on an invalid value.
+
+        **Returns:** the `Hyper` to store in the optimiser's field.
+
+        ```python
+        class Lion(ro.AbstractOptimiser):
+            lr: ro.Hyper
+            ...
+            def __init__(self, lr=1e-4):
+                self.lr = ro.Hyper.declare(lr, "log", owner="Lion", name="lr")
+        ```
+        """
+        if transform not in TRANSFORMS:
+            raise ValueError(
+                f"Hyper.declare: transform must be one of {sorted(TRANSFORMS)}, "
+                f"got {transform!r}"
+            )
+        return declare(owner, name, value, transform, tune)
+
 
 def _check_value(owner: str, name: str, value: Any, transform: str) -> None:
     where = f"{owner}: hyperparameter `{name}`"

@@ -16,7 +16,9 @@ class AbstractOptimiser(eqx.Module):
     """Base class of every optimiser that can be stacked into a tower.
 
     An optimiser is an `eqx.Module` whose hyperparameters are `Hyper` fields holding
-    arrays, so `jax.jit`, `jax.vmap` and `jax.grad` see them. A concrete optimiser
+    arrays, so `jax.jit`, `jax.vmap` and `jax.grad` see them; its `__init__` makes
+    each with [`recursive_opt.Hyper.declare`][] (the documentation's how-to "An
+    optimiser of your own" writes Lion this way). A concrete optimiser
     implements two methods and one attribute:
 
     - `init_state(params) -> state`, the state for `params` (moments, counters).

@@ -1,6 +1,7 @@
 """Each optimiser alone: parity with optax, convergence, finite hypergradients."""
 
 import chex
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -372,3 +373,84 @@ def test_fixed_value_on_the_edge_of_its_transform(getkey):
     with pytest.raises(ValueError, match="> 0") as info:
         ro.SGD(ro.fixed(-0.1))
     assert "ro.fixed" not in str(info.value)
+
+
+class _Lion(ro.AbstractOptimiser):
+    """Lion (Chen et al. 2023) written with the public API alone, as a user would."""
+
+    lr: ro.Hyper
+    b1: ro.Hyper
+    b2: ro.Hyper
+    uses_params: bool = eqx.field(static=True, default=False)
+
+    def __init__(self, lr=1e-4, b1=ro.fixed(0.9), b2=ro.fixed(0.99)):
+        self.lr = ro.Hyper.declare(lr, "log", owner="Lion", name="lr")
+        self.b1 = ro.Hyper.declare(b1, "logit", owner="Lion", name="b1")
+        self.b2 = ro.Hyper.declare(b2, "logit", owner="Lion", name="b2")
+
+    def init_state(self, params):
+        return jax.tree.map(jnp.zeros_like, params)
+
+    def rule(self, grads, mu, params, hp):
+        updates = jax.tree.map(
+            lambda g, m, lr, b1: -lr * jnp.sign(b1 * m + (1 - b1) * g),
+            grads,
+            mu,
+            hp["lr"],
+            hp["b1"],
+        )
+        mu = jax.tree.map(lambda g, m, b2: b2 * m + (1 - b2) * g, grads, mu, hp["b2"])
+        return updates, mu
+
+
+def test_an_optimiser_of_ones_own_matches_optax_and_gets_exact_hypergradients(getkey):
+    problem = PROBLEMS[0]
+    params = problem.init(getkey())
+    ours = _run_optax(_Lion(0.01).as_optax(), problem.loss, params, 10)[1]
+    ref = optax.lion(0.01, weight_decay=0.0)
+    chex.assert_trees_all_close(
+        ours, _run_optax(ref, problem.loss, params, 10)[1], rtol=1e-12
+    )
+    # Its lr's one-step hypergradient, against autodiff through optax's Lion: the
+    # level above's second step moves the log lr by -alpha * d loss(p1) / d log lr,
+    # p1 = p0 + lion(exp(log lr))'s first update.
+    alpha = 1e-3
+    tower = ro.Stack(_Lion(0.01), ro.SGD(alpha))
+    state = tower.init(params)
+    grads0 = jax.grad(problem.loss)(params)
+    updates, state = tower.update(grads0, state, params)
+    p1 = ro.apply_updates(params, updates)
+    _, state = tower.update(jax.grad(problem.loss)(p1), state, p1)
+
+    def loss_after_one_step(log_lr):
+        tx = optax.lion(jnp.exp(log_lr), weight_decay=0.0)
+        u, _ = tx.update(grads0, tx.init(params), params)
+        return problem.loss(optax.apply_updates(params, u))
+
+    hypergrad = jax.grad(loss_after_one_step)(jnp.log(0.01))
+    assert abs(hypergrad) > 1e-6
+    np.testing.assert_allclose(
+        jnp.log(ro.hyperparams(state)[0]["lr"]),
+        jnp.log(0.01) - alpha * hypergrad,
+        rtol=1e-12,
+    )
+    # Declarations and invalid values behave as for the library's optimisers.
+    lion = _Lion(ro.hyper(0.01, per="leaf"), b1=0.9)
+    assert lion.lr.per == "leaf" and lion.b1.tune and not lion.b2.tune
+    with pytest.raises(ValueError, match="Lion: hyperparameter `lr` must be > 0"):
+        _Lion(-1.0)
+    with pytest.raises(ValueError, match="transform must be one of"):
+        ro.Hyper.declare(0.1, "lg")
+
+
+def test_default_tower_over_an_optimiser_of_ones_own_corrects_its_lr(getkey):
+    problem = PROBLEMS[0]
+    params = problem.init(getkey())
+    start = problem.loss(params)
+    for lr in (1.0, 1e-5):  # a constant lr ends far off from either
+        tower = ro.Stack[3](_Lion(lr), warmup=20)
+        assert tower.levels[0].lr.per == "layer" and not tower.levels[0].b1.tune
+        final, _, _ = run_tower(tower, problem.loss, params, 200)
+        assert problem.loss(final) < 1e-2 * start
+        alone, _, _ = run_tower(ro.Stack[1](_Lion(lr)), problem.loss, params, 200)
+        assert problem.loss(alone) > 0.5 * start
