@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import recursive_opt as ro
-from recursive_opt._hyper import declare, tuned_raw
+from recursive_opt._hyper import tuned_raw
 
 from .helpers import plain, plain_init, plain_raw, plain_update
 
@@ -324,8 +324,8 @@ class _MeanLR(ro.AbstractOptimiser):
     uses_params: bool = eqx.field(static=True)
 
     def __init__(self, lr):
-        self.lr = declare(
-            "_MeanLR", "lr", ro.hyper(lr, "identity", per="element"), "identity", True
+        self.lr = ro.Hyper.declare(
+            ro.hyper(lr, "identity", per="element"), "identity", owner="_MeanLR"
         )
         self.uses_params = False
 
