@@ -301,7 +301,6 @@ import jax.numpy as jnp
 from ._hyper import TRANSFORMS, fixed, hyper_fields
 from ._optimiser import AbstractOptimiser
 from ._optimisers.adam import Adam
-from ._optimisers.sgd import SGD
 
 LEVEL2_LR = 0.1
 HIGHER_LR = 0.01
@@ -320,19 +319,20 @@ WARMUP_SHAPE = "linear"  # of `Stack(...)` given a `warmup=`
 
 
 def adaptive_one_step(opt: AbstractOptimiser, one_step: bool) -> bool:
-    """Level 1 is an adaptive rule (not `SGD`, whose step is not bounded per
-    coordinate) under `OneStep`: the case that takes the geometric warm-up and
-    level 2's momentum of 0.5."""
-    return one_step and not isinstance(opt, SGD)
+    """Level 1 is an adaptive rule (`opt.adaptive`: not `SGD`, whose step is not
+    bounded per coordinate) under `OneStep`: the case that takes the geometric
+    warm-up and level 2's momentum of 0.5."""
+    return one_step and opt.adaptive
 
 
 def default_warmup(opt: AbstractOptimiser, depth: int, one_step: bool = True) -> int:
     """The warm-up (steps) of `Stack[depth](opt)`: none for one level, longer for
-    SGD (whose step is not bounded per coordinate) than for adaptive rules, with
-    the one-step scheme (`one_step`) it was measured with."""
+    SGD and other rules that are not adaptive (`opt.adaptive`: their step is not
+    bounded per coordinate) than for adaptive rules, with the one-step scheme
+    (`one_step`) it was measured with."""
     if depth == 1:
         return 0
-    return SGD_WARMUP if isinstance(opt, SGD) and one_step else WARMUP
+    return SGD_WARMUP if not opt.adaptive and one_step else WARMUP
 
 
 def default_warmup_shape(opt: AbstractOptimiser, one_step: bool = True) -> str:

@@ -1,6 +1,7 @@
 """The optimiser contract: Equinox modules whose hyperparameters are array leaves."""
 
 import abc
+from typing import ClassVar
 
 import equinox as eqx
 import optax
@@ -31,6 +32,17 @@ class AbstractOptimiser(eqx.Module):
         in it.
     - `uses_params`: whether `rule` reads `params` (weight decay).
 
+    And one class attribute it may override:
+
+    - `adaptive` (default `True`): whether the step moves each coordinate by
+        about its learning rate whatever the gradient's scale (Adam, RMSProp,
+        AdaGrad, a sign rule such as Lion), or, `False`, by the learning rate
+        times the gradient (`SGD` and its variants). `Stack[d](opt)` chooses its
+        default levels by it: over an adaptive rule one lr per layer, bounded
+        above by 1, a 100-step geometric warm-up and level 2's gated, clipped
+        Adam; over the others one lr per array, a 300-step linear warm-up and
+        plain upper levels (`_defaults.py` says why).
+
     A tower differentiates `rule` in its hyperparameters by reverse mode (it keeps
     the inputs of the last step and re-evaluates it). Rules that are elementwise
     in their hyperparameters can say so, and give their derivatives in closed
@@ -43,6 +55,7 @@ class AbstractOptimiser(eqx.Module):
     """
 
     uses_params: eqx.AbstractVar[bool]
+    adaptive: ClassVar[bool] = True  # step ~ lr per coordinate; SGD's is lr x grad
 
     @abc.abstractmethod
     def init_state(self, params: Params) -> OptState:

@@ -99,14 +99,15 @@ class Stack(eqx.Module):
     lr is never raised above 1, or above its start where that is higher,
     `bounds=(None, 1.0)`), `Adam(0.1)` at level 2 and
     `Adam(0.01)` above, each on the log learning rate of the level below (b1 =
-    0.9 and b2 = 0.99 fixed; level 2's b1 is 0.5 unless `opt` is an `SGD` or
-    the scheme not `OneStep`, and in that case each upper level raises the log
+    0.9 and b2 = 0.99 fixed; level 2's b1 is 0.5 unless `opt` is an `SGD` (or
+    another rule that is not adaptive, `opt.adaptive`) or the scheme not
+    `OneStep`, and in that case each upper level raises the log
     lr below by at most twice its own lr a step, `clip=(-2.0, None)`, and cuts
     it freely; after its first 100 steps level 2 raises as fast as its signal
     is sure of it and cuts once a 100-step mean says cut by a standard error,
     `gate=(0.9, 100, 1.0)`), and
     level 1's step warmed up over 100 steps, geometrically (300 steps, linearly,
-    when `opt` is an `SGD` and the scheme `OneStep`; linearly with other
+    when `opt` is not adaptive, an `SGD`, and the scheme `OneStep`; linearly with other
     schemes; see `_defaults.py` for why). It is tuning-free when `opt`
     has momentum (`Adam`, `SGD(momentum=0.9)`): without it (`SGD()`, `RMSProp`,
     `AdaGrad`, Adam with `b1=0`) the one-step hypergradient keeps lowering the
@@ -134,8 +135,8 @@ class Stack(eqx.Module):
         actually taken.
     - `warmup_shape`: how the factor rises: `"geometric"`,
         warmup ** ((t+1)/warmup - 1), by the same ratio each step, or `"linear"`,
-        (t+1)/warmup. `Stack[d](opt)` uses geometric unless `opt` is an `SGD` or
-        the scheme is not `OneStep`; `Stack(...)` uses linear.
+        (t+1)/warmup. `Stack[d](opt)` uses geometric unless `opt` is not adaptive
+        (an `SGD`) or the scheme is not `OneStep`; `Stack(...)` uses linear.
 
     ```python
     tower = ro.Stack[3](ro.Adam())  # a start anywhere in 1e-5..1 is corrected

@@ -1,5 +1,7 @@
 """Each optimiser alone: parity with optax, convergence, finite hypergradients."""
 
+from typing import ClassVar
+
 import chex
 import equinox as eqx
 import jax
@@ -454,3 +456,64 @@ def test_default_tower_over_an_optimiser_of_ones_own_corrects_its_lr(getkey):
         assert problem.loss(final) < 1e-2 * start
         alone, _, _ = run_tower(ro.Stack[1](_Lion(lr)), problem.loss, params, 200)
         assert problem.loss(alone) > 0.5 * start
+
+
+class _MomentumSGD(ro.AbstractOptimiser):
+    """SGD with momentum written by a user, declared not adaptive: its step is lr
+    x the averaged gradient, not about lr per coordinate."""
+
+    lr: ro.Hyper
+    momentum: ro.Hyper
+    uses_params: bool = eqx.field(static=True, default=False)
+    adaptive: ClassVar[bool] = False
+
+    def __init__(self, lr=1e-2, momentum=0.9):
+        self.lr = ro.Hyper.declare(lr, "log", owner="MomentumSGD", name="lr")
+        self.momentum = ro.Hyper.declare(
+            momentum, "logit", owner="MomentumSGD", name="momentum"
+        )
+
+    def init_state(self, params):
+        return jax.tree.map(jnp.zeros_like, params)
+
+    def rule(self, grads, buf, params, hp):
+        buf = jax.tree.map(lambda g, b, m: g + m * b, grads, buf, hp["momentum"])
+        return jax.tree.map(lambda b, lr: -lr * b, buf, hp["lr"]), buf
+
+
+class _AdaptiveMomentumSGD(_MomentumSGD):
+    adaptive: ClassVar[bool] = True  # wrongly: for the default levels' contrast
+
+
+def test_default_levels_follow_the_rule_s_adaptive_attribute(getkey):
+    """`Stack[d](opt)` picks its levels by `opt.adaptive`, not by its class: a
+    user's momentum SGD that says it is not adaptive gets the SGD tower's levels
+    and, step for step, the SGD tower's trajectory; said adaptive (the default of
+    `AbstractOptimiser`), the adaptive rules' levels."""
+    assert ro.AbstractOptimiser.adaptive and ro.Adam.adaptive and not ro.SGD.adaptive
+    ours, sgd = ro.Stack[3](_MomentumSGD(0.05)), ro.Stack[3](ro.SGD(0.05, 0.9))
+    assert (ours.warmup, ours.warmup_shape) == (sgd.warmup, sgd.warmup_shape)
+    assert (ours.warmup, ours.warmup_shape) == (300, "linear")
+    assert ours.levels[0].lr.per == "leaf" and ours.levels[0].lr.bounds is None
+    assert not ours.levels[0].momentum.tune
+    for a, b in zip(ours.levels[1:], sgd.levels[1:]):
+        assert (a.clip, a.gate) == (b.clip, b.gate) == (None, None)
+        assert float(a.b1.value) == float(b.b1.value) == pytest.approx(0.9)
+    problem = PROBLEMS[0]
+    params = problem.init(getkey())
+    mine, mine_state, mine_losses = run_tower(ours, problem.loss, params, 40)
+    ref, ref_state, ref_losses = run_tower(sgd, problem.loss, params, 40)
+    chex.assert_trees_all_close(mine, ref, rtol=1e-10, atol=1e-14)
+    chex.assert_trees_all_close(
+        ro.hyperparams(mine_state)[0]["lr"],
+        ro.hyperparams(ref_state)[0]["lr"],
+        rtol=1e-10,
+    )
+    assert not np.allclose(ro.hyperparams(mine_state)[0]["lr"]["w"], 0.05)
+    adaptive = ro.Stack[3](_AdaptiveMomentumSGD(0.05))
+    assert (adaptive.warmup, adaptive.warmup_shape) == (100, "geometric")
+    assert adaptive.levels[0].lr.per == "layer"
+    assert adaptive.levels[0].lr.bounds == (None, 1.0)
+    assert adaptive.levels[1].gate is not None and float(
+        adaptive.levels[1].b1.value
+    ) == pytest.approx(0.5)

@@ -39,6 +39,7 @@ class SGD(AbstractElementwiseOptimiser):
     nesterov: bool = eqx.field(static=True)
     uses_params: bool = eqx.field(static=True)
     recompute_jacobian: ClassVar[bool] = True  # columns are products and sums
+    adaptive: ClassVar[bool] = False  # its step is lr x the (averaged) gradient
 
     def __init__(
         self,
