@@ -27,6 +27,7 @@ paper's protocol (digits, 600 steps, batch 128, heights 2-4).
     python benchmarks/tuning_free.py --tasks heldout --no-ablation --png ""
     python benchmarks/tuning_free.py --rules --tasks all,heldout
     python benchmarks/tuning_free.py --metrics --steps 1600 --tasks all,heldout
+    python benchmarks/tuning_free.py --untuned --steps 1600 --tasks all,heldout
     python benchmarks/tuning_free.py --seeds 1,2,3 --tasks all,heldout,fresh \
         --no-ablation
     python benchmarks/tuning_free.py --tasks fresh --no-ablation --png ""
@@ -1649,6 +1650,13 @@ def main():
         help="only a table of the default Stack[3](Adam(lr))'s train loss and "
         "test metric next to tuned Adam's",
     )
+    parser.add_argument(
+        "--untuned",
+        action="store_true",
+        help="only a table of what a user runs without tuning: Stack[3](Adam()) "
+        "next to Adam at optax's default lr 1e-3 and prodigy, train loss and "
+        "test metric",
+    )
     args = parser.parse_args()
     global SEED
     SEED = args.seed
@@ -1696,6 +1704,8 @@ def main():
         return rules_table(keys, makers, args.steps)
     if args.metrics:
         return metrics_table(keys, makers, args.steps)
+    if args.untuned:
+        return untuned_table(keys, makers, args.steps)
     if args.seeds:
         seeds = [int(x) for x in args.seeds.split(",")]
         rows = abl if args.row else {**SEEDED_TOWERS, **abl}
@@ -1967,6 +1977,63 @@ def metrics_table(keys: list[str], makers: dict, steps: int) -> None:
         print(f"{task.name}: done", flush=True)
     print(f"\n{machine()}; {steps} steps; 12 initial lrs from 1e-5 to 1; seed {SEED}\n")
     print(table(header, rows))
+
+
+UNTUNED = {
+    "Stack[3](Adam())": lambda _: ro.Stack[3](ro.Adam()).as_optax(),
+    "Adam(1e-3)": lambda _: optax.adam(1e-3),
+    "prodigy": lambda _: optax.contrib.prodigy(),
+}
+
+
+def untuned_table(keys: list[str], makers: dict, steps: int) -> None:
+    """Per task, one run each of what a user runs without tuning: the zero-argument
+    tower, Adam at optax's default lr and prodigy, as final train loss over tuned
+    Adam's (its grid's lowest) and the test metric each ends at; then how often
+    the tower ends below (by more than 1 %), level with or above each other."""
+    names = list(UNTUNED)
+    header = ["task", "test metric", "tuned Adam: train loss"] + [
+        f"{n}: loss / tuned, test metric" for n in names
+    ]
+    rows, logs = [], {n: [] for n in names}
+    loss_wins = {n: [0, 0, 0] for n in names[1:]}
+    metric_wins = {n: [0, 0, 0] for n in names[1:]}
+    for key in keys:
+        task = makers[key]()
+        loss, _ = run_lrs(task, optax.adam, LRS, steps)
+        best = max(best_finite(loss), SOLVED)
+        ends = {}
+        for n in names:
+            end, m = run_lrs(task, UNTUNED[n], np.zeros(1), steps)
+            ends[n] = (float(ratios(end, best)[0]), float(m[0]))
+            logs[n].append(np.log(ends[n][0]))
+        ours, ours_metric = ends[names[0]]
+        higher = "accuracy" in task.metric_name  # else lower is better
+        for n in names[1:]:
+            r, m = ends[n]
+            loss_wins[n][0 if ours < 0.99 * r else 1 if ours <= 1.01 * r else 2] += 1
+            if np.isclose(ours_metric, m, rtol=1e-3, atol=0):
+                metric_wins[n][1] += 1
+            else:
+                metric_wins[n][0 if (ours_metric > m) == higher else 2] += 1
+        rows.append(
+            [task.name, task.metric_name, f"{best:.3g}"]
+            + [f"{fmt(ends[n][0])} / {ends[n][1]:.4g}" for n in names]
+        )
+        print(f"{task.name}: done", flush=True)
+    print(f"\n{machine()}; {steps} steps; seed {SEED}\n")
+    print(table(header, rows))
+    print(
+        "\nGeometric means of the loss ratios: "
+        + ", ".join(f"{n} {np.exp(np.mean(logs[n])):.2f}x" for n in names)
+    )
+    for n in names[1:]:
+        (lw, lt, ll), (mw, mt, ml) = loss_wins[n], metric_wins[n]
+        print(
+            f"{names[0]} against {n}: train loss lower on {lw}, within 1 % on {lt}, "
+            f"higher on {ll} of {len(keys)}; test metric better on {mw}, equal "
+            f"(0.1 %) on {mt}, worse on {ml}"
+        )
 
 
 def plot(results, grid, once, path):
