@@ -1,0 +1,155 @@
+"""A probe, not a default: hold level 1's lrs while the loss is falling and noisy.
+
+Over long runs on noisy problems the one-step hypergradient lowers the default
+tower's lrs below a tuned constant one (benchmarks/README.md, "Long runs on noisy
+tasks"). This script wraps `Stack[3](Adam(lr))` in a training loop that sees the
+batch loss and, from step `--start` on, keeps level 1's lrs as they were (neither
+cut nor raised) while both hold:
+
+- the loss is falling: an average of the batch losses with decay 0.98 is below
+  one with decay 0.995 (both debiased as Adam's moments are);
+- the loss is noisy: R = E[(dL - p)^2] / E[p^2] > `--ratio`, where dL is the
+  change of the batch loss from one step to the next and p = g . u the change
+  the step predicted to first order (averages with decay 0.99). On a
+  deterministic problem dL is about p, so R is small, even at the edge of
+  stability; on minibatches dL is mostly the batches' difference.
+
+Per task: the median / worst final train loss over the 12 starts, as a ratio to
+tuned Adam's (the best of its 12-point grid), and the median test metric, for the
+default tower and for each ratio.
+
+    python benchmarks/trend_gate.py [--steps 1600] [--tasks sine,iris,flow,adding]
+        [--ratio 2,10] [--start 200] [--seed 1]
+"""
+
+import argparse
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import optax
+from _common import machine
+from tuning_free import (
+    FRESH2_TASKS,
+    FRESH3_TASKS,
+    FRESH4_TASKS,
+    FRESH5_TASKS,
+    FRESH6_TASKS,
+    FRESH7_TASKS,
+    FRESH_TASKS,
+    HELDOUT_TASKS,
+    LRS,
+    PROBE_TASKS,
+    SOLVED,
+    TASKS,
+    best_finite,
+    run_grid,
+)
+
+import recursive_opt as ro
+
+SHORT, LONG, NOISE = 0.98, 0.995, 0.99  # decays of the three averages
+
+
+def _sum(tree) -> jax.Array:
+    return sum(jnp.sum(x) for x in jax.tree.leaves(tree))
+
+
+def run_gated(task, lrs, steps: int, ratio: float | None, start: int, seed: int):
+    """Final train loss and test metric of `Stack[3](Adam(lr))` at every lr, with
+    level 1's lrs held while the loss falls and R > `ratio` (`None`: never held),
+    on the batches `peers.run_grid` draws with `seed`."""
+    x, y = (jnp.asarray(a) for a in task.train)
+    n = len(x)
+    keys = jr.split(jr.key(seed), steps)
+
+    def one(lr):
+        tower = ro.Stack[3](ro.Adam(lr))
+        lr_of = ro.at_level(1)
+
+        def body(carry, key):
+            params, state, t, short, long, last, pred, num, den = carry
+            idx = jr.randint(key, (task.batch,), 0, n)
+            loss, grads = jax.value_and_grad(task.loss)(params, (x[idx], y[idx]))
+            updates, new_state = tower.update(grads, state, params)
+            short = SHORT * short + (1 - SHORT) * loss
+            long = LONG * long + (1 - LONG) * loss
+            seen = t > 0
+            num = jnp.where(
+                seen, NOISE * num + (1 - NOISE) * (loss - last - pred) ** 2, num
+            )
+            den = jnp.where(seen, NOISE * den + (1 - NOISE) * pred**2, den)
+            if ratio is not None:
+                k = (t + 1).astype(loss.dtype)
+                falling = short / (1 - SHORT**k) < long / (1 - LONG**k)
+                hold = falling & (num > ratio * den) & (t >= start)
+                old = optax.tree_utils.tree_get(state, "lr", filtering=lr_of)
+                new = optax.tree_utils.tree_get(new_state, "lr", filtering=lr_of)
+                kept = jax.tree.map(lambda a, b: jnp.where(hold, a, b), old, new)
+                new_state = optax.tree_utils.tree_set(new_state, lr_of, lr=kept)
+            pred = _sum(jax.tree.map(jnp.multiply, grads, updates))
+            out = (optax.apply_updates(params, updates), new_state, t + 1)
+            out = (*out, short, long, loss, pred, num, den)
+            ok = jnp.isfinite(loss) & jnp.all(
+                jnp.array([jnp.all(jnp.isfinite(u)) for u in jax.tree.leaves(updates)])
+            )
+            return jax.tree.map(lambda a, b: jnp.where(ok, a, b), out, carry), None
+
+        z = jnp.zeros(())
+        init = (task.params, tower.init(task.params), jnp.zeros((), jnp.int32))
+        (params, *_), _ = jax.lax.scan(body, (*init, z, z, z, z, z, z), keys)
+        test = tuple(jnp.asarray(a) for a in task.test)
+        return task.loss(params, (x, y)), task.metric(params, test)
+
+    loss, metric = jax.jit(jax.vmap(one))(jnp.asarray(lrs))
+    return np.asarray(loss), np.asarray(metric)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=1600)
+    parser.add_argument("--tasks", default="sine,iris,flow,adding")
+    parser.add_argument("--ratio", default="2,10")
+    parser.add_argument("--start", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    makers = {
+        **TASKS,
+        **HELDOUT_TASKS,
+        **PROBE_TASKS,
+        **FRESH_TASKS,
+        **FRESH2_TASKS,
+        **FRESH3_TASKS,
+        **FRESH4_TASKS,
+        **FRESH5_TASKS,
+        **FRESH6_TASKS,
+        **FRESH7_TASKS,
+    }
+    keys = list(makers) if args.tasks == "every" else args.tasks.split(",")
+    if unknown := [k for k in keys if k not in makers]:
+        parser.error(f"unknown task(s) {unknown}; known: every, {list(makers)}")
+    rows = {"default": None} | {f"R > {r}": float(r) for r in args.ratio.split(",")}
+    print(f"{machine()}; {args.steps} steps; seed {args.seed}; held from step "
+          f"{args.start}\n")  # fmt: skip
+    print("| task | tuned Adam: test metric | " + " | ".join(rows) + " |")
+    print("|---" * (len(rows) + 2) + "|")
+    for key in keys:
+        t0 = time.time()
+        task = makers[key]()
+        loss, metric = run_grid(task, optax.adam, LRS, args.steps, seed=args.seed)
+        best = max(best_finite(loss), SOLVED)
+        i = int(np.nanargmin(np.where(np.isfinite(loss), loss, np.nan)))
+        cells = []
+        for ratio in rows.values():
+            end, m = run_gated(task, LRS, args.steps, ratio, args.start, args.seed)
+            r = np.maximum(np.where(np.isfinite(end), end, np.inf), SOLVED) / best
+            cells.append(f"{np.median(r):.2f} / {np.max(r):.2f} ({np.median(m):.4g})")
+        print(f"| {task.name} | {metric[i]:.4g} | " + " | ".join(cells) + " |")
+        print(f"{key}: {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    main()
