@@ -186,6 +186,29 @@ def optimisers(upper_lr: float) -> dict[str, Callable]:
     }
 
 
+def losses_and_metrics(task: Task, train: Callable, lrs):
+    """Final train loss (whole training set) and test metric of `train(lr)`, the
+    final parameters of one run, at every lr: one jitted program, vmapped."""
+    data = tuple(jnp.asarray(a) for a in task.train)
+    test = tuple(jnp.asarray(a) for a in task.test)
+
+    def one(lr):
+        params = train(lr)
+        return task.loss(params, data), task.metric(params, test)
+
+    loss, metric = jax.jit(jax.vmap(one))(jnp.asarray(lrs))
+    return np.asarray(loss), np.asarray(metric)
+
+
+def kept_if_finite(loss, updates, new, old):
+    """`new` where the loss and every update are finite, else `old`: a step that
+    overflowed is skipped, so a run ends at its last finite state."""
+    ok = jnp.isfinite(loss) & jnp.all(
+        jnp.array([jnp.all(jnp.isfinite(u)) for u in jax.tree.leaves(updates)])
+    )
+    return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+
+
 def run_grid(task: Task, make_tx: Callable, lrs, steps: int, seed: int = 1):
     """Final train loss and test metric of one optimiser at every grid point.
 
@@ -215,21 +238,16 @@ def run_grid(task: Task, make_tx: Callable, lrs, steps: int, seed: int = 1):
                 loss, grads = jax.value_and_grad(task.loss)(params, batch)
                 updates, new_state = tx.update(grads, state, params)
             new = (optax.apply_updates(params, updates), new_state)
-            ok = jnp.isfinite(loss) & jnp.all(
-                jnp.array([jnp.all(jnp.isfinite(u)) for u in jax.tree.leaves(updates)])
-            )
-            return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, carry), None
+            return kept_if_finite(loss, updates, new, carry), None
 
         (params, state), _ = jax.lax.scan(body, (params, tx.init(params)), keys)
         if hasattr(optax.contrib, "schedule_free_eval_params") and isinstance(
             state, optax.contrib.ScheduleFreeState
         ):
             params = optax.contrib.schedule_free_eval_params(state, params)
-        test = tuple(jnp.asarray(a) for a in task.test)
-        return task.loss(params, (x, y)), task.metric(params, test)
+        return params
 
-    loss, metric = jax.jit(jax.vmap(one))(jnp.asarray(lrs))
-    return np.asarray(loss), np.asarray(metric)
+    return losses_and_metrics(task, one, lrs)
 
 
 def main():

@@ -32,6 +32,7 @@ import jax.random as jr
 import numpy as np
 import optax
 from _common import machine
+from peers import kept_if_finite, losses_and_metrics
 from tuning_free import (
     FRESH2_TASKS,
     FRESH3_TASKS,
@@ -93,19 +94,14 @@ def run_gated(task, lrs, steps: int, ratio: float | None, start: int, seed: int)
             pred = _sum(jax.tree.map(jnp.multiply, grads, updates))
             out = (optax.apply_updates(params, updates), new_state, t + 1)
             out = (*out, short, long, loss, pred, num, den)
-            ok = jnp.isfinite(loss) & jnp.all(
-                jnp.array([jnp.all(jnp.isfinite(u)) for u in jax.tree.leaves(updates)])
-            )
-            return jax.tree.map(lambda a, b: jnp.where(ok, a, b), out, carry), None
+            return kept_if_finite(loss, updates, out, carry), None
 
         z = jnp.zeros(())
         init = (task.params, tower.init(task.params), jnp.zeros((), jnp.int32))
         (params, *_), _ = jax.lax.scan(body, (*init, z, z, z, z, z, z), keys)
-        test = tuple(jnp.asarray(a) for a in task.test)
-        return task.loss(params, (x, y)), task.metric(params, test)
+        return params
 
-    loss, metric = jax.jit(jax.vmap(one))(jnp.asarray(lrs))
-    return np.asarray(loss), np.asarray(metric)
+    return losses_and_metrics(task, one, lrs)
 
 
 def main():
