@@ -34,6 +34,7 @@ import optax
 from _common import machine
 from peers import kept_if_finite, losses_and_metrics
 from tuning_free import (
+    EXTRA_TASKS,
     FRESH2_TASKS,
     FRESH3_TASKS,
     FRESH4_TASKS,
@@ -114,6 +115,7 @@ def main():
     args = parser.parse_args()
     makers = {
         **TASKS,
+        **EXTRA_TASKS,
         **HELDOUT_TASKS,
         **PROBE_TASKS,
         **FRESH_TASKS,
@@ -124,7 +126,9 @@ def main():
         **FRESH6_TASKS,
         **FRESH7_TASKS,
     }
-    keys = list(makers) if args.tasks == "every" else args.tasks.split(",")
+    keys = args.tasks.split(",")
+    if args.tasks == "every":
+        keys = [k for k in makers if k not in EXTRA_TASKS]
     if unknown := [k for k in keys if k not in makers]:
         parser.error(f"unknown task(s) {unknown}; known: every, {list(makers)}")
     rows = {"default": None} | {f"R > {r}": float(r) for r in args.ratio.split(",")}
