@@ -13,6 +13,7 @@ from ._data import (
 )
 from ._fit import FitResult as FitResult, fit as fit
 from ._guard import DivergenceError as DivergenceError
+from ._hold import HoldCuts as HoldCuts, HoldState as HoldState
 from ._hyper import (
     Hyper as Hyper,
     HyperSpec as HyperSpec,

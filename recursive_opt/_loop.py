@@ -19,6 +19,7 @@ import optax
 from jaxtyping import Array, Int, PyTree
 
 from ._guard import all_finite, bound, normalise_bounds
+from ._hold import HoldCuts, HoldState, stack_of, with_stack
 from ._model import Model, Skeleton, select
 from ._optax import apply_updates
 from ._optimiser import AbstractOptimiser
@@ -41,11 +42,12 @@ class Carry(eqx.Module):
 def as_tower(tower: Any) -> Stack | optax.GradientTransformation:
     if isinstance(tower, AbstractOptimiser):
         return Stack(tower)  # Stack(opt) behaves exactly as opt.
-    if isinstance(tower, (Stack, optax.GradientTransformation)):
+    if isinstance(tower, (Stack, HoldCuts, optax.GradientTransformation)):
         return tower
     raise TypeError(
         "The optimiser must be a recursive_opt optimiser (ro.Adam(...)), a tower "
-        f"(ro.Stack[...](...)) or an optax.GradientTransformation, got "
+        "(ro.Stack[...](...), ro.HoldCuts(...)) or an optax.GradientTransformation, "
+        f"got "
         f"{type(tower).__name__}."
     )
 
@@ -56,6 +58,8 @@ def hyper_record(state: PyTree) -> dict[str, Array]:
     A tied tower's one set is recorded once, as level 1. An optax state made by
     `optax.inject_hyperparams` gives its hyperparameters as level 1.
     """
+    if isinstance(state, HoldState):
+        state = state.tower
     if isinstance(state, TowerState):
         levels = hyperparams(state)[:1] if state.tied else hyperparams(state)
     else:
@@ -232,9 +236,9 @@ class Loop:
             )
         # Host-side pieces here; what the traced chunk uses is `self.program`.
         self.tower, self.data, self.meta = tower, data, meta
-        self.bounds = normalise_bounds(bounds, tower)
+        self.bounds = normalise_bounds(bounds, stack_of(tower))
         if self.bounds is not None:  # enforced inside the tower, before each use
-            self.tower = bound(tower, self.bounds)
+            self.tower = with_stack(tower, bound(stack_of(tower), self.bounds))
         self.program = Program(
             loss_fn,
             model.skeleton,
@@ -261,7 +265,7 @@ class Loop:
                     "meta_data needs data and meta_data given as arrays (a held-out "
                     "split sampled alongside the training batches), not iterators."
                 )
-            if not isinstance(tower, Stack) or tower.depth < 2:
+            if not isinstance(stack_of(tower), Stack) or stack_of(tower).depth < 2:
                 raise ValueError(
                     "meta_data steers the hypergradient of a tower's level 1: it "
                     "needs a tower of depth >= 2 (ro.Stack[d](opt))."
@@ -325,19 +329,24 @@ class Program(eqx.Module):
             static.append(rest)
             return out[2], dynamic
 
-        if isinstance(self.tower, Stack):  # a scheme may need the loss itself
+        held = isinstance(self.tower, HoldCuts)
+        stack = stack_of(self.tower)
+        if isinstance(stack, Stack):  # a scheme may need the loss itself
             meta = None
             if meta_batch is not None:
                 meta = self.skeleton.value_and_grad(
                     self.loss_fn, self.has_aux, c.params, c.rest, meta_batch
                 )[2]
-            updates, opt_state, dynamic = self.tower.step_with(
-                grads_and_aux, c.params, c.opt_state, meta
+            stack_state = c.opt_state.tower if held else c.opt_state
+            updates, opt_state, dynamic = stack.step_with(
+                grads_and_aux, c.params, stack_state, meta
             )
         else:
             dynamic = grads_and_aux(c.params)[1]
         loss, aux, grads, rest = eqx.combine(dynamic, static[0])
-        if not isinstance(self.tower, Stack):
+        if held:
+            opt_state = self.tower.after(c.opt_state, opt_state, grads, updates, loss)
+        if not isinstance(stack, Stack):
             updates, opt_state = self.tower.update(grads, c.opt_state, c.params)
         params = apply_updates(c.params, updates)
         new = (params, rest, opt_state)

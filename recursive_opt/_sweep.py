@@ -15,6 +15,7 @@ from jaxtyping import PyTree
 
 from ._checks import check_positive
 from ._driver import drive, fetch, stack_history
+from ._hold import HoldState, stack_of
 from ._hyper import TRANSFORMS, hyper_fields, outside
 from ._loop import Loop, normalise_key
 from ._model import Model, _is_nnx, data_to_keys, keys_to_data
@@ -62,6 +63,7 @@ def _check_over(tower, model: Model, over: dict, level: int, seeds) -> tuple[dic
 def _check_values(tower, model: Model, over: dict, level: int):
     if not over:
         return {}, None
+    tower = stack_of(tower)
     if not isinstance(tower, Stack):
         raise TypeError(
             "sweep `over` needs a recursive_opt optimiser or tower, whose "
@@ -137,9 +139,11 @@ def _population(
             members.append(loop.init(m.params, m.rest, jr.key_data(jr.fold_in(k, 1))))
         carries = jax.tree.map(lambda *xs: jnp.stack(xs), *members)
     if over:
-        state = jax.vmap(lambda s, v: s.set_hyperparams(level, v))(
-            carries.opt_state, over
-        )
+        held = isinstance(carries.opt_state, HoldState)
+        tower_states = carries.opt_state.tower if held else carries.opt_state
+        state = jax.vmap(lambda s, v: s.set_hyperparams(level, v))(tower_states, over)
+        if held:
+            state = dataclasses.replace(carries.opt_state, tower=state)
         carries = dataclasses.replace(carries, opt_state=state)
     return carries
 

@@ -1,0 +1,235 @@
+"""An opt-in rule for long runs on noisy minibatches: level 1's learning rates are
+not cut while the batch loss is still falling and its changes are mostly noise."""
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+from jaxtyping import Array, Float, Int, PyTree
+
+from ._custom_types import Grads, Params, Updates
+from ._optax import apply_updates
+from ._stack import Stack
+from ._state import TowerState, at_level
+
+# Decays of the loss's short and long averages and of the noise ratio's two.
+SHORT, LONG, NOISE = 0.98, 0.995, 0.99
+
+
+class HoldState(eqx.Module):
+    """`HoldCuts`' state: the tower's own, and the averages of the batch loss."""
+
+    tower: TowerState
+    count: Int[Array, ""]  # steps seen
+    short: Float[Array, ""]  # averages of the batch loss, decay SHORT and LONG
+    long: Float[Array, ""]
+    last: Float[Array, ""]  # the previous batch loss
+    pred: Float[Array, ""]  # the previous step's predicted change, g . u
+    noise: Float[Array, ""]  # average of (dL - pred)^2, decay NOISE
+    signal: Float[Array, ""]  # average of pred^2, decay NOISE
+    held: Int[Array, ""]  # steps at which a cut was blocked
+
+
+def _dot(a: PyTree, b: PyTree) -> Array:
+    products = jax.tree.map(
+        lambda x, y: jnp.sum(x.astype(jnp.float32) * y.astype(jnp.float32)), a, b
+    )
+    return sum(jax.tree.leaves(products), jnp.zeros((), jnp.float32))
+
+
+class HoldCuts(eqx.Module):
+    """A tower whose level-1 learning rates are not cut while the batch loss is still
+    falling and noisy. Opt-in, for long runs on small minibatches.
+
+    On minibatches the one-step hypergradient weighs a step's noise, paid at once,
+    against its progress, which on a slow transient pays off over many steps, and
+    over long runs it lowers the learning rates below a tuned constant one (Wu et
+    al.'s short-horizon bias; benchmarks/README.md, "Long runs on noisy tasks").
+    `HoldCuts` keeps level 1's lrs from falling (raises still pass) at every step
+    from `start` on at which
+
+    - the loss is falling: an average of the batch losses with decay 0.98 is below
+      one with decay 0.995 (both debiased as Adam's moments are), and
+    - the loss is noisy: R = E[(dL - p)^2] / E[p^2] > `ratio`, where dL is the
+      change of the batch loss from one step to the next and p = g . u the change
+      the step predicted to first order (averages with decay 0.99). On a
+      deterministic problem dL is about p and R is small, so such problems are
+      left alone; on minibatches dL is mostly the difference between batches.
+
+    It needs the batch loss each step: `update(grads, state, params, value=loss)`
+    (optax's convention for extra arguments), or `step`, or `ro.fit`, which pass it.
+
+    **Arguments:**
+
+    - `tower`: an untied `ro.Stack` of depth >= 2, e.g. `ro.Stack[3](ro.Adam())`.
+    - `ratio`: the noise ratio R above which cuts are held (default 10).
+    - `start`: the first step at which a cut may be held (default 200; the
+        averages need that long to mean something).
+
+    ```python
+    tower = ro.HoldCuts(ro.Stack[3](ro.Adam()))
+    state = tower.init(params)
+    loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+    updates, state = tower.update(grads, state, params, value=loss)
+    ```
+    """
+
+    tower: Stack
+    ratio: float = eqx.field(static=True)
+    start: int = eqx.field(static=True)
+
+    def __init__(self, tower: Stack, ratio: float = 10.0, start: int = 200):
+        if not isinstance(tower, Stack):
+            raise TypeError(
+                "HoldCuts wraps a tower, ro.Stack[d](opt) with d >= 2, got "
+                f"{type(tower).__name__}."
+            )
+        if tower.depth < 2 or tower.tie:
+            raise ValueError(
+                "HoldCuts needs an untied tower of depth >= 2 (level 1's learning "
+                f"rates tuned by a level above), got depth {tower.depth}"
+                f"{' tied' if tower.tie else ''}."
+            )
+        if isinstance(ratio, bool) or not isinstance(ratio, int | float):
+            raise TypeError(f"HoldCuts(ratio=...) needs a number, got {ratio!r}.")
+        if not (math.isfinite(ratio) and ratio > 0):
+            raise ValueError(f"HoldCuts(ratio=...) must be > 0, got {ratio!r}.")
+        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+            raise ValueError(f"HoldCuts(start=...) must be an int >= 0, got {start!r}.")
+        self.tower, self.ratio, self.start = tower, float(ratio), start
+
+    def __hash__(self) -> int:  # as Stack's: its arrays cannot be hashed
+        return id(self)
+
+    def init(self, params: Params) -> HoldState:
+        """The state for `params`: the tower's, and zeroed averages."""
+
+        def zero():  # separate buffers, so that the state can be donated
+            return jnp.zeros((), jnp.float32)
+
+        count, held = jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32)
+        averages = [zero() for _ in range(6)]
+        return HoldState(self.tower.init(params), count, *averages, held)
+
+    def update(
+        self,
+        grads: Grads,
+        state: HoldState,
+        params: Params | None = None,
+        *,
+        value: Array | None = None,
+        **extra_args: Any,
+    ) -> tuple[Updates, HoldState]:
+        """The tower's `update`, with level 1's cuts held as described above.
+        `value` is the batch loss at `params` (the loss `grads` are the gradient
+        of); other keyword arguments are ignored, as optax's chains pass them."""
+        del extra_args
+        if value is None:
+            raise ValueError(
+                "HoldCuts needs the batch loss: call update(grads, state, params, "
+                "value=loss), or step(loss_fn, params, state, *batch)."
+            )
+        self._check_state(state)
+        updates, inner = self.tower.update(grads, state.tower, params)
+        return updates, self.after(state, inner, grads, updates, value)
+
+    def step(
+        self, loss_fn: Callable[..., Array], params: Params, state: HoldState, *batch
+    ) -> tuple[Params, HoldState, Array]:
+        """One training step, `(new_params, new_state, loss)`, as `Stack.step`."""
+
+        def grads_and_loss(p):
+            loss, grads = jax.value_and_grad(loss_fn)(p, *batch)
+            return grads, loss
+
+        self._check_state(state)
+
+        def grads_and_aux(p):  # the gradients also as aux: g . u needs them
+            loss, grads = jax.value_and_grad(loss_fn)(p, *batch)
+            return grads, (loss, grads)
+
+        updates, inner, (loss, grads) = self.tower.step_with(
+            grads_and_aux, params, state.tower
+        )
+        new_state = self.after(state, inner, grads, updates, loss)
+        return apply_updates(params, updates), new_state, loss
+
+    def after(
+        self,
+        state: HoldState,
+        inner: TowerState,
+        grads: Grads,
+        updates: Updates,
+        value: Array,
+    ) -> HoldState:
+        """The new state, from the tower's new state `inner` (made from `state` by
+        the step that took `updates` from `grads` at batch loss `value`), with
+        level 1's lrs kept from falling where the rule holds cuts."""
+        value = jnp.asarray(value, jnp.float32)
+        if value.shape != ():
+            raise ValueError(
+                f"HoldCuts needs the batch loss as a scalar, got shape {value.shape}."
+            )
+        count = state.count
+        seen = count > 0
+        k = (count + 1).astype(jnp.float32)
+        short = SHORT * state.short + (1 - SHORT) * value
+        long = LONG * state.long + (1 - LONG) * value
+        change = value - state.last - state.pred
+        noise = jnp.where(seen, NOISE * state.noise + (1 - NOISE) * change**2, 0.0)
+        signal = jnp.where(
+            seen, NOISE * state.signal + (1 - NOISE) * state.pred**2, 0.0
+        )
+        falling = short / (1 - SHORT**k) < long / (1 - LONG**k)
+        hold = falling & (noise > self.ratio * signal) & (count >= self.start)
+        level1 = at_level(1)
+        old = optax.tree_utils.tree_get(state.tower, "lr", filtering=level1)
+        new = optax.tree_utils.tree_get(inner, "lr", filtering=level1)
+        kept = jax.tree.map(
+            lambda a, b: jnp.where(hold, jnp.maximum(a, b), b).astype(b.dtype), old, new
+        )
+        inner = optax.tree_utils.tree_set(inner, level1, lr=kept)
+        return HoldState(
+            inner,
+            optax.safe_increment(count),
+            short,
+            long,
+            value,
+            _dot(grads, updates),
+            noise,
+            signal,
+            state.held + hold.astype(jnp.int32),
+        )
+
+    def _check_state(self, state):
+        if not isinstance(state, HoldState):
+            raise ValueError(
+                f"`state` was not made by HoldCuts.init; got {type(state).__name__}."
+            )
+
+    def as_optax(self) -> optax.GradientTransformationExtraArgs:
+        """This rule as an optax transformation whose `update` takes `value=loss`."""
+
+        def init_fn(params):
+            return self.init(params)
+
+        def update_fn(updates, state, params=None, **extra_args):
+            return self.update(updates, state, params, **extra_args)
+
+        return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def stack_of(tower: Any) -> Any:
+    """The `Stack` inside `tower` if it is a `HoldCuts`, else `tower`."""
+    return tower.tower if isinstance(tower, HoldCuts) else tower
+
+
+def with_stack(tower: Any, stack: Stack) -> Any:
+    """`tower` with its `Stack` replaced by `stack` (`tower` itself if a Stack)."""
+    if isinstance(tower, HoldCuts):
+        return eqx.tree_at(lambda h: h.tower, tower, stack)
+    return stack
