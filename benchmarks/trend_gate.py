@@ -1,10 +1,10 @@
-"""A probe, not a default: hold level 1's lrs while the loss is falling and noisy.
+"""Level 1's cuts held while the loss is falling and noisy (`ro.HoldCuts`).
 
 Over long runs on noisy problems the one-step hypergradient lowers the default
 tower's lrs below a tuned constant one (benchmarks/README.md, "Long runs on noisy
-tasks"). This script wraps `Stack[3](Adam(lr))` in a training loop that sees the
-batch loss and, from step `--start` on, keeps level 1's lrs as they were (neither
-cut nor raised) while both hold:
+tasks"). This script runs `Stack[3](Adam(lr))` as it is and wrapped in
+`ro.HoldCuts(tower, ratio, start)`, which from step `start` on keeps level 1's
+lrs from falling (raises pass) while both hold:
 
 - the loss is falling: an average of the batch losses with decay 0.98 is below
   one with decay 0.995 (both debiased as Adam's moments are);
@@ -14,12 +14,15 @@ cut nor raised) while both hold:
   deterministic problem dL is about p, so R is small, even at the edge of
   stability; on minibatches dL is mostly the batches' difference.
 
+`--rule both` is the first form measured: level 1's lrs held both ways (neither
+cut nor raised), by a hand-written override in this script's loop.
+
 Per task: the median / worst final train loss over the 12 starts, as a ratio to
 tuned Adam's (the best of its 12-point grid), and the median test metric, for the
 default tower and for each ratio.
 
     python benchmarks/trend_gate.py [--steps 1600] [--tasks sine,iris,flow,adding]
-        [--ratio 2,10] [--start 200] [--seed 1]
+        [--ratio 10] [--start 200] [--seed 1] [--rule cuts|both]
 """
 
 import argparse
@@ -60,23 +63,32 @@ def _sum(tree) -> jax.Array:
     return sum(jnp.sum(x) for x in jax.tree.leaves(tree))
 
 
-def run_gated(task, lrs, steps: int, ratio: float | None, start: int, seed: int):
-    """Final train loss and test metric of `Stack[3](Adam(lr))` at every lr, with
-    level 1's lrs held while the loss falls and R > `ratio` (`None`: never held),
-    on the batches `peers.run_grid` draws with `seed`."""
+def run_gated(
+    task, lrs, steps: int, ratio: float | None, start: int, seed: int, rule="cuts"
+):
+    """Final train loss and test metric of `Stack[3](Adam(lr))` at every lr on the
+    batches `peers.run_grid` draws with `seed`: as it is (`ratio` None), or with
+    level 1's cuts held (`rule="cuts"`: `ro.HoldCuts(tower, ratio, start)`) or its
+    lrs held both ways (`rule="both"`, the first form measured) while the loss
+    falls and R > `ratio`."""
     x, y = (jnp.asarray(a) for a in task.train)
     n = len(x)
     keys = jr.split(jr.key(seed), steps)
 
     def one(lr):
         tower = ro.Stack[3](ro.Adam(lr))
+        if ratio is not None and rule == "cuts":
+            tower = ro.HoldCuts(tower, ratio, start)
         lr_of = ro.at_level(1)
 
         def body(carry, key):
             params, state, t, short, long, last, pred, num, den = carry
             idx = jr.randint(key, (task.batch,), 0, n)
             loss, grads = jax.value_and_grad(task.loss)(params, (x[idx], y[idx]))
-            updates, new_state = tower.update(grads, state, params)
+            if isinstance(tower, ro.HoldCuts):
+                updates, new_state = tower.update(grads, state, params, value=loss)
+            else:
+                updates, new_state = tower.update(grads, state, params)
             short = SHORT * short + (1 - SHORT) * loss
             long = LONG * long + (1 - LONG) * loss
             seen = t > 0
@@ -84,7 +96,7 @@ def run_gated(task, lrs, steps: int, ratio: float | None, start: int, seed: int)
                 seen, NOISE * num + (1 - NOISE) * (loss - last - pred) ** 2, num
             )
             den = jnp.where(seen, NOISE * den + (1 - NOISE) * pred**2, den)
-            if ratio is not None:
+            if ratio is not None and rule == "both":
                 k = (t + 1).astype(loss.dtype)
                 falling = short / (1 - SHORT**k) < long / (1 - LONG**k)
                 hold = falling & (num > ratio * den) & (t >= start)
@@ -109,9 +121,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1600)
     parser.add_argument("--tasks", default="sine,iris,flow,adding")
-    parser.add_argument("--ratio", default="2,10")
+    parser.add_argument("--ratio", default="10")
     parser.add_argument("--start", type=int, default=200)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--rule", choices=("cuts", "both"), default="cuts")
     args = parser.parse_args()
     makers = {
         **TASKS,
@@ -132,7 +145,8 @@ def main():
     if unknown := [k for k in keys if k not in makers]:
         parser.error(f"unknown task(s) {unknown}; known: every, {list(makers)}")
     rows = {"default": None} | {f"R > {r}": float(r) for r in args.ratio.split(",")}
-    print(f"{machine()}; {args.steps} steps; seed {args.seed}; held from step "
+    what = "cuts held" if args.rule == "cuts" else "lrs held both ways"
+    print(f"{machine()}; {args.steps} steps; seed {args.seed}; {what} from step "
           f"{args.start}\n")  # fmt: skip
     print("| task | tuned Adam: test metric | " + " | ".join(rows) + " |")
     print("|---" * (len(rows) + 2) + "|")
@@ -144,7 +158,9 @@ def main():
         i = int(np.nanargmin(np.where(np.isfinite(loss), loss, np.nan)))
         cells = []
         for ratio in rows.values():
-            end, m = run_gated(task, LRS, args.steps, ratio, args.start, args.seed)
+            end, m = run_gated(
+                task, LRS, args.steps, ratio, args.start, args.seed, args.rule
+            )
             r = np.maximum(np.where(np.isfinite(end), end, np.inf), SOLVED) / best
             cells.append(f"{np.median(r):.2f} / {np.max(r):.2f} ({np.median(m):.4g})")
         print(f"| {task.name} | {metric[i]:.4g} | " + " | ".join(cells) + " |")
