@@ -126,7 +126,8 @@ def fit(
     - `params`: a pytree of arrays, an Equinox module (its floating-point arrays
         are trained) or a Flax NNX module (its `nnx.Param`s are trained; its other
         state, such as batch statistics, is carried along).
-    - `tower`: a `ro.Stack`, a recursive_opt optimiser, or any optax transformation.
+    - `tower`: a `ro.Stack`, a `ro.HoldCuts` (given each batch's loss), a
+        recursive_opt optimiser, or any optax transformation.
     - `data`: arrays (a pytree whose leaves share their first axis, e.g. `(x, y)`),
         sampled in batches of `batch_size` (default: 128, or all examples if
         fewer) without replacement, reshuffled each epoch with `key`; or an
