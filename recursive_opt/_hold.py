@@ -62,6 +62,8 @@ class HoldCuts(eqx.Module):
 
     It needs the batch loss each step: `update(grads, state, params, value=loss)`
     (optax's convention for extra arguments), or `step`, or `ro.fit`, which pass it.
+    A step whose loss is not finite leaves the averages as they were and holds
+    nothing.
 
     **Arguments:**
 
@@ -184,8 +186,12 @@ class HoldCuts(eqx.Module):
         signal = jnp.where(
             seen, NOISE * state.signal + (1 - NOISE) * state.pred**2, 0.0
         )
+        pred = _dot(grads, updates)
+        # A step whose loss or prediction is not finite leaves the averages as
+        # they were and holds nothing (`ro.fit`'s guard then skips it).
+        ok = jnp.isfinite(value) & jnp.isfinite(pred)
         falling = short / (1 - SHORT**k) < long / (1 - LONG**k)
-        hold = falling & (noise > self.ratio * signal) & (count >= self.start)
+        hold = ok & falling & (noise > self.ratio * signal) & (count >= self.start)
         level1 = at_level(1)
         old = optax.tree_utils.tree_get(state.tower, "lr", filtering=level1)
         new = optax.tree_utils.tree_get(inner, "lr", filtering=level1)
@@ -193,17 +199,11 @@ class HoldCuts(eqx.Module):
             lambda a, b: jnp.where(hold, jnp.maximum(a, b), b).astype(b.dtype), old, new
         )
         inner = optax.tree_utils.tree_set(inner, level1, lr=kept)
-        return HoldState(
-            inner,
-            optax.safe_increment(count),
-            short,
-            long,
-            value,
-            _dot(grads, updates),
-            noise,
-            signal,
-            state.held + hold.astype(jnp.int32),
-        )
+        stats = (optax.safe_increment(count), short, long, value, pred, noise, signal)
+        before = (count, state.short, state.long, state.last, state.pred)
+        before = (*before, state.noise, state.signal)
+        stats = [jnp.where(ok, a, b) for a, b in zip(stats, before, strict=True)]
+        return HoldState(inner, *stats, state.held + hold.astype(jnp.int32))
 
     def _check_state(self, state):
         if not isinstance(state, HoldState):

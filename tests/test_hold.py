@@ -218,6 +218,17 @@ def test_as_optax_takes_value_in_a_chain():
         chain.update(g, s1, params)
 
 
+def test_a_non_finite_loss_leaves_the_averages(runs):
+    lib, _, _ = runs
+    x, y, params, loss_fn = _problem()
+    held = ro.HoldCuts(ro.Stack[3](ro.Adam()), ratio=RATIO, start=START)
+    state = lib["state"]
+    g = jax.grad(loss_fn)(lib["params"], x[:4], y[:4])
+    _, after = held.update(g, state, lib["params"], value=jnp.nan)
+    for name in ("count", "short", "long", "last", "pred", "noise", "signal", "held"):
+        np.testing.assert_array_equal(getattr(after, name), getattr(state, name))
+
+
 def test_errors_name_the_fix():
     x, y, params, loss_fn = _problem()
     held = ro.HoldCuts(ro.Stack[2](ro.Adam()))
