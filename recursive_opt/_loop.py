@@ -39,7 +39,7 @@ class Carry(eqx.Module):
     bad_step: Int[Array, ""]  # the first non-finite step, or -1
 
 
-def as_tower(tower: Any) -> Stack | optax.GradientTransformation:
+def as_tower(tower: Any) -> Stack | HoldCuts | optax.GradientTransformation:
     if isinstance(tower, AbstractOptimiser):
         return Stack(tower)  # Stack(opt) behaves exactly as opt.
     if isinstance(tower, (Stack, HoldCuts, optax.GradientTransformation)):
@@ -47,8 +47,7 @@ def as_tower(tower: Any) -> Stack | optax.GradientTransformation:
     raise TypeError(
         "The optimiser must be a recursive_opt optimiser (ro.Adam(...)), a tower "
         "(ro.Stack[...](...), ro.HoldCuts(...)) or an optax.GradientTransformation, "
-        f"got "
-        f"{type(tower).__name__}."
+        f"got {type(tower).__name__}."
     )
 
 

@@ -165,6 +165,12 @@ def test_fit_passes_the_loss():
         p,
     )
     assert "level1/lr['w']" in res.history
+    bounded = ro.fit(
+        lambda p, b: loss_fn(p, *b), params, held, iter(batches), steps=80,
+        log_every=40, progress=False, bounds=[{"lr": (1e-8, 0.05)}, None, None],
+    )  # fmt: skip
+    assert int(bounded.state.held) > 0
+    assert np.all(bounded.history["level1/lr['w']"] <= 0.05 * (1 + 1e-6))
 
     # A sweep's members are held towers too, each as its own fit.
     lrs = np.array([1e-3, 1e-1])
