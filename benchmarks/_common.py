@@ -49,7 +49,10 @@ def make_step(tx: optax.GradientTransformation, loss=mlp_loss):
 
     def step(params, state, x, y):
         value, grads = jax.value_and_grad(loss)(params, x, y)
-        updates, state = tx.update(grads, state, params)
+        if isinstance(tx, optax.GradientTransformationExtraArgs):  # the loss too
+            updates, state = tx.update(grads, state, params, value=value)
+        else:
+            updates, state = tx.update(grads, state, params)
         return optax.apply_updates(params, updates), state, value
 
     return jax.jit(step, donate_argnums=(0, 1))

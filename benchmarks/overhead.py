@@ -58,6 +58,8 @@ def variants(max_depth: int):
         if max_depth >= 3:  # the one-pass order, an option (OneStep(fused=True))
             fused = ro.Stack[3](opt, hypergradient=ro.OneStep(fused=True))
             out[f"{family} d=3 fused"] = (family, fused.as_optax())
+            held = ro.HoldCuts(ro.Stack[3](opt))  # needs the loss: value=
+            out[f"{family} d=3 HoldCuts"] = (family, held.as_optax())
     return out
 
 
@@ -110,6 +112,13 @@ def report(label: str, result: dict, max_depth: int) -> str:
     )
     if fused:
         goals += f"\nDepth 3 in the fused order (OneStep(fused=True)): {fused}"
+    held = ", ".join(
+        f"{f} {result[f'{f} d=3 HoldCuts'][1]:.2f}x"
+        for f in FAMILIES
+        if f"{f} d=3 HoldCuts" in result
+    )
+    if held:
+        goals += f"\nDepth 3 under ro.HoldCuts (given the loss): {held}"
     return f"{label}\n\n{table(header, rows)}\n\n{goals}\n"
 
 
