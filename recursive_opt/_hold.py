@@ -144,10 +144,6 @@ class HoldCuts(eqx.Module):
     ) -> tuple[Params, HoldState, Array]:
         """One training step, `(new_params, new_state, loss)`, as `Stack.step`."""
 
-        def grads_and_loss(p):
-            loss, grads = jax.value_and_grad(loss_fn)(p, *batch)
-            return grads, loss
-
         self._check_state(state)
 
         def grads_and_aux(p):  # the gradients also as aux: g . u needs them
