@@ -105,20 +105,17 @@ def report(label: str, result: dict, max_depth: int) -> str:
         for f in FAMILIES
         if f"{f} d=3" in result
     )
-    fused = ", ".join(
-        f"{f} {result[f'{f} d=3 fused'][1]:.2f}x"
-        for f in FAMILIES
-        if f"{f} d=3 fused" in result
-    )
-    if fused:
-        goals += f"\nDepth 3 in the fused order (OneStep(fused=True)): {fused}"
-    held = ", ".join(
-        f"{f} {result[f'{f} d=3 HoldCuts'][1]:.2f}x"
-        for f in FAMILIES
-        if f"{f} d=3 HoldCuts" in result
-    )
-    if held:
-        goals += f"\nDepth 3 under ro.HoldCuts (given the loss): {held}"
+    for variant, what in [
+        ("fused", "in the fused order (OneStep(fused=True))"),
+        ("HoldCuts", "under ro.HoldCuts (given the loss)"),
+    ]:
+        ratios = ", ".join(
+            f"{f} {result[f'{f} d=3 {variant}'][1]:.2f}x"
+            for f in FAMILIES
+            if f"{f} d=3 {variant}" in result
+        )
+        if ratios:
+            goals += f"\nDepth 3 {what}: {ratios}"
     return f"{label}\n\n{table(header, rows)}\n\n{goals}\n"
 
 
