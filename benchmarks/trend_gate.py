@@ -89,14 +89,12 @@ def run_gated(
                 updates, new_state = tower.update(grads, state, params, value=loss)
             else:
                 updates, new_state = tower.update(grads, state, params)
-            short = SHORT * short + (1 - SHORT) * loss
-            long = LONG * long + (1 - LONG) * loss
-            seen = t > 0
-            num = jnp.where(
-                seen, NOISE * num + (1 - NOISE) * (loss - last - pred) ** 2, num
-            )
-            den = jnp.where(seen, NOISE * den + (1 - NOISE) * pred**2, den)
-            if ratio is not None and rule == "both":
+            if ratio is not None and rule == "both":  # the rule by hand
+                short = SHORT * short + (1 - SHORT) * loss
+                long = LONG * long + (1 - LONG) * loss
+                change = (loss - last - pred) ** 2
+                num = jnp.where(t > 0, NOISE * num + (1 - NOISE) * change, num)
+                den = jnp.where(t > 0, NOISE * den + (1 - NOISE) * pred**2, den)
                 k = (t + 1).astype(loss.dtype)
                 falling = short / (1 - SHORT**k) < long / (1 - LONG**k)
                 hold = falling & (num > ratio * den) & (t >= start)
@@ -104,7 +102,7 @@ def run_gated(
                 new = optax.tree_utils.tree_get(new_state, "lr", filtering=lr_of)
                 kept = jax.tree.map(lambda a, b: jnp.where(hold, a, b), old, new)
                 new_state = optax.tree_utils.tree_set(new_state, lr_of, lr=kept)
-            pred = _sum(jax.tree.map(jnp.multiply, grads, updates))
+                pred = _sum(jax.tree.map(jnp.multiply, grads, updates))
             out = (optax.apply_updates(params, updates), new_state, t + 1)
             out = (*out, short, long, loss, pred, num, den)
             return kept_if_finite(loss, updates, out, carry), None

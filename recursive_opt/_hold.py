@@ -12,7 +12,7 @@ import optax
 from jaxtyping import Array, Float, Int, PyTree
 
 from ._custom_types import Grads, Params, Updates
-from ._optax import apply_updates
+from ._optax import apply_updates, as_optax
 from ._stack import Stack
 from ._state import TowerState, at_level
 
@@ -209,19 +209,17 @@ class HoldCuts(eqx.Module):
 
     def as_optax(self) -> optax.GradientTransformationExtraArgs:
         """This rule as an optax transformation whose `update` takes `value=loss`."""
-
-        def init_fn(params):
-            return self.init(params)
-
-        def update_fn(updates, state, params=None, **extra_args):
-            return self.update(updates, state, params, **extra_args)
-
-        return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+        return as_optax(self, extra_args=True)
 
 
 def stack_of(tower: Any) -> Any:
     """The `Stack` inside `tower` if it is a `HoldCuts`, else `tower`."""
     return tower.tower if isinstance(tower, HoldCuts) else tower
+
+
+def stack_state(state: Any) -> Any:
+    """The tower's state inside `state` if it is a `HoldState`, else `state`."""
+    return state.tower if isinstance(state, HoldState) else state
 
 
 def with_stack(tower: Any, stack: Stack) -> Any:

@@ -19,7 +19,7 @@ import optax
 from jaxtyping import Array, Int, PyTree
 
 from ._guard import all_finite, bound, normalise_bounds
-from ._hold import HoldCuts, HoldState, stack_of, with_stack
+from ._hold import HoldCuts, stack_of, stack_state, with_stack
 from ._model import Model, Skeleton, select
 from ._optax import apply_updates
 from ._optimiser import AbstractOptimiser
@@ -57,8 +57,7 @@ def hyper_record(state: PyTree) -> dict[str, Array]:
     A tied tower's one set is recorded once, as level 1. An optax state made by
     `optax.inject_hyperparams` gives its hyperparameters as level 1.
     """
-    if isinstance(state, HoldState):
-        state = state.tower
+    state = stack_state(state)
     if isinstance(state, TowerState):
         levels = hyperparams(state)[:1] if state.tied else hyperparams(state)
     else:
@@ -336,9 +335,8 @@ class Program(eqx.Module):
                 meta = self.skeleton.value_and_grad(
                     self.loss_fn, self.has_aux, c.params, c.rest, meta_batch
                 )[2]
-            stack_state = c.opt_state.tower if held else c.opt_state
             updates, opt_state, dynamic = stack.step_with(
-                grads_and_aux, c.params, stack_state, meta
+                grads_and_aux, c.params, stack_state(c.opt_state), meta
             )
         else:
             dynamic = grads_and_aux(c.params)[1]

@@ -16,8 +16,12 @@ class _HasInitUpdate(Protocol):
     def update(self, grads, state, params=None): ...
 
 
-def as_optax(obj: _HasInitUpdate) -> optax.GradientTransformation:
-    """Wrap `obj.init`/`obj.update` as an optax transformation.
+def as_optax(
+    obj: _HasInitUpdate, extra_args: bool = False
+) -> optax.GradientTransformation:
+    """Wrap `obj.init`/`obj.update` as an optax transformation; with `extra_args`,
+    a `GradientTransformationExtraArgs` whose `update` passes keyword arguments
+    (optax's `value=loss`, ...) on to `obj.update`.
 
     Plain closures, not bound methods: a bound method of an `eqx.Module` is a
     pytree holding the module's arrays, which Flax NNX refuses to keep as a static
@@ -26,6 +30,13 @@ def as_optax(obj: _HasInitUpdate) -> optax.GradientTransformation:
 
     def init_fn(params):
         return obj.init(params)
+
+    if extra_args:
+
+        def update_with(updates, state, params=None, **extra):
+            return obj.update(updates, state, params, **extra)
+
+        return optax.GradientTransformationExtraArgs(init_fn, update_with)
 
     def update_fn(updates, state, params=None):
         return obj.update(updates, state, params)

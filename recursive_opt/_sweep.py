@@ -15,7 +15,7 @@ from jaxtyping import PyTree
 
 from ._checks import check_positive
 from ._driver import drive, fetch, stack_history
-from ._hold import HoldState, stack_of
+from ._hold import HoldState, stack_of, stack_state
 from ._hyper import TRANSFORMS, hyper_fields, outside
 from ._loop import Loop, normalise_key
 from ._model import Model, _is_nnx, data_to_keys, keys_to_data
@@ -139,10 +139,10 @@ def _population(
             members.append(loop.init(m.params, m.rest, jr.key_data(jr.fold_in(k, 1))))
         carries = jax.tree.map(lambda *xs: jnp.stack(xs), *members)
     if over:
-        held = isinstance(carries.opt_state, HoldState)
-        tower_states = carries.opt_state.tower if held else carries.opt_state
-        state = jax.vmap(lambda s, v: s.set_hyperparams(level, v))(tower_states, over)
-        if held:
+        state = jax.vmap(lambda s, v: s.set_hyperparams(level, v))(
+            stack_state(carries.opt_state), over
+        )
+        if isinstance(carries.opt_state, HoldState):
             state = dataclasses.replace(carries.opt_state, tower=state)
         carries = dataclasses.replace(carries, opt_state=state)
     return carries
