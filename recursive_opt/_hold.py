@@ -12,6 +12,7 @@ import optax
 from jaxtyping import Array, Float, Int, PyTree
 
 from ._custom_types import Grads, Params, Updates
+from ._hyper import Hyper
 from ._optax import apply_updates, as_optax
 from ._stack import Stack
 from ._state import TowerState, at_level
@@ -67,7 +68,9 @@ class HoldCuts(eqx.Module):
 
     **Arguments:**
 
-    - `tower`: an untied `ro.Stack` of depth >= 2, e.g. `ro.Stack[3](ro.Adam())`.
+    - `tower`: an untied `ro.Stack` of depth >= 2 whose level 1 tunes its
+        learning rate (one per array, layer or model: `HoldCuts` reads and sets
+        the tower state's view of them), e.g. `ro.Stack[3](ro.Adam())`.
     - `ratio`: the noise ratio R above which cuts are held (default 10).
     - `start`: the first step at which a cut may be held (default 200; the
         averages need that long to mean something).
@@ -95,6 +98,18 @@ class HoldCuts(eqx.Module):
                 "HoldCuts needs an untied tower of depth >= 2 (level 1's learning "
                 f"rates tuned by a level above), got depth {tower.depth}"
                 f"{' tied' if tower.tie else ''}."
+            )
+        lr = getattr(tower.levels[0], "lr", None)
+        if not (isinstance(lr, Hyper) and lr.tune and lr.per != "element"):
+            raise ValueError(
+                "HoldCuts holds level 1's tuned learning rates, one per array, layer "
+                "or the whole model; this tower's level 1 "
+                f"({type(tower.levels[0]).__name__}) has "
+                + (
+                    "them per element."
+                    if isinstance(lr, Hyper) and lr.tune
+                    else "no tuned `lr`."
+                )
             )
         if isinstance(ratio, bool) or not isinstance(ratio, int | float):
             raise TypeError(f"HoldCuts(ratio=...) needs a number, got {ratio!r}.")

@@ -49,17 +49,18 @@ def runs():
         return optax.apply_updates(p, u), s
 
     p, s = params, held.init(params)
-    lib = {"held": [], "lrs": []}
+    lib = {"held": [], "lrs": [], "averages": []}
     for i in _batches():
         p, s = lib_step(p, s, x[i], y[i])
         lib["held"].append(int(s.held))
+        lib["averages"].append((float(s.noise), float(s.signal)))
         lib["lrs"].append(jax.tree.map(np.asarray, _level1_lrs(s.tower)))
     lib["params"], lib["state"] = p, s
 
     # By hand, in float64 NumPy for the averages (the rule, not its code).
     p, ts = params, stack.init(params)
     short = long = last = pred = noise = signal = 0.0
-    hand = {"held": [], "lrs": []}
+    hand = {"held": [], "lrs": [], "averages": []}
     count = 0
     update = jax.jit(stack.update)
     for t, i in enumerate(_batches()):
@@ -84,6 +85,7 @@ def runs():
         last = loss
         p, ts = optax.apply_updates(p, u), new
         hand["held"].append(count)
+        hand["averages"].append((noise, signal))
         hand["lrs"].append(jax.tree.map(np.asarray, _level1_lrs(ts)))
     hand["params"] = p
 
@@ -102,6 +104,8 @@ def test_hold_cuts_follows_its_rule(runs):
     # The rule acts on this noisy problem, from `start` on only.
     assert lib["held"][START - 1] == 0 and lib["held"][-1] > 10
     assert lib["held"] == hand["held"]
+    # The noise ratio's two averages: the rule's prediction, step by step.
+    np.testing.assert_allclose(lib["averages"], hand["averages"], rtol=1e-4)
     for a, b in zip(lib["lrs"], hand["lrs"]):
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5), a, b)
     jax.tree.map(
@@ -252,6 +256,10 @@ def test_errors_name_the_fix():
         ro.HoldCuts(ro.Stack[1](ro.Adam()))
     with pytest.raises(ValueError, match="untied"):
         ro.HoldCuts(ro.Stack[3](ro.Adam(1e-2), tie=True))
+    with pytest.raises(ValueError, match="per element"):
+        ro.HoldCuts(ro.Stack[2](ro.Adam(ro.hyper(1e-2, per="element"))))
+    with pytest.raises(ValueError, match="no tuned `lr`"):
+        ro.HoldCuts(ro.Stack[2](ro.Adam(ro.fixed(1e-2), b1=ro.hyper(0.9))))
     with pytest.raises(ValueError, match="ratio"):
         ro.HoldCuts(ro.Stack[2](ro.Adam()), ratio=0.0)
     with pytest.raises(ValueError, match="start"):
