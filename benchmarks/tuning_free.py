@@ -60,7 +60,10 @@ likelihood with a learned variance, one layer applied 12 times with shared
 weights, skip-gram embeddings with negative sampling). `--tasks fresh7` four
 more, written on 2026-12-05 (fourth session) before any run (a CNN written with
 Equinox modules, an MLP written with Flax NNX on Friedman's regression problem,
-a RealNVP flow on two moons, an MLP with bfloat16 parameters). `--tasks raw` five probes
+a RealNVP flow on two moons, an MLP with bfloat16 parameters). `--tasks fresh8`
+four more, written on 2026-12-06 before any run (a vision transformer on digits,
+a Gaussian mixture's likelihood, a graph convolutional network on a stochastic
+block model, a deep tanh MLP started too small). `--tasks raw` five probes
 of unnormalised targets and inputs (tanh and ReLU MLPs on diabetes' raw targets,
 the two heads' regression alone, digits on raw pixels, a ReLU regression on
 uncentred targets). `--rules` prints only a table of `Stack[3]` over each
@@ -1257,6 +1260,132 @@ def bf16_task():
     )  # fmt: skip
 
 
+def vit_task(d: int = 32, heads: int = 2):
+    """A vision transformer on digits: the 8x8 image as 16 patches of 2x2,
+    embedded, with learned positions, one pre-LayerNorm block (two heads, GELU
+    MLP), mean-pooled, LayerNorm, a linear head."""
+    digits = ro.load_digits()
+    ks = jr.split(jr.key(229), 7)
+    square = lambda k: jr.normal(k, (d, d)) / jnp.sqrt(d)  # noqa: E731
+    params = {
+        "patch": init_mlp(ks[0], (4, d))[0],
+        "pos": jr.normal(ks[1], (16, d)) * 0.1,
+        "ln1": {"g": jnp.ones(d), "b": jnp.zeros(d)},
+        "qkv": [square(k) for k in jr.split(ks[2], 3)],
+        "wo": square(ks[3]),
+        "ln2": {"g": jnp.ones(d), "b": jnp.zeros(d)},
+        "ff": init_mlp(ks[4], (d, 2 * d, d)),
+        "ln3": {"g": jnp.ones(d), "b": jnp.zeros(d)},
+        "head": init_mlp(ks[5], (d, 10))[0],
+    }
+
+    def norm(h, q):
+        mean, var = h.mean(-1, keepdims=True), h.var(-1, keepdims=True)
+        return (h - mean) / jnp.sqrt(var + 1e-5) * q["g"] + q["b"]
+
+    def logits(p, x):
+        img = x.reshape(-1, 4, 2, 4, 2).transpose(0, 1, 3, 2, 4).reshape(-1, 16, 4)
+        h = img @ p["patch"]["w"] + p["patch"]["b"] + p["pos"]
+        a = norm(h, p["ln1"])
+        split = lambda z: z.reshape(*z.shape[:2], heads, d // heads)  # noqa: E731
+        q, k, v = (split(a @ w) for w in p["qkv"])
+        s = jnp.einsum("bthd,bshd->bhts", q, k) / jnp.sqrt(d // heads)
+        o = jnp.einsum("bhts,bshd->bthd", jax.nn.softmax(s, -1), v)
+        h = h + o.reshape(h.shape) @ p["wo"]
+        (l1, l2), f = p["ff"], norm(h, p["ln2"])
+        h = h + jax.nn.gelu(f @ l1["w"] + l1["b"]) @ l2["w"] + l2["b"]
+        z = norm(h.mean(1), p["ln3"])
+        return z @ p["head"]["w"] + p["head"]["b"]
+
+    return Task(
+        "digits ViT", digits.train, digits.test, params,
+        lambda p, b: _ce(logits(p, b[0]), b[1]), _accuracy(logits),
+        "test accuracy", 64,
+    )  # fmt: skip
+
+
+def gmm_task(components: int = 5):
+    """A 2-D Gaussian mixture (5 components, diagonal covariances) fitted by
+    maximum likelihood: the mean negative log-likelihood of each batch, the
+    means started from N(0, 1), the scales softplus(s) + 1e-3, the weights a
+    softmax; the data drawn from 5 components of different weights and
+    widths."""
+    rng = np.random.default_rng(233)
+    centres = rng.uniform(-6, 6, (components, 2))
+    widths = rng.uniform(0.3, 1.5, (components, 2))
+    weights = rng.dirichlet(np.full(components, 2.0))
+    z = rng.choice(components, 3000, p=weights)
+    x = (centres[z] + widths[z] * rng.normal(size=(3000, 2))).astype(np.float32)
+    params = {
+        "logits": jnp.zeros(components),
+        "means": jr.normal(jr.key(239), (components, 2)),
+        "scales": jnp.full((components, 2), 0.55),  # softplus: 1.0
+    }
+
+    def nll(p, b):
+        scale = jax.nn.softplus(p["scales"]) + 1e-3
+        diff = (b[0][:, None, :] - p["means"][None]) / scale[None]
+        log_pdf = -0.5 * jnp.sum(diff**2, -1) - jnp.sum(jnp.log(scale), -1)
+        log_pdf = log_pdf - jnp.log(2 * jnp.pi)
+        joint = log_pdf + jax.nn.log_softmax(p["logits"])[None]
+        return -jnp.mean(jax.nn.logsumexp(joint, -1))
+
+    y = np.zeros(3000, np.float32)  # unused: the batches carry the points
+    return Task(
+        "Gaussian mixture NLL", (x[:2500], y[:2500]), (x[2500:], y[2500:]),
+        params, nll, nll, "test NLL", 64,
+    )  # fmt: skip
+
+
+def gnn_task(nodes: int = 600, blocks: int = 4, features: int = 8):
+    """Node classification on a stochastic block model (600 nodes, 4 blocks, edges
+    within a block with probability 0.05, across 0.005) by a two-layer graph
+    convolutional network (symmetrically normalised adjacency with self-loops),
+    from noisy features (the block's one-hot in 4 of 8 dimensions under noise of
+    scale 2). Each batch is 32 training nodes, the network run on the whole
+    graph; 400 nodes train, 200 test."""
+    rng = np.random.default_rng(241)
+    block = rng.integers(0, blocks, nodes)
+    same = block[:, None] == block[None, :]
+    upper = np.triu(rng.uniform(size=(nodes, nodes)) < np.where(same, 0.05, 0.005), 1)
+    adj = (upper | upper.T).astype(np.float32) + np.eye(nodes, dtype=np.float32)
+    norm = 1 / np.sqrt(adj.sum(1))
+    a_hat = jnp.asarray(adj * norm[:, None] * norm[None, :])
+    feats = np.zeros((nodes, features), np.float32)
+    feats[np.arange(nodes), block] = 1.0
+    feats = jnp.asarray(feats + 2.0 * rng.normal(size=feats.shape).astype(np.float32))
+    params = init_mlp(jr.key(251), (features, 32, blocks))
+
+    def logits(p, idx):
+        (l1, l2) = p
+        h = jax.nn.relu(a_hat @ (feats @ l1["w"]) + l1["b"])
+        return (a_hat @ (h @ l2["w"]) + l2["b"])[idx]
+
+    order = rng.permutation(nodes).astype(np.int32)
+    y = block.astype(np.int32)
+    train, test = (order[:400], y[order[:400]]), (order[400:], y[order[400:]])
+    return Task(
+        "graph convolutional network", train, test, params,
+        lambda p, b: _ce(logits(p, b[0]), b[1]), _accuracy(logits),
+        "test accuracy", 32,
+    )  # fmt: skip
+
+
+def deep_tanh_task(depth: int = 10, width: int = 32, gain: float = 0.6):
+    """A 10-layer tanh MLP of width 32 on digits, its weights started at 0.6 of
+    the usual 1 / sqrt(fan-in) scale, so that the signal and the gradients shrink
+    through the layers (vanishing gradients: layers whose gradients differ by
+    orders of magnitude)."""
+    d = ro.load_digits()
+    params = init_mlp(jr.key(257), (64,) + (width,) * depth + (10,))
+    params = [{"w": gain * q["w"], "b": q["b"]} for q in params]
+    return Task(
+        "deep tanh MLP, small init", d.train, d.test, params,
+        lambda p, b: _ce(mlp(p, b[0]), b[1]), _accuracy(mlp),
+        "test accuracy", 64,
+    )  # fmt: skip
+
+
 TASKS = {
     "digits": digits_task,
     "cancer": breast_cancer_task,
@@ -1360,6 +1489,18 @@ FRESH7_TASKS = {
     "nnx_friedman": nnx_friedman_task,
     "flow": flow_task,
     "bf16": bf16_task,
+}
+
+# Four more of kinds none of the above has, written on 2026-12-06 (later) before
+# any run (`--tasks fresh8`): a vision transformer (patches, two heads), a
+# Gaussian mixture's likelihood (means, scales and weights of very different
+# curvature), a graph convolutional network (each batch a few nodes of one graph
+# run whole), a deep tanh MLP started too small (vanishing gradients).
+FRESH8_TASKS = {
+    "vit": vit_task,
+    "gmm": gmm_task,
+    "gnn": gnn_task,
+    "deep_tanh": deep_tanh_task,
 }
 
 CEILING = ro.Stack[3](ro.Adam()).levels[0].lr.bounds  # (None, 1.0) for starts <= 1
@@ -1671,6 +1812,7 @@ def main():
         "fresh5": list(FRESH5_TASKS),
         "fresh6": list(FRESH6_TASKS),
         "fresh7": list(FRESH7_TASKS),
+        "fresh8": list(FRESH8_TASKS),
         "raw": list(RAW_TASKS),
     }
     keys = [k for key in args.tasks.split(",") for k in groups.get(key, [key])]
@@ -1686,12 +1828,13 @@ def main():
         **FRESH5_TASKS,
         **FRESH6_TASKS,
         **FRESH7_TASKS,
+        **FRESH8_TASKS,
         **RAW_TASKS,
     }
     if unknown := [k for k in keys if k not in makers]:
         parser.error(
             f"unknown task(s) {unknown}; known: all, heldout, probes, fresh, fresh2, "
-            f"fresh3, fresh4, fresh5, fresh6, fresh7, raw, "
+            f"fresh3, fresh4, fresh5, fresh6, fresh7, fresh8, raw, "
             f"{list(makers)}"
         )
     abl = {} if args.no_ablation else ablation()
