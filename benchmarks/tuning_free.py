@@ -234,6 +234,16 @@ def wine_task():
     )
 
 
+def _layer_norm(h, q):
+    """LayerNorm over the last axis, with gain `q["g"]` and bias `q["b"]`."""
+    mean, var = h.mean(-1, keepdims=True), h.var(-1, keepdims=True)
+    return (h - mean) / jnp.sqrt(var + 1e-5) * q["g"] + q["b"]
+
+
+def _norm_params(d: int) -> dict:
+    return {"g": jnp.ones(d), "b": jnp.zeros(d)}
+
+
 def attention_task(context: int = 16, d: int = 32):
     """A one-block causal transformer (pre-LayerNorm, one head, GELU MLP) predicting
     the next character of `textwrap.py`: a held-out check, not in `--tasks all`."""
@@ -247,24 +257,20 @@ def attention_task(context: int = 16, d: int = 32):
         "wk": square(ks[3]),
         "wv": square(ks[4]),
         "wo": square(ks[5]),
-        "ln1": {"g": jnp.ones(d), "b": jnp.zeros(d)},
-        "ln2": {"g": jnp.ones(d), "b": jnp.zeros(d)},
+        "ln1": _norm_params(d),
+        "ln2": _norm_params(d),
         "ff": init_mlp(ks[6], (d, 64, d)),
         "out": init_mlp(ks[7], (d, n))[0],
     }
     causal = jnp.tril(jnp.ones((context, context), bool))[None]
 
-    def norm(h, q):
-        mean, var = h.mean(-1, keepdims=True), h.var(-1, keepdims=True)
-        return (h - mean) / jnp.sqrt(var + 1e-5) * q["g"] + q["b"]
-
     def logits(p, x):
         h = p["embed"][x] + p["pos"][None]
-        a = norm(h, p["ln1"])
+        a = _layer_norm(h, p["ln1"])
         q, k, v = a @ p["wq"], a @ p["wk"], a @ p["wv"]
         s = jnp.where(causal, jnp.einsum("btd,bsd->bts", q, k) / jnp.sqrt(d), -1e9)
         h = h + jax.nn.softmax(s, -1) @ v @ p["wo"]
-        (l1, l2), f = p["ff"], norm(h, p["ln2"])
+        (l1, l2), f = p["ff"], _layer_norm(h, p["ln2"])
         h = h + jax.nn.gelu(f @ l1["w"] + l1["b"]) @ l2["w"] + l2["b"]
         return h[:, -1] @ p["out"]["w"] + p["out"]["b"]
 
@@ -1270,31 +1276,27 @@ def vit_task(d: int = 32, heads: int = 2):
     params = {
         "patch": init_mlp(ks[0], (4, d))[0],
         "pos": jr.normal(ks[1], (16, d)) * 0.1,
-        "ln1": {"g": jnp.ones(d), "b": jnp.zeros(d)},
+        "ln1": _norm_params(d),
         "qkv": [square(k) for k in jr.split(ks[2], 3)],
         "wo": square(ks[3]),
-        "ln2": {"g": jnp.ones(d), "b": jnp.zeros(d)},
+        "ln2": _norm_params(d),
         "ff": init_mlp(ks[4], (d, 2 * d, d)),
-        "ln3": {"g": jnp.ones(d), "b": jnp.zeros(d)},
+        "ln3": _norm_params(d),
         "head": init_mlp(ks[5], (d, 10))[0],
     }
-
-    def norm(h, q):
-        mean, var = h.mean(-1, keepdims=True), h.var(-1, keepdims=True)
-        return (h - mean) / jnp.sqrt(var + 1e-5) * q["g"] + q["b"]
 
     def logits(p, x):
         img = x.reshape(-1, 4, 2, 4, 2).transpose(0, 1, 3, 2, 4).reshape(-1, 16, 4)
         h = img @ p["patch"]["w"] + p["patch"]["b"] + p["pos"]
-        a = norm(h, p["ln1"])
+        a = _layer_norm(h, p["ln1"])
         split = lambda z: z.reshape(*z.shape[:2], heads, d // heads)  # noqa: E731
         q, k, v = (split(a @ w) for w in p["qkv"])
         s = jnp.einsum("bthd,bshd->bhts", q, k) / jnp.sqrt(d // heads)
         o = jnp.einsum("bhts,bshd->bthd", jax.nn.softmax(s, -1), v)
         h = h + o.reshape(h.shape) @ p["wo"]
-        (l1, l2), f = p["ff"], norm(h, p["ln2"])
+        (l1, l2), f = p["ff"], _layer_norm(h, p["ln2"])
         h = h + jax.nn.gelu(f @ l1["w"] + l1["b"]) @ l2["w"] + l2["b"]
-        z = norm(h.mean(1), p["ln3"])
+        z = _layer_norm(h.mean(1), p["ln3"])
         return z @ p["head"]["w"] + p["head"]["b"]
 
     return Task(
