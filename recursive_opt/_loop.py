@@ -263,7 +263,8 @@ class Loop:
                     "meta_data needs data and meta_data given as arrays (a held-out "
                     "split sampled alongside the training batches), not iterators."
                 )
-            if not isinstance(stack_of(tower), Stack) or stack_of(tower).depth < 2:
+            stack = stack_of(tower)
+            if not isinstance(stack, Stack) or stack.depth < 2:
                 raise ValueError(
                     "meta_data steers the hypergradient of a tower's level 1: it "
                     "needs a tower of depth >= 2 (ro.Stack[d](opt))."
