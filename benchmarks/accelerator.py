@@ -201,7 +201,7 @@ def transformer(layers, width, seq, batch, blocks: int, steps: int) -> str:
     tokens = jr.randint(jr.key(1), (batch, seq + 1), 0, 256)
     variants = {
         "optax Adam": optax.adam(1e-3),
-        "Stack[3](Adam) (lr per array)": ro.Stack[3](ro.Adam(1e-3)).as_optax(),
+        "Stack[3](Adam) (lr per layer)": ro.Stack[3](ro.Adam(1e-3)).as_optax(),
         "Stack[3](Adam), fused": ro.Stack[3](
             ro.Adam(1e-3), hypergradient=_scheme(fused=True)
         ).as_optax(),
