@@ -6,6 +6,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
@@ -136,6 +137,48 @@ def test_a_layer_moves_by_its_summed_hypergradient():
         rtol=1e-12,
     )
     assert np.all(np.abs(hg) > 1e-6)  # every layer moved
+
+
+def test_a_layer_set_apart_moves_together():
+    """A layer's arrays whose lrs `tree_set` set apart (as the optax how-to says)
+    move by one hypergradient: d loss / d s of a shift s shared by the layer's log
+    lrs, each at its own value (autodiff of step 1), so they keep their ratio."""
+    params, lr2 = _params(), 1e-3
+    lrs = {"l0": {"b": 0.02, "w": 0.05}, "l1": {"b": 0.05, "w": 0.05}, "s": 0.05}
+    tower = ro.Stack(ro.SGD(ro.hyper(0.05, per="layer")), ro.SGD(lr2))
+    state = tower.init(params)
+    view = [jnp.asarray(v, jnp.float64) for v in jax.tree.leaves(lrs)]
+    state = optax.tree_utils.tree_set(state, ro.at_level(1), lr=view)
+    g0 = jax.grad(_loss)(params)
+    u, state = tower.update(g0, state, params)
+    p1 = ro.apply_updates(params, u)
+    _, state = tower.update(jax.grad(_loss)(p1), state, p1)
+
+    def after_step_1(shifts):  # one shift of the log lrs per layer: l0, l1, s
+        shift = {"l0": shifts[0], "l1": shifts[1], "s": shifts[2]}
+        return _loss(
+            jax.tree.map(
+                lambda x, g, lr, s: x - lr * jnp.exp(s) * g,
+                params,
+                g0,
+                lrs,
+                {
+                    k: jax.tree.map(lambda _, k=k: shift[k], v)
+                    for k, v in params.items()
+                },
+            )
+        )
+
+    hg = jax.grad(after_step_1)(jnp.zeros(3))
+    want = jax.tree.map(
+        lambda lr, s: lr * jnp.exp(-lr2 * s),
+        lrs,
+        {"l0": {"b": hg[0], "w": hg[0]}, "l1": {"b": hg[1], "w": hg[1]}, "s": hg[2]},
+    )
+    got = ro.hyperparams(state)[0]["lr"]
+    chex.assert_trees_all_close(got, want, rtol=1e-12)
+    assert np.all(np.abs(hg) > 1e-6)  # every layer moved
+    np.testing.assert_allclose(got["l0"]["b"] / got["l0"]["w"], 0.4, rtol=1e-12)
 
 
 def test_the_default_tower_tunes_one_lr_per_layer():
