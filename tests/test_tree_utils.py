@@ -104,6 +104,32 @@ def test_filtered_tree_set_changes_one_level_for_the_next_update_without_retrace
     assert len(traces) == 1
 
 
+@pytest.mark.parametrize(
+    "level1",
+    [ro.Adam(ro.hyper(0.01)), ro.SGD(ro.hyper(0.01), momentum=0.9), ro.RMSProp(0.01)],
+    ids=["adam", "sgd-momentum", "rmsprop"],
+)
+def test_the_next_hypergradient_takes_the_last_step_at_the_set_value(level1):
+    """As the optax how-to says: after an lr is set r times higher, the level
+    above's next hypergradient is r x g . u (g the new gradients, u the last
+    update, taken at the old lr): the last step's direction at the new lr."""
+    lr2 = 1e-3
+    t = ro.Stack(level1, ro.SGD(lr2))  # level 2 plain SGD: its step shows it
+    params, state = PARAMS, t.init(PARAMS)
+    for _ in range(3):
+        u, state = t.update(grads_of(params), state, params)
+        params = ro.apply_updates(params, u)
+    g = grads_of(params)
+    dot = sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(u)))
+    old = ro.hyperparams(state)[0]["lr"]
+    for r in (1.0, 10.0):
+        new = tu.tree_set(state, ro.at_level(1), lr=f(r * old))
+        _, after = t.update(g, new, params)
+        hg = (np.log(r * old) - np.log(ro.hyperparams(after)[0]["lr"])) / lr2
+        np.testing.assert_allclose(hg, r * dot, rtol=1e-9)
+    assert abs(dot) > 1e-6
+
+
 def test_unchanged_values_keep_the_raw_state_bit_for_bit():
     t = tower()
     state = stepped(t, 2)
