@@ -63,7 +63,10 @@ Equinox modules, an MLP written with Flax NNX on Friedman's regression problem,
 a RealNVP flow on two moons, an MLP with bfloat16 parameters). `--tasks fresh8`
 four more, written on 2026-12-06 before any run (a vision transformer on digits,
 a Gaussian mixture's likelihood, a graph convolutional network on a stochastic
-block model, a deep tanh MLP started too small). `--tasks raw` five probes
+block model, a deep tanh MLP started too small). `--tasks fresh9` four more,
+written that night before any run (a batch-normalised CNN, a char LSTM,
+distillation to a teacher's soft targets, logistic regression on sparse
+counts). `--tasks raw` five probes
 of unnormalised targets and inputs (tanh and ReLU MLPs on diabetes' raw targets,
 the two heads' regression alone, digits on raw pixels, a ReLU regression on
 uncentred targets). `--rules` prints only a table of `Stack[3]` over each
@@ -1388,6 +1391,129 @@ def deep_tanh_task(depth: int = 10, width: int = 32, gain: float = 0.6):
     )  # fmt: skip
 
 
+def bn_cnn_task():
+    """A ReLU CNN on digits with batch normalisation after each convolution
+    (the batch's own statistics, at test too: no running averages; learned
+    scale and shift), two 3x3 convolutions (8 and 16 channels, the second with
+    stride 2) and a linear head."""
+    d = ro.load_digits()
+    k1, k2, k3 = jr.split(jr.key(263), 3)
+    params = {
+        "c1": {"w": jr.normal(k1, (3, 3, 1, 8)) * jnp.sqrt(2 / 9), **_bn(8)},
+        "c2": {"w": jr.normal(k2, (3, 3, 8, 16)) * jnp.sqrt(2 / 72), **_bn(16)},
+        "out": init_mlp(k3, (4 * 4 * 16, 10))[0],
+    }
+
+    def logits(p, x):
+        h = x.reshape(-1, 8, 8, 1)
+        dn = ("NHWC", "HWIO", "NHWC")
+        for name, stride in (("c1", 1), ("c2", 2)):
+            q = p[name]
+            h = jax.lax.conv_general_dilated(
+                h, q["w"], (stride, stride), "SAME", None, None, dn
+            )
+            mean, var = h.mean((0, 1, 2)), h.var((0, 1, 2))
+            h = jax.nn.relu((h - mean) / jnp.sqrt(var + 1e-5) * q["scale"] + q["shift"])
+        return h.reshape(h.shape[0], -1) @ p["out"]["w"] + p["out"]["b"]
+
+    return Task(
+        "batch-normalised CNN", d.train, d.test, params,
+        lambda p, b: _ce(logits(p, b[0]), b[1]), _accuracy(logits),
+        "test accuracy", 64,
+    )  # fmt: skip
+
+
+def _bn(channels: int) -> dict:
+    return {"scale": jnp.ones(channels), "shift": jnp.zeros(channels)}
+
+
+def lstm_task(context: int = 16, hidden: int = 48, max_chars: int = 60_000):
+    """A character-level LSTM language model (the next character after 16, one
+    LSTM layer of 48 units, forget gate's bias started at 1) on Python's own
+    `textwrap.py`."""
+    n, *data = char_windows(("textwrap.py",), context, max_chars, stride=3)
+    k1, k2, k3 = jr.split(jr.key(269), 3)
+    params = {
+        "embed": jr.normal(k1, (n, 16)) * 0.3,
+        "lstm": {
+            "wx": jr.normal(k2, (16, 4 * hidden)) / 4.0,
+            "wh": jr.normal(k3, (hidden, 4 * hidden)) / jnp.sqrt(hidden),
+            "b": jnp.zeros(4 * hidden).at[hidden : 2 * hidden].set(1.0),
+        },
+        "out": init_mlp(jr.key(271), (hidden, n))[0],
+    }
+
+    def logits(p, x):
+        q, xs = p["lstm"], p["embed"][x]
+
+        def cell(carry, x_t):
+            h, c = carry
+            i, f, g, o = jnp.split(x_t @ q["wx"] + h @ q["wh"] + q["b"], 4, -1)
+            c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+            h = jax.nn.sigmoid(o) * jnp.tanh(c)
+            return (h, c), None
+
+        zeros = jnp.zeros((xs.shape[0], hidden), xs.dtype)
+        (h, _), _ = jax.lax.scan(cell, (zeros, zeros), jnp.swapaxes(xs, 0, 1))
+        return h @ p["out"]["w"] + p["out"]["b"]
+
+    return next_char_task(f"char LSTM ({n} symbols)", data, params, logits, 64)
+
+
+def distill_task(temperature: float = 4.0):
+    """Knowledge distillation on digits: a 64-32-10 tanh student fitted to a
+    fixed, wider random teacher's (64-256-10 ReLU, weights at 3x the usual
+    scale) softened outputs, softmax(logits / 4): the batch's mean KL divergence
+    from the teacher, soft targets with no labels."""
+    d = ro.load_digits()
+    teacher = [
+        {"w": 3 * q["w"], "b": q["b"]} for q in init_mlp(jr.key(277), (64, 256, 10))
+    ]
+
+    def soft(p, x, act):
+        return jax.nn.log_softmax(mlp(p, x, act) / temperature, -1)
+
+    def kl(p, b):
+        t = soft(teacher, b[0], jax.nn.relu)
+        return jnp.mean(jnp.sum(jnp.exp(t) * (t - soft(p, b[0], jnp.tanh)), -1))
+
+    return Task(
+        "distillation to soft targets", d.train, d.test,
+        init_mlp(jr.key(281), (64, 32, 10)), kl, kl, "test KL", 64,
+    )  # fmt: skip
+
+
+def sparse_logistic_task(features: int = 2000, active: int = 20):
+    """Logistic regression on sparse counts: 4000 documents of 20 words drawn
+    from 2000 with Zipf frequencies (exponent 1.1), labels from a sparse true
+    weight vector (100 nonzero) with 5 % of them flipped; the rare words' weights
+    get few, large gradients (the case AdaGrad was made for)."""
+    rng = np.random.default_rng(283)
+    freq = 1.0 / np.arange(1, features + 1) ** 1.1
+    words = rng.choice(features, (4000, active), p=freq / freq.sum())
+    x = np.zeros((4000, features), np.float32)
+    np.add.at(x, (np.arange(4000)[:, None], words), 1.0)
+    true = np.zeros(features, np.float32)
+    true[rng.choice(features, 100, replace=False)] = rng.normal(0, 2, 100)
+    y = (x @ true + 0.1 * rng.normal(size=4000) > 0).astype(np.int32)
+    y = np.where(rng.random(4000) < 0.05, 1 - y, y)
+    params = {"w": jnp.zeros(features), "b": jnp.zeros(())}
+
+    def logit(p, x):
+        return x @ p["w"] + p["b"]
+
+    def loss(p, b):
+        return jnp.mean(optax.sigmoid_binary_cross_entropy(logit(p, b[0]), b[1]))
+
+    def accuracy(p, b):
+        return jnp.mean((logit(p, b[0]) > 0) == (b[1] > 0))
+
+    return Task(
+        "sparse logistic regression", (x[:3200], y[:3200]), (x[3200:], y[3200:]),
+        params, loss, accuracy, "test accuracy", 64,
+    )  # fmt: skip
+
+
 TASKS = {
     "digits": digits_task,
     "cancer": breast_cancer_task,
@@ -1503,6 +1629,17 @@ FRESH8_TASKS = {
     "gmm": gmm_task,
     "gnn": gnn_task,
     "deep_tanh": deep_tanh_task,
+}
+
+# Four more of kinds none of the above has, written on 2026-12-06 (night) before
+# any run (`--tasks fresh9`): batch normalisation (each example's output depends
+# on its batch), an LSTM (gates), distillation to soft targets (no labels), sparse
+# features (rare words' weights seen seldom).
+FRESH9_TASKS = {
+    "bn_cnn": bn_cnn_task,
+    "lstm": lstm_task,
+    "distill": distill_task,
+    "sparse": sparse_logistic_task,
 }
 
 CEILING = ro.Stack[3](ro.Adam()).levels[0].lr.bounds  # (None, 1.0) for starts <= 1
@@ -1815,6 +1952,7 @@ def main():
         "fresh6": list(FRESH6_TASKS),
         "fresh7": list(FRESH7_TASKS),
         "fresh8": list(FRESH8_TASKS),
+        "fresh9": list(FRESH9_TASKS),
         "raw": list(RAW_TASKS),
     }
     keys = [k for key in args.tasks.split(",") for k in groups.get(key, [key])]
@@ -1831,12 +1969,13 @@ def main():
         **FRESH6_TASKS,
         **FRESH7_TASKS,
         **FRESH8_TASKS,
+        **FRESH9_TASKS,
         **RAW_TASKS,
     }
     if unknown := [k for k in keys if k not in makers]:
         parser.error(
             f"unknown task(s) {unknown}; known: all, heldout, probes, fresh, fresh2, "
-            f"fresh3, fresh4, fresh5, fresh6, fresh7, fresh8, raw, "
+            f"fresh3, fresh4, fresh5, fresh6, fresh7, fresh8, fresh9, raw, "
             f"{list(makers)}"
         )
     abl = {} if args.no_ablation else ablation()
