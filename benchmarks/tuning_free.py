@@ -66,7 +66,10 @@ a Gaussian mixture's likelihood, a graph convolutional network on a stochastic
 block model, a deep tanh MLP started too small). `--tasks fresh9` four more,
 written that night before any run (a batch-normalised CNN, a char LSTM,
 distillation to a teacher's soft targets, logistic regression on sparse
-counts). `--tasks raw` five probes
+counts). `--tasks fresh10` four more, written on 2026-12-06 (morning) before
+any run (a two-block transformer language model with RMSNorm, a digits MLP with
+an L2 penalty in its loss, a sigmoid MLP, quantile regression by the pinball
+loss). `--tasks raw` five probes
 of unnormalised targets and inputs (tanh and ReLU MLPs on diabetes' raw targets,
 the two heads' regression alone, digits on raw pixels, a ReLU regression on
 uncentred targets). `--rules` prints only a table of `Stack[3]` over each
@@ -1514,6 +1517,110 @@ def sparse_logistic_task(features: int = 2000, active: int = 20):
     )  # fmt: skip
 
 
+def _rms_norm(h, g):
+    """RMSNorm over the last axis with gain `g` (no bias)."""
+    return h * jax.lax.rsqrt(jnp.mean(h * h, -1, keepdims=True) + 1e-6) * g
+
+
+def transformer_task(context: int = 16, d: int = 32, heads: int = 2, blocks: int = 2):
+    """A two-block causal transformer language model (pre-RMSNorm, two heads,
+    a SiLU MLP, a residual stream) predicting the next character of
+    `shutil.py`: depth in the residual stream, which `attention` (one block)
+    does not have."""
+    n, *data = char_windows(("shutil.py",), context, 60_000, stride=2)
+    ks = jr.split(jr.key(293), 3 + blocks)
+    square = lambda k: jr.normal(k, (d, d)) / jnp.sqrt(d)  # noqa: E731
+
+    def block(k):
+        kq, kk, kv, ko, kf = jr.split(k, 5)
+        return {
+            "n1": jnp.ones(d),
+            "qkv": [square(kq), square(kk), square(kv)],
+            "wo": square(ko) / jnp.sqrt(2 * blocks),
+            "n2": jnp.ones(d),
+            "ff": init_mlp(kf, (d, 4 * d, d)),
+        }
+
+    params = {
+        "embed": jr.normal(ks[0], (n, d)) * 0.3,
+        "pos": jr.normal(ks[1], (context, d)) * 0.1,
+        "blocks": [block(k) for k in ks[3:]],
+        "nf": jnp.ones(d),
+        "out": init_mlp(ks[2], (d, n))[0],
+    }
+    causal = jnp.tril(jnp.ones((context, context), bool))[None, None]
+
+    def logits(p, x):
+        h = p["embed"][x] + p["pos"][None]
+        for q in p["blocks"]:
+            a = _rms_norm(h, q["n1"])
+            split = lambda z: z.reshape(*z.shape[:2], heads, d // heads)  # noqa: E731
+            qq, kk, vv = (split(a @ w) for w in q["qkv"])
+            s = jnp.einsum("bthd,bshd->bhts", qq, kk) / jnp.sqrt(d // heads)
+            s = jnp.where(causal, s, -1e9)
+            o = jnp.einsum("bhts,bshd->bthd", jax.nn.softmax(s, -1), vv)
+            h = h + o.reshape(h.shape) @ q["wo"]
+            (l1, l2), f = q["ff"], _rms_norm(h, q["n2"])
+            h = h + jax.nn.silu(f @ l1["w"] + l1["b"]) @ l2["w"] + l2["b"]
+        return _rms_norm(h[:, -1], p["nf"]) @ p["out"]["w"] + p["out"]["b"]
+
+    return next_char_task(f"char transformer ({n} symbols)", data, params, logits, 64)
+
+
+def l2_task(penalty: float = 1e-3):
+    """The digits MLP (64-128-10 tanh) with an L2 penalty of 1e-3 x the sum of
+    squared weights in its loss: a regularised objective, whose minimum is where
+    the data's gradient balances the penalty's (never a fitted batch)."""
+    d = ro.load_digits()
+
+    def loss(p, b):
+        l2 = sum(jnp.sum(q["w"] ** 2) for q in p)
+        return _ce(mlp(p, b[0]), b[1]) + penalty * l2
+
+    return Task(
+        "digits MLP, L2 penalty", d.train, d.test, init_mlp(jr.key(307), (64, 128, 10)),
+        loss, _accuracy(mlp), "test accuracy", 64,
+    )  # fmt: skip
+
+
+def sigmoid_task():
+    """A 30-64-64-2 MLP with logistic-sigmoid units on breast cancer: units that
+    are not zero-centred and pass at most a quarter of the gradient each."""
+    from sklearn.datasets import load_breast_cancer
+
+    train, test = standardised_split(load_breast_cancer(), 455)
+    net = lambda p, x: mlp(p, x, jax.nn.sigmoid)  # noqa: E731
+    return Task(
+        "breast-cancer sigmoid MLP", train, test,
+        init_mlp(jr.key(311), (30, 64, 64, 2)),
+        lambda p, b: _ce(net(p, b[0]), b[1]), _accuracy(net), "test accuracy", 32,
+    )  # fmt: skip
+
+
+def quantile_task(levels=(0.1, 0.5, 0.9)):
+    """A 1-64-64-3 SiLU MLP fitting the 10th, 50th and 90th percentiles of
+    y = sin(2x) + noise whose scale grows with |x| (skewed: a Gumbel draw), by
+    the pinball loss: a non-smooth loss with three outputs pulled by their own
+    asymmetric slopes."""
+    rng = np.random.default_rng(313)
+    n = 3000
+    x = rng.uniform(-2.0, 2.0, (n, 1)).astype(np.float32)
+    y = np.sin(2 * x) + (0.1 + 0.4 * np.abs(x)) * rng.gumbel(size=(n, 1))
+    y = y.astype(np.float32)
+    tau = jnp.asarray(levels)
+    net = lambda p, x: mlp(p, x, jax.nn.silu)  # noqa: E731
+
+    def pinball(p, b):
+        r = b[1] - net(p, b[0])
+        return jnp.mean(jnp.maximum(tau * r, (tau - 1) * r))
+
+    return Task(
+        "quantile regression", (x[:2500], y[:2500]), (x[2500:], y[2500:]),
+        init_mlp(jr.key(317), (1, 64, 64, 3)), pinball, pinball,
+        "test pinball loss", 64,
+    )  # fmt: skip
+
+
 TASKS = {
     "digits": digits_task,
     "cancer": breast_cancer_task,
@@ -1640,6 +1747,17 @@ FRESH9_TASKS = {
     "lstm": lstm_task,
     "distill": distill_task,
     "sparse": sparse_logistic_task,
+}
+
+# Four more of kinds none of the above has, written on 2026-12-06 (morning)
+# before any run (`--tasks fresh10`): a transformer two blocks deep (a residual
+# stream, RMSNorm), a loss with an L2 penalty (a regularised minimum), sigmoid
+# units, the pinball loss of quantile regression.
+FRESH10_TASKS = {
+    "transformer": transformer_task,
+    "l2": l2_task,
+    "sigmoid": sigmoid_task,
+    "quantile": quantile_task,
 }
 
 CEILING = ro.Stack[3](ro.Adam()).levels[0].lr.bounds  # (None, 1.0) for starts <= 1
@@ -1953,6 +2071,7 @@ def main():
         "fresh7": list(FRESH7_TASKS),
         "fresh8": list(FRESH8_TASKS),
         "fresh9": list(FRESH9_TASKS),
+        "fresh10": list(FRESH10_TASKS),
         "raw": list(RAW_TASKS),
     }
     keys = [k for key in args.tasks.split(",") for k in groups.get(key, [key])]
@@ -1970,12 +2089,13 @@ def main():
         **FRESH7_TASKS,
         **FRESH8_TASKS,
         **FRESH9_TASKS,
+        **FRESH10_TASKS,
         **RAW_TASKS,
     }
     if unknown := [k for k in keys if k not in makers]:
         parser.error(
             f"unknown task(s) {unknown}; known: all, heldout, probes, fresh, fresh2, "
-            f"fresh3, fresh4, fresh5, fresh6, fresh7, fresh8, fresh9, raw, "
+            f"fresh3, fresh4, fresh5, fresh6, fresh7, fresh8, fresh9, fresh10, raw, "
             f"{list(makers)}"
         )
     abl = {} if args.no_ablation else ablation()
