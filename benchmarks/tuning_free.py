@@ -250,12 +250,17 @@ def _norm_params(d: int) -> dict:
     return {"g": jnp.ones(d), "b": jnp.zeros(d)}
 
 
+def _square(key, d: int) -> jax.Array:
+    """A d x d projection at the usual 1 / sqrt(d) scale."""
+    return jr.normal(key, (d, d)) / jnp.sqrt(d)
+
+
 def attention_task(context: int = 16, d: int = 32):
     """A one-block causal transformer (pre-LayerNorm, one head, GELU MLP) predicting
     the next character of `textwrap.py`: a held-out check, not in `--tasks all`."""
     n, *data = char_windows(("textwrap.py",), context, 60_000, stride=2)
     ks = jr.split(jr.key(7), 8)
-    square = lambda k: jr.normal(k, (d, d)) / jnp.sqrt(d)  # noqa: E731
+    square = functools.partial(_square, d=d)
     params = {
         "embed": jr.normal(ks[0], (n, d)) * 0.3,
         "pos": jr.normal(ks[1], (context, d)) * 0.1,
@@ -1278,7 +1283,7 @@ def vit_task(d: int = 32, heads: int = 2):
     MLP), mean-pooled, LayerNorm, a linear head."""
     digits = ro.load_digits()
     ks = jr.split(jr.key(229), 7)
-    square = lambda k: jr.normal(k, (d, d)) / jnp.sqrt(d)  # noqa: E731
+    square = functools.partial(_square, d=d)
     params = {
         "patch": init_mlp(ks[0], (4, d))[0],
         "pos": jr.normal(ks[1], (16, d)) * 0.1,
@@ -1529,7 +1534,7 @@ def transformer_task(context: int = 16, d: int = 32, heads: int = 2, blocks: int
     does not have."""
     n, *data = char_windows(("shutil.py",), context, 60_000, stride=2)
     ks = jr.split(jr.key(293), 3 + blocks)
-    square = lambda k: jr.normal(k, (d, d)) / jnp.sqrt(d)  # noqa: E731
+    square = functools.partial(_square, d=d)
 
     def block(k):
         kq, kk, kv, ko, kf = jr.split(k, 5)
@@ -1552,9 +1557,9 @@ def transformer_task(context: int = 16, d: int = 32, heads: int = 2, blocks: int
 
     def logits(p, x):
         h = p["embed"][x] + p["pos"][None]
+        split = lambda z: z.reshape(*z.shape[:2], heads, d // heads)  # noqa: E731
         for q in p["blocks"]:
             a = _rms_norm(h, q["n1"])
-            split = lambda z: z.reshape(*z.shape[:2], heads, d // heads)  # noqa: E731
             qq, kk, vv = (split(a @ w) for w in q["qkv"])
             s = jnp.einsum("bthd,bshd->bhts", qq, kk) / jnp.sqrt(d // heads)
             s = jnp.where(causal, s, -1e9)
