@@ -69,7 +69,10 @@ distillation to a teacher's soft targets, logistic regression on sparse
 counts). `--tasks fresh10` four more, written on 2026-12-06 (morning) before
 any run (a two-block transformer language model with RMSNorm, a digits MLP with
 an L2 penalty in its loss, a sigmoid MLP, quantile regression by the pinball
-loss). `--tasks raw` five probes
+loss). `--tasks fresh11` four more, written on 2026-12-06 (midday) before any
+run (denoising score matching on two moons, a matrix-completion recommender
+with embedding tables, a soft mixture of experts on digits, a 1-D convolutional
+autoencoder). `--tasks raw` five probes
 of unnormalised targets and inputs (tanh and ReLU MLPs on diabetes' raw targets,
 the two heads' regression alone, digits on raw pixels, a ReLU regression on
 uncentred targets). `--rules` prints only a table of `Stack[3]` over each
@@ -1626,6 +1629,144 @@ def quantile_task(levels=(0.1, 0.5, 0.9)):
     )  # fmt: skip
 
 
+def denoise_task(hidden: int = 128):
+    """Denoising score matching (a diffusion model's noise-prediction loss) on
+    two moons: a 3-128-128-2 SiLU MLP is given x_t = sqrt(a) x + sqrt(1 - a) e,
+    a = cos(pi t / 2)^2, and t, and predicts e; t ~ U(0, 1) and e ~ N(0, I)
+    drawn afresh per batch. A loss whose floor is high and whose batches are
+    noisy however well the model fits."""
+    from sklearn.datasets import make_moons
+
+    x, _ = make_moons(4000, noise=0.05, random_state=331)
+    x = ((x - x.mean(0)) / x.std(0)).astype(np.float32)
+    net = lambda p, z: mlp(p, z, jax.nn.silu)  # noqa: E731
+
+    def loss(p, b):
+        kt, ke = jr.split(_key_of(b[0]))
+        t = jr.uniform(kt, (len(b[0]), 1))
+        e = jr.normal(ke, b[0].shape)
+        a = jnp.cos(0.5 * jnp.pi * t) ** 2
+        xt = jnp.sqrt(a) * b[0] + jnp.sqrt(1 - a) * e
+        return jnp.mean((net(p, jnp.concatenate([xt, t], 1)) - e) ** 2)
+
+    empty = np.zeros(len(x), np.float32)  # the points are their own targets
+    return Task(
+        "denoising score matching", (x[:3000], empty[:3000]), (x[3000:], empty[3000:]),
+        init_mlp(jr.key(337), (3, hidden, hidden, 2)), loss, loss,
+        "test loss", 128,
+    )  # fmt: skip
+
+
+def recommender_task(users: int = 300, items: int = 200, dim: int = 8):
+    """Matrix completion: ratings from a rank-5 model plus user, item and global
+    offsets and noise (sd 0.3), 12000 of the 60000 observed; the model, user and
+    item embedding tables (8-d, small init) with a bias per user, per item and a
+    global one, fit by squared error. Each batch touches few rows of each table,
+    and the global offset (3.0) is far from the init."""
+    rng = np.random.default_rng(347)
+    u_true = rng.normal(size=(users, 5)) / np.sqrt(5)
+    v_true = rng.normal(size=(items, 5))
+    bu, bi = 0.5 * rng.normal(size=users), 0.5 * rng.normal(size=items)
+    cells = rng.choice(users * items, 12000, replace=False)
+    u, i = cells // items, cells % items
+    r = (u_true[u] * v_true[i]).sum(1) + bu[u] + bi[i] + 3.0
+    r = (r + 0.3 * rng.normal(size=len(r))).astype(np.float32)
+    ui = np.stack([u, i], 1).astype(np.int32)
+    k1, k2 = jr.split(jr.key(349))
+    params = {
+        "users": 0.1 * jr.normal(k1, (users, dim)),
+        "items": 0.1 * jr.normal(k2, (items, dim)),
+        "user_bias": jnp.zeros(users),
+        "item_bias": jnp.zeros(items),
+        "bias": jnp.zeros(()),
+    }
+
+    def predict(p, ui):
+        uu, ii = ui[:, 0], ui[:, 1]
+        dot = jnp.sum(p["users"][uu] * p["items"][ii], -1)
+        return dot + p["user_bias"][uu] + p["item_bias"][ii] + p["bias"]
+
+    mse = lambda p, b: jnp.mean((predict(p, b[0]) - b[1]) ** 2)  # noqa: E731
+    return Task(
+        "matrix-completion recommender",
+        (ui[:10000], r[:10000]), (ui[10000:], r[10000:]),
+        params, mse, mse, "test MSE", 128,
+    )  # fmt: skip
+
+
+def moe_task(experts: int = 4, hidden: int = 32):
+    """A soft mixture of four experts on digits: a softmax gate (64 -> 4) weighs
+    the logits of four 64-32-10 tanh MLPs. The gate's gradient goes through
+    every expert's output, and each expert's is scaled by its gate."""
+    d = ro.load_digits()
+    keys = jr.split(jr.key(353), experts + 1)
+    params = {
+        "gate": {"w": jr.normal(keys[0], (64, experts)) / 8.0, "b": jnp.zeros(experts)},
+        "experts": [init_mlp(k, (64, hidden, 10)) for k in keys[1:]],
+    }
+
+    def net(p, x):
+        g = jax.nn.softmax(x @ p["gate"]["w"] + p["gate"]["b"])
+        logits = jnp.stack([mlp(e, x) for e in p["experts"]], 1)
+        return jnp.einsum("bk,bkc->bc", g, logits)
+
+    return Task(
+        "digits mixture of experts", d.train, d.test, params,
+        lambda p, b: _ce(net(p, b[0]), b[1]), _accuracy(net), "test accuracy", 64,
+    )  # fmt: skip
+
+
+def conv_ae_task(length: int = 64):
+    """A 1-D convolutional autoencoder on noisy sums of three sines (length 64):
+    two strided convolutions (8, 16 channels) to a 16-d linear bottleneck, and
+    back by a dense layer, two upsamplings and two convolutions; squared error
+    against the noisy input."""
+    rng = np.random.default_rng(359)
+    n = 2400
+    t = np.arange(length) / length
+    freq = rng.uniform(1, 8, (n, 3, 1))
+    amp = rng.uniform(0.3, 1.0, (n, 3, 1))
+    phase = rng.uniform(0, 2 * np.pi, (n, 3, 1))
+    x = (amp * np.sin(2 * np.pi * freq * t + phase)).sum(1)
+    x = (x + 0.1 * rng.normal(size=x.shape)).astype(np.float32)[..., None]
+    ks = jr.split(jr.key(367), 6)
+    w = lambda k, shape, fan: jr.normal(k, shape) / np.sqrt(fan)  # noqa: E731
+    params = {
+        "enc1": {"w": w(ks[0], (5, 1, 8), 5), "b": jnp.zeros(8)},
+        "enc2": {"w": w(ks[1], (5, 8, 16), 40), "b": jnp.zeros(16)},
+        "code": {"w": w(ks[2], (256, 16), 256), "b": jnp.zeros(16)},
+        "expand": {"w": w(ks[3], (16, 256), 16), "b": jnp.zeros(256)},
+        "dec1": {"w": w(ks[4], (5, 16, 8), 80), "b": jnp.zeros(8)},
+        "dec2": {"w": w(ks[5], (5, 8, 1), 40), "b": jnp.zeros(1)},
+    }
+
+    def conv(h, layer, stride=1):
+        return (
+            jax.lax.conv_general_dilated(
+                h,
+                layer["w"],
+                (stride,),
+                "SAME",
+                dimension_numbers=("NWC", "WIO", "NWC"),
+            )
+            + layer["b"]
+        )
+
+    def net(p, xs):
+        h = jax.nn.relu(conv(xs, p["enc1"], 2))
+        h = jax.nn.relu(conv(h, p["enc2"], 2))
+        z = h.reshape(len(xs), -1) @ p["code"]["w"] + p["code"]["b"]
+        h = jax.nn.relu(z @ p["expand"]["w"] + p["expand"]["b"]).reshape(-1, 16, 16)
+        h = jax.nn.relu(conv(jnp.repeat(h, 2, 1), p["dec1"]))
+        return conv(jnp.repeat(h, 2, 1), p["dec2"])
+
+    mse = lambda p, b: jnp.mean((net(p, b[0]) - b[0]) ** 2)  # noqa: E731
+    return Task(
+        "1-D conv autoencoder", (x[:2000], x[:2000]), (x[2000:], x[2000:]),
+        params, mse, mse, "test MSE", 32,
+    )  # fmt: skip
+
+
 TASKS = {
     "digits": digits_task,
     "cancer": breast_cancer_task,
@@ -1763,6 +1904,18 @@ FRESH10_TASKS = {
     "l2": l2_task,
     "sigmoid": sigmoid_task,
     "quantile": quantile_task,
+}
+
+# Four more of kinds none of the above has, written on 2026-12-06 (midday) before
+# any run (`--tasks fresh11`): a diffusion model's denoising loss (noise drawn
+# afresh every batch, a high floor), matrix completion with embedding tables and
+# biases (sparse rows, an offset far from the init), a soft mixture of experts (a
+# gate multiplying its experts' outputs), a 1-D convolutional autoencoder.
+FRESH11_TASKS = {
+    "denoise": denoise_task,
+    "recommender": recommender_task,
+    "moe": moe_task,
+    "conv_ae": conv_ae_task,
 }
 
 CEILING = ro.Stack[3](ro.Adam()).levels[0].lr.bounds  # (None, 1.0) for starts <= 1
@@ -2077,6 +2230,7 @@ def main():
         "fresh8": list(FRESH8_TASKS),
         "fresh9": list(FRESH9_TASKS),
         "fresh10": list(FRESH10_TASKS),
+        "fresh11": list(FRESH11_TASKS),
         "raw": list(RAW_TASKS),
     }
     keys = [k for key in args.tasks.split(",") for k in groups.get(key, [key])]
@@ -2095,12 +2249,14 @@ def main():
         **FRESH8_TASKS,
         **FRESH9_TASKS,
         **FRESH10_TASKS,
+        **FRESH11_TASKS,
         **RAW_TASKS,
     }
     if unknown := [k for k in keys if k not in makers]:
         parser.error(
             f"unknown task(s) {unknown}; known: all, heldout, probes, fresh, fresh2, "
-            f"fresh3, fresh4, fresh5, fresh6, fresh7, fresh8, fresh9, fresh10, raw, "
+            f"fresh3, fresh4, fresh5, fresh6, fresh7, fresh8, fresh9, fresh10, "
+            f"fresh11, raw, "
             f"{list(makers)}"
         )
     abl = {} if args.no_ablation else ablation()
