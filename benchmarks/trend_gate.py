@@ -48,6 +48,7 @@ from tuning_free import (
     FRESH9_TASKS,
     FRESH10_TASKS,
     FRESH11_TASKS,
+    FRESH12_TASKS,
     FRESH_TASKS,
     HELDOUT_TASKS,
     LRS,
@@ -142,7 +143,13 @@ def main():
         **FRESH7_TASKS,
     }
     # by name; `every` stays the 51
-    later = {**FRESH8_TASKS, **FRESH9_TASKS, **FRESH10_TASKS, **FRESH11_TASKS}
+    later = {
+        **FRESH8_TASKS,
+        **FRESH9_TASKS,
+        **FRESH10_TASKS,
+        **FRESH11_TASKS,
+        **FRESH12_TASKS,
+    }
     keys = args.tasks.split(",")
     if args.tasks == "every":
         keys = [k for k in makers if k not in EXTRA_TASKS]

@@ -72,7 +72,9 @@ an L2 penalty in its loss, a sigmoid MLP, quantile regression by the pinball
 loss). `--tasks fresh11` four more, written on 2026-12-06 (midday) before any
 run (denoising score matching on two moons, a matrix-completion recommender
 with embedding tables, a soft mixture of experts on digits, a 1-D convolutional
-autoencoder). `--tasks raw` five probes
+autoencoder). `--tasks fresh12` four more, written that afternoon before any
+run (a neural ODE integrated by RK4, digits' one class in ten, an MLP-Mixer, deep
+sets). `--tasks raw` five probes
 of unnormalised targets and inputs (tanh and ReLU MLPs on diabetes' raw targets,
 the two heads' regression alone, digits on raw pixels, a ReLU regression on
 uncentred targets). `--rules` prints only a table of `Stack[3]` over each
@@ -1767,6 +1769,125 @@ def conv_ae_task(length: int = 64):
     )  # fmt: skip
 
 
+def neural_ode_task(width: int = 32, substeps: int = 8):
+    """A neural ODE: a 2-32-32-2 tanh vector field integrated by 8 RK4 steps
+    from t to t + 0.5, fit to the points of a damped spiral's trajectory half a
+    time unit apart (a noisy observation of each): the gradient passes through
+    32 evaluations of the same network."""
+    rng = np.random.default_rng(373)
+    a = np.array([[-0.1, 2.0], [-2.0, -0.1]])
+    z0 = rng.uniform(-2, 2, (2000, 2))
+    lin = _expm(0.5 * a)
+    z1 = z0 @ lin.T + 0.05 * rng.normal(size=z0.shape)
+    z0, z1 = z0.astype(np.float32), z1.astype(np.float32)
+    field = lambda p, z: mlp(p, z)  # noqa: E731
+    h = 0.5 / substeps
+
+    def flow(p, z):
+        def rk4(z, _):
+            k1 = field(p, z)
+            k2 = field(p, z + 0.5 * h * k1)
+            k3 = field(p, z + 0.5 * h * k2)
+            k4 = field(p, z + h * k3)
+            return z + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4), None
+
+        return jax.lax.scan(rk4, z, None, length=substeps)[0]
+
+    mse = lambda p, b: jnp.mean((flow(p, b[0]) - b[1]) ** 2)  # noqa: E731
+    return Task(
+        "neural ODE", (z0[:1600], z1[:1600]), (z0[1600:], z1[1600:]),
+        init_mlp(jr.key(379), (2, width, width, 2)), mse, mse, "test MSE", 64,
+    )  # fmt: skip
+
+
+def _expm(m):
+    """exp(m) of a small diagonalisable matrix, by its eigendecomposition."""
+    w, v = np.linalg.eig(m)
+    return np.real(v @ np.diag(np.exp(w)) @ np.linalg.inv(v))
+
+
+def imbalanced_task():
+    """Digits "is it an 8?" (1 positive in 10) by a 64-32-1 tanh MLP and the
+    logistic loss: most batches hold a handful of positives, so the gradient
+    the rare class gives swings from batch to batch."""
+    d = ro.load_digits()
+    tr, te = d.train, d.test
+    train = (tr[0], (tr[1] == 8).astype(np.float32))
+    test = (te[0], (te[1] == 8).astype(np.float32))
+    net = lambda p, x: mlp(p, x)[:, 0]  # noqa: E731
+
+    def loss(p, b):
+        z = net(p, b[0])
+        return jnp.mean(optax.sigmoid_binary_cross_entropy(z, b[1]))
+
+    def balanced_accuracy(p, b):
+        pred = net(p, b[0]) > 0
+        pos = b[1] > 0.5
+        tpr = jnp.sum(pred & pos) / jnp.sum(pos)
+        tnr = jnp.sum(~pred & ~pos) / jnp.sum(~pos)
+        return 0.5 * (tpr + tnr)
+
+    return Task(
+        "digits, one class in ten", train, test, init_mlp(jr.key(383), (64, 32, 1)),
+        loss, balanced_accuracy, "test balanced accuracy", 32,
+    )  # fmt: skip
+
+
+def mixer_task(d: int = 32):
+    """An MLP-Mixer block on digits: 16 patches of 2x2 embedded to 32 channels,
+    a token-mixing MLP (16-32-16, across patches) and a channel-mixing MLP
+    (32-64-32), each after a LayerNorm with a residual, mean-pooled to a linear
+    head. No attention: mixing by weights shared across the other axis."""
+    digits = ro.load_digits()
+    ks = jr.split(jr.key(389), 4)
+    params = {
+        "patch": init_mlp(ks[0], (4, d))[0],
+        "ln1": _norm_params(d),
+        "tokens": init_mlp(ks[1], (16, 32, 16)),
+        "ln2": _norm_params(d),
+        "channels": init_mlp(ks[2], (d, 2 * d, d)),
+        "ln3": _norm_params(d),
+        "head": init_mlp(ks[3], (d, 10))[0],
+    }
+
+    def logits(p, x):
+        img = x.reshape(-1, 4, 2, 4, 2).transpose(0, 1, 3, 2, 4).reshape(-1, 16, 4)
+        h = img @ p["patch"]["w"] + p["patch"]["b"]
+        a = _layer_norm(h, p["ln1"]).transpose(0, 2, 1)  # (batch, channel, token)
+        h = h + mlp(p["tokens"], a, jax.nn.gelu).transpose(0, 2, 1)
+        h = h + mlp(p["channels"], _layer_norm(h, p["ln2"]), jax.nn.gelu)
+        z = _layer_norm(h.mean(1), p["ln3"])
+        return z @ p["head"]["w"] + p["head"]["b"]
+
+    return Task(
+        "digits MLP-Mixer", digits.train, digits.test, params,
+        lambda p, b: _ce(logits(p, b[0]), b[1]), _accuracy(logits),
+        "test accuracy", 64,
+    )  # fmt: skip
+
+
+def deep_sets_task(size: int = 10):
+    """Deep sets: sets of 10 points in 2-D, each through a shared 2-32-32 ReLU
+    encoder, summed, and a 32-32-1 decoder regressing the set's largest
+    distance from the origin (a permutation-invariant target that a sum
+    approximates only through the encoder)."""
+    rng = np.random.default_rng(397)
+    x = rng.normal(size=(3000, size, 2)).astype(np.float32)
+    y = np.sqrt((x**2).sum(-1)).max(-1).astype(np.float32)
+    k1, k2 = jr.split(jr.key(401))
+    params = {"phi": init_mlp(k1, (2, 32, 32)), "rho": init_mlp(k2, (32, 32, 1))}
+
+    def predict(p, xs):
+        h = jax.nn.relu(mlp(p["phi"], xs, jax.nn.relu)).sum(1)
+        return mlp(p["rho"], h, jax.nn.relu)[:, 0]
+
+    mse = lambda p, b: jnp.mean((predict(p, b[0]) - b[1]) ** 2)  # noqa: E731
+    return Task(
+        "deep sets", (x[:2500], y[:2500]), (x[2500:], y[2500:]),
+        params, mse, mse, "test MSE", 64,
+    )  # fmt: skip
+
+
 TASKS = {
     "digits": digits_task,
     "cancer": breast_cancer_task,
@@ -1916,6 +2037,17 @@ FRESH11_TASKS = {
     "recommender": recommender_task,
     "moe": moe_task,
     "conv_ae": conv_ae_task,
+}
+
+# Four more of kinds none of the above has, written on 2026-12-06 (afternoon)
+# before any run (`--tasks fresh12`): a neural ODE (a gradient through 32
+# evaluations of one network), a rare class (one in ten), an MLP-Mixer (mixing by
+# weights shared across the other axis), deep sets (a sum over a set's encodings).
+FRESH12_TASKS = {
+    "neural_ode": neural_ode_task,
+    "imbalanced": imbalanced_task,
+    "mixer": mixer_task,
+    "deep_sets": deep_sets_task,
 }
 
 CEILING = ro.Stack[3](ro.Adam()).levels[0].lr.bounds  # (None, 1.0) for starts <= 1
@@ -2231,6 +2363,7 @@ def main():
         "fresh9": list(FRESH9_TASKS),
         "fresh10": list(FRESH10_TASKS),
         "fresh11": list(FRESH11_TASKS),
+        "fresh12": list(FRESH12_TASKS),
         "raw": list(RAW_TASKS),
     }
     keys = [k for key in args.tasks.split(",") for k in groups.get(key, [key])]
@@ -2250,13 +2383,14 @@ def main():
         **FRESH9_TASKS,
         **FRESH10_TASKS,
         **FRESH11_TASKS,
+        **FRESH12_TASKS,
         **RAW_TASKS,
     }
     if unknown := [k for k in keys if k not in makers]:
         parser.error(
             f"unknown task(s) {unknown}; known: all, heldout, probes, fresh, fresh2, "
             f"fresh3, fresh4, fresh5, fresh6, fresh7, fresh8, fresh9, fresh10, "
-            f"fresh11, raw, "
+            f"fresh11, fresh12, raw, "
             f"{list(makers)}"
         )
     abl = {} if args.no_ablation else ablation()
