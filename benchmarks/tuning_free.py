@@ -1282,11 +1282,31 @@ def bf16_task():
     )  # fmt: skip
 
 
+def _patches(x):
+    """A batch of flattened 8x8 digits as 16 patches of 2x2 each: (batch, 16, 4)."""
+    return x.reshape(-1, 4, 2, 4, 2).transpose(0, 1, 3, 2, 4).reshape(-1, 16, 4)
+
+
+def _pooled_head(p, h):
+    """Tokens (batch, tokens, d) mean-pooled, LayerNormed (`p["ln3"]`) and
+    mapped to logits by `p["head"]`."""
+    z = _layer_norm(h.mean(1), p["ln3"])
+    return z @ p["head"]["w"] + p["head"]["b"]
+
+
+def _digits_task(name, params, logits, batch=64):
+    """A digits classifier `logits(params, x)`: cross-entropy, test accuracy."""
+    d = ro.load_digits()
+    return Task(
+        name, d.train, d.test, params, lambda p, b: _ce(logits(p, b[0]), b[1]),
+        _accuracy(logits), "test accuracy", batch,
+    )  # fmt: skip
+
+
 def vit_task(d: int = 32, heads: int = 2):
     """A vision transformer on digits: the 8x8 image as 16 patches of 2x2,
     embedded, with learned positions, one pre-LayerNorm block (two heads, GELU
     MLP), mean-pooled, LayerNorm, a linear head."""
-    digits = ro.load_digits()
     ks = jr.split(jr.key(229), 7)
     square = functools.partial(_square, d=d)
     params = {
@@ -1302,7 +1322,7 @@ def vit_task(d: int = 32, heads: int = 2):
     }
 
     def logits(p, x):
-        img = x.reshape(-1, 4, 2, 4, 2).transpose(0, 1, 3, 2, 4).reshape(-1, 16, 4)
+        img = _patches(x)
         h = img @ p["patch"]["w"] + p["patch"]["b"] + p["pos"]
         a = _layer_norm(h, p["ln1"])
         split = lambda z: z.reshape(*z.shape[:2], heads, d // heads)  # noqa: E731
@@ -1312,14 +1332,9 @@ def vit_task(d: int = 32, heads: int = 2):
         h = h + o.reshape(h.shape) @ p["wo"]
         (l1, l2), f = p["ff"], _layer_norm(h, p["ln2"])
         h = h + jax.nn.gelu(f @ l1["w"] + l1["b"]) @ l2["w"] + l2["b"]
-        z = _layer_norm(h.mean(1), p["ln3"])
-        return z @ p["head"]["w"] + p["head"]["b"]
+        return _pooled_head(p, h)
 
-    return Task(
-        "digits ViT", digits.train, digits.test, params,
-        lambda p, b: _ce(logits(p, b[0]), b[1]), _accuracy(logits),
-        "test accuracy", 64,
-    )  # fmt: skip
+    return _digits_task("digits ViT", params, logits)
 
 
 def gmm_task(components: int = 5):
@@ -1700,7 +1715,6 @@ def moe_task(experts: int = 4, hidden: int = 32):
     """A soft mixture of four experts on digits: a softmax gate (64 -> 4) weighs
     the logits of four 64-32-10 tanh MLPs. The gate's gradient goes through
     every expert's output, and each expert's is scaled by its gate."""
-    d = ro.load_digits()
     keys = jr.split(jr.key(353), experts + 1)
     params = {
         "gate": {"w": jr.normal(keys[0], (64, experts)) / 8.0, "b": jnp.zeros(experts)},
@@ -1712,10 +1726,7 @@ def moe_task(experts: int = 4, hidden: int = 32):
         logits = jnp.stack([mlp(e, x) for e in p["experts"]], 1)
         return jnp.einsum("bk,bkc->bc", g, logits)
 
-    return Task(
-        "digits mixture of experts", d.train, d.test, params,
-        lambda p, b: _ce(net(p, b[0]), b[1]), _accuracy(net), "test accuracy", 64,
-    )  # fmt: skip
+    return _digits_task("digits mixture of experts", params, net)
 
 
 def conv_ae_task(length: int = 64):
@@ -1838,7 +1849,6 @@ def mixer_task(d: int = 32):
     a token-mixing MLP (16-32-16, across patches) and a channel-mixing MLP
     (32-64-32), each after a LayerNorm with a residual, mean-pooled to a linear
     head. No attention: mixing by weights shared across the other axis."""
-    digits = ro.load_digits()
     ks = jr.split(jr.key(389), 4)
     params = {
         "patch": init_mlp(ks[0], (4, d))[0],
@@ -1851,19 +1861,14 @@ def mixer_task(d: int = 32):
     }
 
     def logits(p, x):
-        img = x.reshape(-1, 4, 2, 4, 2).transpose(0, 1, 3, 2, 4).reshape(-1, 16, 4)
+        img = _patches(x)
         h = img @ p["patch"]["w"] + p["patch"]["b"]
         a = _layer_norm(h, p["ln1"]).transpose(0, 2, 1)  # (batch, channel, token)
         h = h + mlp(p["tokens"], a, jax.nn.gelu).transpose(0, 2, 1)
         h = h + mlp(p["channels"], _layer_norm(h, p["ln2"]), jax.nn.gelu)
-        z = _layer_norm(h.mean(1), p["ln3"])
-        return z @ p["head"]["w"] + p["head"]["b"]
+        return _pooled_head(p, h)
 
-    return Task(
-        "digits MLP-Mixer", digits.train, digits.test, params,
-        lambda p, b: _ce(logits(p, b[0]), b[1]), _accuracy(logits),
-        "test accuracy", 64,
-    )  # fmt: skip
+    return _digits_task("digits MLP-Mixer", params, logits)
 
 
 def deep_sets_task(size: int = 10):
