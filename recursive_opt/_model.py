@@ -22,6 +22,35 @@ def _is_nnx(model: Any) -> bool:
     return isinstance(model, nnx.Module)
 
 
+def _loss_and_aux(out: Any, has_aux: bool) -> tuple[Any, Any]:
+    """`loss_fn`'s output as `(loss, aux)`, with what was wrong said in its terms."""
+    if has_aux:
+        if not (isinstance(out, tuple | list) and len(out) == 2):
+            what = (
+                f"a {type(out).__name__} of {len(out)}"
+                if isinstance(out, tuple | list)
+                else "one value"
+            )
+            raise TypeError(
+                f"With has_aux=True, loss_fn must return a pair (loss, aux); it "
+                f"returned {what}."
+            )
+        loss, aux = out
+    elif isinstance(out, tuple | list):
+        raise TypeError(
+            f"loss_fn returned a {type(out).__name__} of {len(out)}; it must return "
+            "a scalar loss, or (loss, aux) with has_aux=True."
+        )
+    else:
+        loss, aux = out, None
+    if jnp.shape(loss) != ():
+        raise TypeError(
+            f"loss_fn must return a scalar loss; it returned shape "
+            f"{jnp.shape(loss)} (average it, e.g. with jnp.mean)."
+        )
+    return loss, aux
+
+
 class Skeleton(eqx.Module):
     """A model without its arrays: what rebuilding it and taking its loss's
     gradient need (traced code holds this, the arrays travel in the carry). For
@@ -44,8 +73,7 @@ class Skeleton(eqx.Module):
         """`(loss, aux, grads, new_rest)` of `loss_fn(model, batch)`."""
 
         def objective(model):
-            out = loss_fn(model, batch)
-            return out if has_aux else (out, None)
+            return _loss_and_aux(loss_fn(model, batch), has_aux)
 
         if not self.nnx:
             (loss, aux), grads = jax.value_and_grad(

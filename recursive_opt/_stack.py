@@ -196,6 +196,9 @@ class Stack(eqx.Module):
     def init(self, params: Params) -> TowerState:
         """The tower's state for `params`, a pytree of floating-point arrays."""
         check_params(params, "Stack")
+        # NumPy leaves become JAX arrays first: float64 ones would otherwise ask
+        # for float64 state and, with x64 off, warn at each array's cast.
+        params = jax.tree.map(jnp.asarray, params)
         groups = layer_groups(params)  # the layers, which the leaves' list forgets
         params, param_treedef = jax.tree.flatten(params)
         if self.tie:

@@ -354,3 +354,39 @@ def test_fit_rejects_what_is_not_data_or_an_optimiser():
         ro.fit(
             linear_loss, linear_params(), "adam", QUAD.train, steps=2, progress=False
         )
+
+
+@pytest.mark.parametrize(
+    "loss_fn, has_aux, match",
+    [
+        (
+            lambda p, b: (linear_loss(p, b), {}),
+            False,
+            r"returned a tuple of 2; .* with has_aux=True",
+        ),
+        (linear_loss, True, r"must return a pair \(loss, aux\); it returned one value"),
+        (lambda p, b: (linear_loss(p, b),), True, r"it returned a tuple of 1"),
+        (
+            lambda p, b: (b[0] @ p["w"] - b[1]) ** 2,
+            False,
+            r"scalar loss; it returned shape \(16,\)",
+        ),
+        (
+            lambda p, b: ((b[0] @ p["w"]), 0.0),
+            True,
+            r"scalar loss; it returned shape \(16,\)",
+        ),
+    ],
+)
+def test_fit_says_what_is_wrong_with_a_loss(loss_fn, has_aux, match):
+    with pytest.raises(TypeError, match=match):
+        ro.fit(
+            loss_fn,
+            linear_params(),
+            ro.SGD(0.1),
+            QUAD.train,
+            steps=2,
+            batch_size=16,
+            has_aux=has_aux,
+            progress=False,
+        )

@@ -1,6 +1,7 @@
 """Tower structure: depth 1 is the optimiser, state structure is fixed, readouts."""
 
 import dataclasses
+import warnings
 
 import chex
 import equinox as eqx
@@ -146,6 +147,14 @@ def test_pack_round_trip_with_batch_axes():
     chex.assert_trees_all_equal(jax.jit(unpack)(edge)["count"], ends)
 
 
+def _x64(on: bool):
+    # `jax.enable_x64` since jax 0.7; `jax.experimental.enable_x64` before.
+    x64 = getattr(jax, "enable_x64", None)
+    if x64 is None:
+        from jax.experimental import enable_x64 as x64
+    return x64(on)
+
+
 @pytest.mark.parametrize("carrier", [jnp.float32, jnp.float64])
 def test_integers_travel_exactly_as_floats(carrier):
     """Integers (step counters) are packed, and read by the step, as 16-bit
@@ -160,11 +169,7 @@ def test_integers_travel_exactly_as_floats(carrier):
     ]
     if carrier == jnp.float64:
         cases.append(jnp.array([2**63 - 1, -(2**63), 2**53 + 1], jnp.int64))
-    # `jax.enable_x64` since jax 0.7; `jax.experimental.enable_x64` before.
-    x64 = getattr(jax, "enable_x64", None)
-    if x64 is None:
-        from jax.experimental import enable_x64 as x64
-    with x64(carrier == jnp.float64):
+    with _x64(carrier == jnp.float64):
         for x in cases:
             x = jnp.asarray(x)
             f = jax.jit(lambda x: decode(encode(x, jnp.dtype(carrier)), x.dtype))
@@ -268,3 +273,21 @@ def test_bfloat16_towers_track_float32_towers(tower):
     assert all(jnp.finfo(x.dtype).bits >= 32 for x in jax.tree.leaves(lr16))
     chex.assert_trees_all_close(lr16, lr32, rtol=0.1)
     assert np.isfinite(loss16) and loss16 < 1.3 * loss32 + 1e-3 < _mlp_loss(init)
+
+
+def test_numpy_float64_params_give_the_float32_tower_without_warnings():
+    # x64 off: NumPy's float64 parameters are float32 to JAX, silently, as optax has it.
+    params = {"w": np.linspace(-1.0, 1.0, 6).reshape(2, 3), "b": np.zeros(3)}
+    grads = jax.tree.map(lambda a: np.full(a.shape, 0.5), params)
+    as32 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), params)
+    with _x64(False):
+        tower = ro.Stack[3](ro.Adam())
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            state = tower.init(params)
+            updates, state = jax.jit(tower.update)(grads, state, params)
+        expected, _ = jax.jit(tower.update)(
+            jax.tree.map(jnp.float32, grads), tower.init(as32), as32
+        )
+    assert {leaf.dtype for leaf in jax.tree.leaves(state)} <= {np.dtype("float32")}
+    chex.assert_trees_all_equal(updates, expected)
