@@ -8,6 +8,7 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Int, PyTree
 
 from ._custom_types import OptState
@@ -106,7 +107,9 @@ class TowerState(eqx.Module):
     write: `optax.tree_utils.tree_get_all_with_path(state, "lr")` finds
     each level's learning rate, and `tree_set` changes it for the next update
     (the raw value is recomputed from a changed value; unchanged ones keep theirs
-    bit for bit).
+    bit for bit). `tree_set` checks nothing: a value outside its transform's range
+    (an lr <= 0 in log space, a beta outside (0, 1) in logit space) gives a NaN
+    raw value and non-finite updates. `set_hyperparams` checks concrete values.
     """
 
     packed: Packed
@@ -187,7 +190,21 @@ class TowerState(eqx.Module):
         opts = list(contents.opts)
         opt, fields = opts[level - 1], hyper_fields(opts[level - 1])
         for name, value in new.items():
+            if name not in fields:
+                raise ValueError(
+                    f"set_hyperparams: level {level} ({type(opt).__name__}) has no "
+                    f"hyperparameter {name!r}; it has {sorted(fields)}."
+                )
             h = fields[name]
+            t = TRANSFORMS[h.transform]
+            if not isinstance(value, jax.core.Tracer):
+                arr = np.asarray(value, np.float64)
+                if not (np.isfinite(arr).all() and t.valid(arr).all()):
+                    raise ValueError(
+                        f"set_hyperparams: level {level}'s {name!r} must be "
+                        f"{t.valid_range} under its {h.transform!r} transform, got "
+                        f"{value!r}."
+                    )
             scalar = TRANSFORMS[h.transform].inverse(
                 jnp.asarray(value, jnp.result_type(float))
             )

@@ -257,3 +257,24 @@ def test_per_element_hyperparameters_stay_out_of_the_view():
     new = state.set_hyperparams(1, {"lr": 0.3})  # the way to set them
     for leaf in jax.tree.leaves(ro.hyperparams(new)[0]["lr"]):
         np.testing.assert_allclose(leaf, 0.3, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "new, match",
+    [
+        ({"lr": -0.1}, r"level 1's 'lr' must be > 0 under its 'log' transform"),
+        ({"lr": float("nan")}, r"'lr' must be > 0"),
+        ({"lrr": 0.1}, r"has no hyperparameter 'lrr'; it has \['lr'\]"),
+    ],
+)
+def test_set_hyperparams_checks_concrete_values(new, match):
+    state = ro.Stack(ro.SGD(ro.hyper(0.1, per="element")), ro.SGD(1e-3)).init(PARAMS)
+    with pytest.raises(ValueError, match=match):
+        state.set_hyperparams(1, new)
+
+
+def test_tree_set_out_of_range_is_nan_as_documented():
+    # tree_set cannot check (optax's utility); the docstring says what follows.
+    state = ro.Stack[2](ro.SGD(0.1)).init(PARAMS)
+    bad = tu.tree_set(state, ro.at_level(1), lr=-0.1)
+    assert all(np.isnan(v) for v in jax.tree.leaves(ro.hyperparams(bad)[0]["lr"]))
