@@ -74,7 +74,9 @@ run (denoising score matching on two moons, a matrix-completion recommender
 with embedding tables, a soft mixture of experts on digits, a 1-D convolutional
 autoencoder). `--tasks fresh12` four more, written that afternoon before any
 run (a neural ODE integrated by RK4, digits' one class in ten, an MLP-Mixer, deep
-sets). `--tasks raw` five probes
+sets). `--tasks fresh13` four more, written that evening before any run (low-rank
+adapters on a frozen MLP, a Cox survival MLP, a generator trained through
+Sinkhorn iterations, a hypernetwork). `--tasks raw` five probes
 of unnormalised targets and inputs (tanh and ReLU MLPs on diabetes' raw targets,
 the two heads' regression alone, digits on raw pixels, a ReLU regression on
 uncentred targets). `--rules` prints only a table of `Stack[3]` over each
@@ -1893,6 +1895,143 @@ def deep_sets_task(size: int = 10):
     )  # fmt: skip
 
 
+def lora_task(rank: int = 4):
+    """Low-rank adaptation: a 64-64-10 tanh MLP trained on digits 0-4 alone (300
+    full-batch Adam steps at 3e-3 when the task is made) and frozen; rank-4
+    adapters A B added to both weight matrices (A ~ N(0, 1 / fan-in), B = 0, as
+    LoRA starts them) are trained on all ten digits. With B = 0, A's gradient is
+    0 at the start: the adapters leave a saddle."""
+    d = ro.load_digits()
+    x0, y0 = d.train
+    xb, yb = jnp.asarray(x0[y0 < 5]), jnp.asarray(y0[y0 < 5])
+    adam = optax.adam(3e-3)
+
+    def pretrain(_, carry):
+        p, s = carry
+        g = jax.grad(lambda p: _ce(mlp(p, xb), yb))(p)
+        u, s = adam.update(g, s, p)
+        return optax.apply_updates(p, u), s
+
+    base = init_mlp(jr.key(409), (64, 64, 10))
+    base, _ = jax.lax.fori_loop(0, 300, pretrain, (base, adam.init(base)))
+    ks = jr.split(jr.key(419), 2)
+    params = {
+        f"l{i}": {
+            "a": jr.normal(k, (layer["w"].shape[0], rank))
+            / np.sqrt(layer["w"].shape[0]),
+            "b": jnp.zeros((rank, layer["w"].shape[1])),
+        }
+        for i, (k, layer) in enumerate(zip(ks, base))
+    }
+
+    def logits(p, x):
+        adapted = [
+            {"w": layer["w"] + p[f"l{i}"]["a"] @ p[f"l{i}"]["b"], "b": layer["b"]}
+            for i, layer in enumerate(base)
+        ]
+        return mlp(adapted, x)
+
+    return _digits_task("LoRA adapters on a frozen MLP", params, logits)
+
+
+def survival_task():
+    """Cox proportional hazards by a 10-32-1 tanh MLP: each batch's negative
+    partial log-likelihood, every event against the batch's examples still at
+    risk at its time (a loss over the batch's order in time). Synthetic event
+    times ~ Exp(rate exp(f(x))), f nonlinear in five of the ten features, about
+    30 % censored. Test metric: the concordance index (higher is better)."""
+    rng = np.random.default_rng(421)
+    x = rng.normal(size=(3000, 10)).astype(np.float32)
+    f = np.sin(2 * x[:, 0]) + 0.5 * x[:, 1] ** 2 - x[:, 2] * x[:, 3] + 0.5 * x[:, 4]
+    t = rng.exponential(1.0 / np.exp(f))
+    c = rng.exponential(4.0 * np.median(t), size=len(t))  # censoring times
+    y = np.stack([np.minimum(t, c), t <= c], 1).astype(np.float32)
+    risk = lambda p, xs: mlp(p, xs)[:, 0]  # noqa: E731
+
+    def loss(p, b):
+        r, time, event = risk(p, b[0]), b[1][:, 0], b[1][:, 1]
+        at_risk = time[None, :] >= time[:, None]  # [i, j]: j still at risk at t_i
+        log_den = jax.nn.logsumexp(jnp.where(at_risk, r[None, :], -jnp.inf), axis=1)
+        return -jnp.sum(event * (r - log_den)) / jnp.maximum(jnp.sum(event), 1.0)
+
+    def concordance(p, b):
+        r, time, event = risk(p, b[0]), b[1][:, 0], b[1][:, 1]
+        pairs = (time[:, None] < time[None, :]) & (event[:, None] > 0)
+        right = (r[:, None] > r[None, :]) + 0.5 * (r[:, None] == r[None, :])
+        return jnp.sum(pairs * right) / jnp.sum(pairs)
+
+    return Task(
+        "Cox survival MLP", (x[:2500], y[:2500]), (x[2500:], y[2500:]),
+        init_mlp(jr.key(431), (10, 32, 1)), loss, concordance,
+        "test concordance index", 64,
+    )  # fmt: skip
+
+
+def sinkhorn_task(eps: float = 0.05, iterations: int = 30):
+    """A 2-32-32-2 tanh generator of 2-D points from Gaussian noise, trained on
+    the Sinkhorn divergence between a batch of its points and a batch of points
+    on a noisy ring (entropic optimal-transport costs by 30 log-domain Sinkhorn
+    iterations at eps = 0.05, differentiated through, less half of each batch's
+    cost against itself, so that matching distributions score about 0): a loss
+    through an iterative solver, between two batches matched afresh each time."""
+    rng = np.random.default_rng(433)
+    n = 3000
+    z = rng.normal(size=(n, 2)).astype(np.float32)
+    angle, radius = rng.uniform(0, 2 * np.pi, n), 1 + 0.1 * rng.normal(size=n)
+    ring = np.stack([radius * np.cos(angle), radius * np.sin(angle)], 1)
+
+    def ot_cost(x, y):
+        cost = jnp.sum((x[:, None] - y[None]) ** 2, -1)
+        log_w = -jnp.log(x.shape[0])
+
+        def sweep(_, fg):
+            f, g = fg
+            f = -eps * jax.nn.logsumexp((g[None, :] - cost) / eps + log_w, axis=1)
+            g = -eps * jax.nn.logsumexp((f[:, None] - cost) / eps + log_w, axis=0)
+            return f, g
+
+        zero = jnp.zeros(x.shape[0])
+        f, g = jax.lax.fori_loop(0, iterations, sweep, (zero, zero))
+        return jnp.mean(f) + jnp.mean(g)
+
+    def divergence(p, b):
+        x, y = mlp(p, b[0]), b[1]
+        return ot_cost(x, y) - 0.5 * (ot_cost(x, x) + ot_cost(y, y))
+
+    return Task(
+        "Sinkhorn generator", (z[:2500], ring[:2500].astype(np.float32)),
+        (z[2500:], ring[2500:].astype(np.float32)),
+        init_mlp(jr.key(439), (2, 32, 32, 2)), divergence, divergence,
+        "test Sinkhorn divergence", 64,
+    )  # fmt: skip
+
+
+def hypernet_task(width: int = 16):
+    """A hypernetwork: a 2-32-49 tanh MLP maps a sine's amplitude and phase to
+    the 49 weights of a 1-16-1 tanh network, which predicts that sine at 8
+    points: the prediction is a product of the two networks' outputs."""
+    rng = np.random.default_rng(443)
+    n = 3000
+    amplitude, phase = rng.uniform(0.5, 2.0, n), rng.uniform(0, np.pi, n)
+    points = rng.uniform(-3, 3, (n, 8))
+    y = (amplitude[:, None] * np.sin(points + phase[:, None])).astype(np.float32)
+    x = np.concatenate([amplitude[:, None], phase[:, None], points], 1)
+    x = x.astype(np.float32)
+
+    def predict(p, x):
+        w = mlp(p, x[:, :2])  # (batch, 3 * width + 1)
+        w1, b1 = w[:, :width], w[:, width : 2 * width]
+        w2, b2 = w[:, 2 * width : 3 * width], w[:, 3 * width]
+        h = jnp.tanh(x[:, 2:, None] * w1[:, None] + b1[:, None])  # (batch, 8, width)
+        return jnp.sum(h * w2[:, None], -1) + b2[:, None]
+
+    mse = lambda p, b: jnp.mean((predict(p, b[0]) - b[1]) ** 2)  # noqa: E731
+    return Task(
+        "hypernetwork on sines", (x[:2500], y[:2500]), (x[2500:], y[2500:]),
+        init_mlp(jr.key(449), (2, 32, 3 * width + 1)), mse, mse, "test MSE", 64,
+    )  # fmt: skip
+
+
 TASKS = {
     "digits": digits_task,
     "cancer": breast_cancer_task,
@@ -2053,6 +2192,19 @@ FRESH12_TASKS = {
     "imbalanced": imbalanced_task,
     "mixer": mixer_task,
     "deep_sets": deep_sets_task,
+}
+
+# Four more of kinds none of the above has, written on 2026-12-06 (evening)
+# before any run (`--tasks fresh13`): low-rank adapters on a frozen network (a
+# start at a saddle, B = 0), a Cox partial likelihood (a loss over the batch's
+# order in time), a generator trained through Sinkhorn iterations (a loss through
+# an iterative solver between two batches), a hypernetwork (weights generated by
+# another network).
+FRESH13_TASKS = {
+    "lora": lora_task,
+    "survival": survival_task,
+    "sinkhorn": sinkhorn_task,
+    "hypernet": hypernet_task,
 }
 
 CEILING = ro.Stack[3](ro.Adam()).levels[0].lr.bounds  # (None, 1.0) for starts <= 1
@@ -2369,6 +2521,7 @@ def main():
         "fresh10": list(FRESH10_TASKS),
         "fresh11": list(FRESH11_TASKS),
         "fresh12": list(FRESH12_TASKS),
+        "fresh13": list(FRESH13_TASKS),
         "raw": list(RAW_TASKS),
     }
     keys = [k for key in args.tasks.split(",") for k in groups.get(key, [key])]
@@ -2389,13 +2542,14 @@ def main():
         **FRESH10_TASKS,
         **FRESH11_TASKS,
         **FRESH12_TASKS,
+        **FRESH13_TASKS,
         **RAW_TASKS,
     }
     if unknown := [k for k in keys if k not in makers]:
         parser.error(
             f"unknown task(s) {unknown}; known: all, heldout, probes, fresh, fresh2, "
             f"fresh3, fresh4, fresh5, fresh6, fresh7, fresh8, fresh9, fresh10, "
-            f"fresh11, fresh12, raw, "
+            f"fresh11, fresh12, fresh13, raw, "
             f"{list(makers)}"
         )
     abl = {} if args.no_ablation else ablation()
