@@ -212,6 +212,12 @@ def _check_value(owner: str, name: str, value: Any, transform: str) -> None:
         return  # Traced (under jit/vmap): the range cannot be checked here.
     if isinstance(value, (str, bytes, bool, np.bool_)) or value is None:
         raise ValueError(f"{where} must be a real number, got {value!r}.")
+    if callable(value):
+        raise ValueError(
+            f"{where} must be a real number, got the callable {value!r}. A "
+            "schedule is not a hyperparameter here: pass its starting value, "
+            "and a tower moves it (a tower's warm-up is its `warmup=`)."
+        )
     try:
         arr = np.asarray(value)
     except Exception as e:

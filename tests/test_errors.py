@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import optax
 import pytest
 
 import recursive_opt as ro
@@ -38,6 +39,10 @@ import recursive_opt as ro
             r"SGD: hyperparameter `lr` must be a real number, got '0.1'",
         ),
         (lambda: ro.SGD(lr=None), r"SGD: hyperparameter `lr` must be a real number"),
+        (
+            lambda: ro.Adam(optax.constant_schedule(1e-3)),
+            r"`lr` must be a real number, got the callable .* schedule is not a",
+        ),
         (lambda: ro.SGD(lr=True), r"SGD: hyperparameter `lr` must be a real number"),
         (lambda: ro.SGD(lr=1 + 2j), r"SGD: hyperparameter `lr` must be a real number"),
         (lambda: ro.SGD(lr=jnp.ones(3)), r"SGD: hyperparameter `lr` must be a scalar"),
