@@ -42,6 +42,16 @@ class FitResult:
     step: int
     ms_per_step: float
 
+    def __repr__(self) -> str:  # the arrays are in `.params`, `.state`, `.history`
+        loss = self.history.get("loss")
+        last = f", loss={float(loss[-1]):.4g}" if loss is not None and len(loss) else ""
+        return (
+            f"FitResult(step={self.step}, skipped={self.skipped}{last}, "
+            f"ms_per_step={self.ms_per_step:.3g}, history={sorted(self.history)}, "
+            f"params: {type(self.params).__name__}, "
+            f"state: {type(self.state).__name__})"
+        )
+
 
 def _check_checkpointing(checkpoint_dir, checkpoint_every, log_every) -> None:
     check_positive("checkpoint_every", checkpoint_every, allow_none=True)

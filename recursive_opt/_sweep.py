@@ -44,6 +44,23 @@ class SweepResult:
     skipped: np.ndarray
     stopped_at: np.ndarray
 
+    def __repr__(self) -> str:  # the arrays are in the fields
+        def short(a):
+            return np.array2string(
+                np.asarray(a),
+                max_line_width=10**9,
+                threshold=8,
+                separator=", ",
+                formatter={"float_kind": lambda x: f"{x:.4g}"},
+            )
+
+        values = ", ".join(f"{k}={short(v)}" for k, v in self.values.items())
+        return (
+            f"SweepResult(members={len(self.final_loss)}, {values}, "
+            f"final_loss={short(self.final_loss)}, skipped={short(self.skipped)}, "
+            f"history={sorted(self.history)}, params and state stacked)"
+        )
+
 
 def _check_over(tower, model: Model, over: dict, level: int, seeds) -> tuple[dict, int]:
     """`over` as NumPy arrays, checked against level `level`'s hyperparameters, and

@@ -124,6 +124,11 @@ def test_history_records_every_level_and_eval():
     assert h["aux['pred']"].shape == (3,)
     np.testing.assert_array_equal(h["skipped"], 0)
     assert np.isfinite(res.ms_per_step)
+    # A summary, not the arrays: what a notebook prints.
+    text = repr(res)
+    assert text.startswith("FitResult(step=25, skipped=0, loss=")
+    assert f"{h['loss'][-1]:.4g}" in text and "'level3/lr'" in text
+    assert "Array" not in text and len(text) < 600
 
 
 def test_a_second_run_of_the_same_loss_and_tower_compiles_nothing():

@@ -75,6 +75,9 @@ def test_a_second_sweep_with_other_values_compiles_nothing():
     for k in fresh.history:
         np.testing.assert_allclose(second.history[k], fresh.history[k], err_msg=k)
     assert not np.allclose(first.final_loss, second.final_loss)
+    text = repr(first)  # a summary, not the stacked arrays
+    assert text.startswith("SweepResult(members=2, lr=[0.001, 0.05], final_loss=[")
+    assert "Array" not in text and "\n" not in text
 
 
 def test_sweep_an_upper_level_and_several_hyperparameters():
