@@ -165,6 +165,47 @@ class TowerState(eqx.Module):
     def count(self) -> Int[Array, ""]:
         return unpack(self.packed).count
 
+    def __repr__(self) -> str:
+        """A summary: the step count and every level's hyperparameter values (the
+        packed arrays and their layout are internal); abstract or traced states
+        print in full."""
+        leaves = jax.tree.leaves((self.packed.flats, self.packed.big, self.hyperparams))
+        if not all(isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer)
+                   for x in leaves):  # fmt: skip
+            return super().__repr__()
+
+        def short(x):
+            x = np.asarray(x)
+            if x.ndim > 1:  # per-element values, or a population of them
+                return f"array{list(x.shape)} in [{x.min():.4g}, {x.max():.4g}]"
+            return np.array2string(
+                x,
+                max_line_width=10**9,
+                threshold=8,
+                separator=", ",
+                formatter={"float_kind": lambda v: f"{v:.4g}"},
+            )
+
+        def values(tree):
+            if isinstance(tree, dict):
+                inner = ", ".join(f"{k!r}: {values(v)}" for k, v in tree.items())
+                return "{" + inner + "}"
+            if isinstance(tree, (list, tuple)):
+                return "[" + ", ".join(values(v) for v in tree) + "]"
+            if isinstance(tree, jax.Array):
+                return short(tree)
+            found = jax.tree_util.tree_leaves_with_path(tree)  # a module's arrays
+            inner = ", ".join(
+                f"{jax.tree_util.keystr(p)}: {short(v)}" for p, v in found
+            )
+            return "{" + inner + "}"
+
+        levels = hyperparams(self)[: 1 if self.tied else None]
+        return (
+            f"TowerState(depth={self.depth}, tied={self.tied}, "
+            f"count={short(self.count)}, hyperparams={values(levels)})"
+        )
+
     def with_opt_state(self, level: int, opt_state: OptState) -> "TowerState":
         """This state with level `level`'s (1-based) optimiser state replaced by
         `opt_state`, which must have the same structure (e.g. Adam's moments

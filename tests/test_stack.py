@@ -291,3 +291,17 @@ def test_numpy_float64_params_give_the_float32_tower_without_warnings():
         )
     assert {leaf.dtype for leaf in jax.tree.leaves(state)} <= {np.dtype("float32")}
     chex.assert_trees_all_equal(updates, expected)
+
+
+def test_state_prints_its_count_and_hyperparameters():
+    params = {"l1": {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}, "out": jnp.ones(2)}
+    tower = ro.Stack[2](ro.Adam(0.01))
+    state = tower.update(params, tower.init(params), params)[1]
+    text = repr(state)
+    assert text.startswith("TowerState(depth=2, tied=False, count=1, hyperparams=[{")
+    lr = ro.hyperparams(state)[0]["lr"]["l1"]["w"]
+    assert f"'lr': {{'l1': {{'b': {float(lr):.4g}, 'w': {float(lr):.4g}}}" in text
+    assert "PyTreeDef" not in text and "\n" not in text
+    # Abstract and traced states have no values to print: the full form.
+    assert "ShapeDtypeStruct" in repr(jax.eval_shape(tower.init, params))
+    jax.jit(lambda s: repr(s) and s)(state)
