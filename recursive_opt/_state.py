@@ -174,18 +174,6 @@ class TowerState(eqx.Module):
                    for x in leaves):  # fmt: skip
             return super().__repr__()
 
-        def short(x):
-            x = np.asarray(x)
-            if x.ndim > 1:  # per-element values, or a population of them
-                return f"array{list(x.shape)} in [{x.min():.4g}, {x.max():.4g}]"
-            return np.array2string(
-                x,
-                max_line_width=10**9,
-                threshold=8,
-                separator=", ",
-                formatter={"float_kind": lambda v: f"{v:.4g}"},
-            )
-
         def values(tree):
             if isinstance(tree, dict):
                 inner = ", ".join(f"{k!r}: {values(v)}" for k, v in tree.items())
@@ -193,17 +181,17 @@ class TowerState(eqx.Module):
             if isinstance(tree, (list, tuple)):
                 return "[" + ", ".join(values(v) for v in tree) + "]"
             if isinstance(tree, jax.Array):
-                return short(tree)
+                return brief(tree)
             found = jax.tree_util.tree_leaves_with_path(tree)  # a module's arrays
             inner = ", ".join(
-                f"{jax.tree_util.keystr(p)}: {short(v)}" for p, v in found
+                f"{jax.tree_util.keystr(p)}: {brief(v)}" for p, v in found
             )
             return "{" + inner + "}"
 
         levels = hyperparams(self)[: 1 if self.tied else None]
         return (
             f"TowerState(depth={self.depth}, tied={self.tied}, "
-            f"count={short(self.count)}, hyperparams={values(levels)})"
+            f"count={brief(self.count)}, hyperparams={values(levels)})"
         )
 
     def with_opt_state(self, level: int, opt_state: OptState) -> "TowerState":
@@ -256,6 +244,21 @@ class TowerState(eqx.Module):
         opts[level - 1] = clip(opt)
         contents = dataclasses.replace(contents, opts=tuple(opts))
         return self.replace_contents(contents)
+
+
+def brief(x: Any) -> str:
+    """An array in one short line: 1-D ones elided past 8 entries at 4 digits,
+    larger ones by their shape and range."""
+    x = np.asarray(x)
+    if x.ndim > 1:  # per-element values, or a population of them
+        return f"array{list(x.shape)} in [{x.min():.4g}, {x.max():.4g}]"
+    return np.array2string(
+        x,
+        max_line_width=10**9,
+        threshold=8,
+        separator=", ",
+        formatter={"float_kind": lambda v: f"{v:.4g}"},
+    )
 
 
 def hyperparams(state: TowerState) -> list[dict[str, PyTree[Array]]]:

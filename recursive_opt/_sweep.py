@@ -20,6 +20,7 @@ from ._hyper import TRANSFORMS, hyper_fields, outside
 from ._loop import Loop, normalise_key
 from ._model import Model, _is_nnx, data_to_keys, keys_to_data
 from ._stack import Stack
+from ._state import brief
 
 
 @dataclasses.dataclass
@@ -45,19 +46,10 @@ class SweepResult:
     stopped_at: np.ndarray
 
     def __repr__(self) -> str:  # the arrays are in the fields
-        def short(a):
-            return np.array2string(
-                np.asarray(a),
-                max_line_width=10**9,
-                threshold=8,
-                separator=", ",
-                formatter={"float_kind": lambda x: f"{x:.4g}"},
-            )
-
-        values = ", ".join(f"{k}={short(v)}" for k, v in self.values.items())
+        values = ", ".join(f"{k}={brief(v)}" for k, v in self.values.items())
         return (
             f"SweepResult(members={len(self.final_loss)}, {values}, "
-            f"final_loss={short(self.final_loss)}, skipped={short(self.skipped)}, "
+            f"final_loss={brief(self.final_loss)}, skipped={brief(self.skipped)}, "
             f"history={sorted(self.history)}, params and state stacked)"
         )
 
