@@ -18,7 +18,10 @@ import pytest
 # starts and inherited by the subprocesses, which also get them as
 # RO_TEST_XLA_FLAGS where they set XLA_FLAGS of their own (a device count; the
 # documentation's blocks). A GPU run (a CUDA or ROCm plugin installed) keeps
-# XLA's defaults. XLA aborts at start-up on a flag it does not know, and a jax
+# XLA's optimisation but asks for deterministic kernels: several tests compare
+# two runs bit for bit (a resumed fit against an uninterrupted one), which a GPU
+# guarantees only with them (kernels chosen by timing, atomics), as the README
+# and the checkpoints how-to tell users. XLA aborts at start-up on a flag it does not know, and a jax
 # older or newer than the one measured may lack one, so the first process (the
 # xdist controller) tries each set in a fresh process and keeps the first that
 # starts; the workers and subprocesses inherit its choice.
@@ -28,6 +31,7 @@ _GPU = any(
 )
 _LLVM = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 FLAG_SETS = (f"{_LLVM} --xla_cpu_use_fusion_emitters=false", _LLVM, "")
+GPU_FLAG_SETS = ("--xla_gpu_deterministic_ops=true", "")
 
 
 def _xla_starts_with(flags: str) -> bool:
@@ -39,12 +43,12 @@ def _xla_starts_with(flags: str) -> bool:
 
 
 if "RO_TEST_XLA_FLAGS" not in os.environ:
-    os.environ["RO_TEST_XLA_FLAGS"] = (
-        "" if _GPU else next((f for f in FLAG_SETS if _xla_starts_with(f)), "")
+    os.environ["RO_TEST_XLA_FLAGS"] = next(
+        (f for f in (GPU_FLAG_SETS if _GPU else FLAG_SETS) if _xla_starts_with(f)), ""
     )
-FAST_COMPILE = os.environ["RO_TEST_XLA_FLAGS"]
-if FAST_COMPILE and FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}"
+TEST_FLAGS = os.environ["RO_TEST_XLA_FLAGS"]
+if TEST_FLAGS and TEST_FLAGS not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_FLAGS}"
 
 # One persistent compilation cache for the whole run, shared by the xdist workers
 # and the subprocesses some tests start (they inherit the environment): `ro.fit`
