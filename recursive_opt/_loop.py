@@ -344,7 +344,13 @@ class Program(eqx.Module):
         loss, aux, grads, rest = eqx.combine(dynamic, static[0])
         if held:
             opt_state = self.tower.after(c.opt_state, opt_state, grads, updates, loss)
-        if not isinstance(stack, Stack):
+        if isinstance(self.tower, optax.GradientTransformationExtraArgs):
+            # optax's convention: the loss at these parameters, for the
+            # transformations that read it (`reduce_on_plateau`, a HoldCuts).
+            updates, opt_state = self.tower.update(
+                grads, c.opt_state, c.params, value=loss
+            )
+        elif not isinstance(stack, Stack):
             updates, opt_state = self.tower.update(grads, c.opt_state, c.params)
         params = apply_updates(c.params, updates)
         new = (params, rest, opt_state)

@@ -395,3 +395,33 @@ def test_fit_says_what_is_wrong_with_a_loss(loss_fn, has_aux, match):
             has_aux=has_aux,
             progress=False,
         )
+
+
+def test_optax_transformations_that_read_the_loss_get_it():
+    # optax's convention: `update(..., value=loss)`. Full batches, so that a hand
+    # loop sees the same losses; reduce_on_plateau then scales the same steps.
+    x, y = QUAD.train
+    tx = optax.chain(
+        optax.sgd(0.3),
+        optax.contrib.reduce_on_plateau(
+            factor=0.5, patience=2, rtol=0.05, accumulation_size=1
+        ),
+    )
+    res = ro.fit(
+        linear_loss,
+        linear_params(),
+        tx,
+        (x, y),
+        steps=30,
+        batch_size=len(x),
+        log_every=10,
+        progress=False,
+    )
+    params, state = linear_params(), tx.init(linear_params())
+    for _ in range(30):
+        value, grads = jax.value_and_grad(linear_loss)(params, (x, y))
+        updates, state = tx.update(grads, state, params, value=value)
+        params = optax.apply_updates(params, updates)
+    assert state[1].scale < 1  # the plateau was reached and the steps scaled
+    chex.assert_trees_all_close(res.params, params, rtol=1e-5)
+    chex.assert_trees_all_close(res.state[1].scale, state[1].scale)
