@@ -137,9 +137,11 @@ def fit(
         are trained) or a Flax NNX module (its `nnx.Param`s are trained; its other
         state, such as batch statistics, is carried along).
     - `tower`: a `ro.Stack`, a `ro.HoldCuts` (given each batch's loss), a
-        recursive_opt optimiser, or any optax transformation (one with extra
-        arguments, e.g. a chain with `optax.contrib.reduce_on_plateau`, gets the
-        batch loss as `value=`).
+        recursive_opt optimiser, or any optax transformation (or
+        `optax.MultiSteps`). One with extra arguments gets optax's: the batch
+        loss as `value=`, the gradient as `grad=` and the batch's loss as a
+        function of the parameters as `value_fn=` (`reduce_on_plateau`,
+        `optax.lbfgs`).
     - `data`: arrays (a pytree whose leaves share their first axis, e.g. `(x, y)`),
         sampled in batches of `batch_size` (default: 128, or all examples if
         fewer) without replacement, reshuffled each epoch with `key`; or an

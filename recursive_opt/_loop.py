@@ -21,7 +21,7 @@ from jaxtyping import Array, Int, PyTree
 from ._guard import all_finite, bound, normalise_bounds
 from ._hold import HoldCuts, stack_of, stack_state, with_stack
 from ._model import Model, Skeleton, select
-from ._optax import apply_updates
+from ._optax import apply_updates, distinct_buffers
 from ._optimiser import AbstractOptimiser
 from ._stack import Stack
 from ._state import TowerState, hyperparams
@@ -44,6 +44,8 @@ def as_tower(tower: Any) -> Stack | HoldCuts | optax.GradientTransformation:
         return Stack(tower)  # Stack(opt) behaves exactly as opt.
     if isinstance(tower, (Stack, HoldCuts, optax.GradientTransformation)):
         return tower
+    if isinstance(tower, optax.MultiSteps):  # a class of its own, not a transformation
+        return tower.gradient_transformation()
     raise TypeError(
         "The optimiser must be a recursive_opt optimiser (ro.Adam(...)), a tower "
         "(ro.Stack[...](...), ro.HoldCuts(...)) or an optax.GradientTransformation, "
@@ -293,7 +295,9 @@ class Loop:
         def scalar(v):  # separate buffers: the carry is donated
             return jnp.full([], v, jnp.int32)
 
-        state = self.tower.init(params)
+        # An optax state may hold one array twice, or the parameters themselves
+        # (prodigy keeps its starting point): separate buffers, as the carry is.
+        state = distinct_buffers(self.tower.init(params))
         return Carry(params, rest, state, key, scalar(0), scalar(0), scalar(-1))
 
 
@@ -345,10 +349,14 @@ class Program(eqx.Module):
         if held:
             opt_state = self.tower.after(c.opt_state, opt_state, grads, updates, loss)
         if isinstance(self.tower, optax.GradientTransformationExtraArgs):
-            # optax's convention: the loss at these parameters, for the
-            # transformations that read it (`reduce_on_plateau`, a HoldCuts).
+            # optax's conventions: the loss at these parameters (`reduce_on_plateau`,
+            # a HoldCuts), and the gradient and the batch's loss as a function of
+            # the parameters (`optax.lbfgs`'s line search).
+            def value_fn(p):
+                return self.skeleton.value(self.loss_fn, self.has_aux, p, c.rest, batch)
+
             updates, opt_state = self.tower.update(
-                grads, c.opt_state, c.params, value=loss
+                grads, c.opt_state, c.params, value=loss, grad=grads, value_fn=value_fn
             )
         elif not isinstance(stack, Stack):
             updates, opt_state = self.tower.update(grads, c.opt_state, c.params)

@@ -67,6 +67,13 @@ class Skeleton(eqx.Module):
             return nnx.merge(self.structure, params, rest)
         return eqx.combine(params, self.structure)
 
+    def value(
+        self, loss_fn: Callable, has_aux: bool, params: PyTree, rest: PyTree, batch
+    ) -> Any:
+        """The loss of `loss_fn(model, batch)` at `params` (what a line search
+        evaluates; a Flax NNX model's updated state is not kept)."""
+        return _loss_and_aux(loss_fn(self.rebuild(params, rest), batch), has_aux)[0]
+
     def value_and_grad(
         self, loss_fn: Callable, has_aux: bool, params: PyTree, rest: PyTree, batch
     ) -> tuple[Any, Any, PyTree, PyTree]:
