@@ -352,7 +352,9 @@ class Program(eqx.Module):
             # optax's conventions: the loss at these parameters (`reduce_on_plateau`,
             # a HoldCuts), and the gradient and the batch's loss as a function of
             # the parameters (`optax.lbfgs`'s line search).
-            def value_fn(p):
+            def value_fn(p):  # at the parameters' dtypes (a line search's
+                # step size may promote them, with x64 on)
+                p = jax.tree.map(lambda x, ref: x.astype(ref.dtype), p, c.params)
                 return self.skeleton.value(self.loss_fn, self.has_aux, p, c.rest, batch)
 
             updates, opt_state = self.tower.update(

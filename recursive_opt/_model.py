@@ -72,7 +72,14 @@ class Skeleton(eqx.Module):
     ) -> Any:
         """The loss of `loss_fn(model, batch)` at `params` (what a line search
         evaluates; a Flax NNX model's updated state is not kept)."""
-        return _loss_and_aux(loss_fn(self.rebuild(params, rest), batch), has_aux)[0]
+
+        def objective(model):
+            return _loss_and_aux(loss_fn(model, batch), has_aux)[0]
+
+        if self.nnx:  # fresh variables, made in the caller's trace (a line
+            # search's), which a batch statistic's write may then change
+            params, rest = jax.tree.map(lambda x: x, (params, rest))
+        return objective(self.rebuild(params, rest))
 
     def value_and_grad(
         self, loss_fn: Callable, has_aux: bool, params: PyTree, rest: PyTree, batch

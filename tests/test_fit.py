@@ -273,7 +273,15 @@ def test_equinox_module(getkey):
     assert loss(res.params, QUAD.train) < 0.5 * loss(net, QUAD.train)
 
 
-def test_flax_nnx_module_with_batch_statistics():
+@pytest.mark.parametrize(
+    "tower",
+    [
+        ro.Stack[2](ro.Adam(0.01)),
+        optax.lbfgs(),  # its line search evaluates the loss, batch statistics and all
+    ],
+    ids=["tower", "lbfgs"],
+)
+def test_flax_nnx_module_with_batch_statistics(tower):
     nnx = pytest.importorskip("flax.nnx")
 
     class Net(nnx.Module):
@@ -294,8 +302,8 @@ def test_flax_nnx_module_with_batch_statistics():
     res = ro.fit(
         loss,
         net,
-        ro.Stack[2](ro.Adam(0.01)),
-        QUAD.train,
+        tower,
+        tuple(np.asarray(a, np.float32) for a in QUAD.train),  # lbfgs: its dtype
         steps=40,
         batch_size=32,
         log_every=20,
