@@ -64,6 +64,10 @@ class Skeleton(eqx.Module):
         if self.nnx:
             from flax import nnx
 
+            # Fresh variables, made in the caller's trace: `rest` may hold ones
+            # made outside it (a scheme's linearisation, a line search), which a
+            # batch statistic's write, or NNX's own transforms, then refuse.
+            params, rest = jax.tree.map(lambda x: x, (params, rest))
             return nnx.merge(self.structure, params, rest)
         return eqx.combine(params, self.structure)
 
@@ -76,9 +80,6 @@ class Skeleton(eqx.Module):
         def objective(model):
             return _loss_and_aux(loss_fn(model, batch), has_aux)[0]
 
-        if self.nnx:  # fresh variables, made in the caller's trace (a line
-            # search's), which a batch statistic's write may then change
-            params, rest = jax.tree.map(lambda x: x, (params, rest))
         return objective(self.rebuild(params, rest))
 
     def value_and_grad(

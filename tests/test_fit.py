@@ -277,9 +277,13 @@ def test_equinox_module(getkey):
     "tower",
     [
         ro.Stack[2](ro.Adam(0.01)),
-        optax.lbfgs(),  # its line search evaluates the loss, batch statistics and all
+        # Schemes that linearise the loss, and a line search that evaluates it,
+        # batch statistics and all:
+        ro.Stack[2](ro.Adam(0.01), hypergradient=ro.RealTime(0.9)),
+        ro.Stack[2](ro.Adam(0.01), hypergradient=ro.Unrolled(3)),
+        optax.lbfgs(),
     ],
-    ids=["tower", "lbfgs"],
+    ids=["tower", "RealTime", "Unrolled", "lbfgs"],
 )
 def test_flax_nnx_module_with_batch_statistics(tower):
     nnx = pytest.importorskip("flax.nnx")
