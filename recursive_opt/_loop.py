@@ -21,7 +21,7 @@ from jaxtyping import Array, Int, PyTree
 from ._guard import all_finite, bound, normalise_bounds
 from ._hold import HoldCuts, stack_of, stack_state, with_stack
 from ._model import Model, Skeleton, select
-from ._optax import apply_updates, distinct_buffers
+from ._optax import apply_updates, unaliased
 from ._optimiser import AbstractOptimiser
 from ._stack import Stack
 from ._state import TowerState, hyperparams
@@ -296,8 +296,9 @@ class Loop:
             return jnp.full([], v, jnp.int32)
 
         # An optax state may hold one array twice, or the parameters themselves
-        # (prodigy keeps its starting point): separate buffers, as the carry is.
-        state = distinct_buffers(self.tower.init(params))
+        # (prodigy keeps its starting point): those get buffers of their own, as
+        # the carry is donated.
+        state = unaliased(self.tower.init(params), (params, rest))
         return Carry(params, rest, state, key, scalar(0), scalar(0), scalar(-1))
 
 

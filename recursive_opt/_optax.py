@@ -44,6 +44,23 @@ def as_optax(
     return optax.GradientTransformation(init_fn, update_fn)
 
 
+def unaliased(tree: PyTree, others: PyTree = None) -> PyTree:
+    """`tree` with a copy of each array leaf that is the same array as an earlier
+    leaf or as one of `others` (the rest kept as they are): such a tree can be
+    donated beside `others` at no more memory than it holds."""
+    seen = {id(x) for x in jax.tree.leaves(others) if eqx.is_array(x)}
+
+    def one(x):
+        if not eqx.is_array(x):
+            return x
+        if id(x) in seen:
+            return jnp.array(x, copy=True)
+        seen.add(id(x))
+        return x
+
+    return jax.tree.map(one, tree)
+
+
 def distinct_buffers(tree: PyTree) -> PyTree:
     """Copy every array leaf, so that no two leaves (nor a leaf and the caller's
     parameters) share a buffer: such a state can be donated to a jitted step."""

@@ -458,3 +458,13 @@ def test_optax_transformations_as_a_hand_loop_runs_them(make):
     if make is _plateau:
         assert state[1].scale < 1  # the plateau was reached and the steps scaled
         chex.assert_trees_all_close(res.state[1].scale, state[1].scale)
+
+
+def test_only_aliased_state_arrays_are_copied_for_donation():
+    from recursive_opt._optax import unaliased
+
+    a, b, p = jnp.ones(3), jnp.zeros(3), jnp.full(3, 2.0)
+    out = unaliased({"m": a, "v": a, "p0": p, "n": b, "k": 3}, {"w": p})
+    assert out["m"] is a and out["n"] is b and out["k"] == 3  # kept, no copy
+    assert out["v"] is not a and out["p0"] is not p  # an alias, a parameter
+    chex.assert_trees_all_equal(out, {"m": a, "v": a, "p0": p, "n": b, "k": 3})
