@@ -305,3 +305,6 @@ def test_state_prints_its_count_and_hyperparameters():
     # Abstract and traced states have no values to print: the full form.
     assert "ShapeDtypeStruct" in repr(jax.eval_shape(tower.init, params))
     jax.jit(lambda s: repr(s) and s)(state)
+    held = ro.HoldCuts(tower)
+    state = held.update(params, held.init(params), params, value=jnp.float32(1))[1]
+    assert repr(state) == f"HoldState(tower={state.tower!r}, count=1, held=0)"
