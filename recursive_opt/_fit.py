@@ -22,7 +22,9 @@ class FitResult:
     """What `ro.fit` returns.
 
     - `params`: the trained parameters, of the same kind as those passed in (a
-        pytree, an Equinox module, or a new Flax NNX module).
+        pytree, an Equinox module, or a new Flax NNX module); for optax's
+        schedule-free optimisers the training sequence, whose evaluation point is
+        `optax.contrib.schedule_free_eval_params(state, params)`.
     - `state`: the optimiser's or tower's state (read it with `ro.hyperparams`).
     - `history`: a dict of NumPy arrays with one entry per record (every
         `log_every` steps and at the end): `"step"`, `"loss"` (the mean batch loss

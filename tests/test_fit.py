@@ -444,14 +444,19 @@ def test_optax_transformations_as_a_hand_loop_runs_them(make):
     )
     tx = make()
     tx = tx.gradient_transformation() if isinstance(tx, optax.MultiSteps) else tx
-    params, state = linear_params(), tx.init(linear_params())
-    for _ in range(30):
+
+    @jax.jit
+    def step(params, state):
         value, grads = jax.value_and_grad(linear_loss)(params, (x, y))
         fn = lambda p: linear_loss(p, (x, y))  # noqa: E731
         updates, state = tx.update(
             grads, state, params, value=value, grad=grads, value_fn=fn
         )
-        params = optax.apply_updates(params, updates)
+        return optax.apply_updates(params, updates), state
+
+    params, state = linear_params(), tx.init(linear_params())
+    for _ in range(30):
+        params, state = step(params, state)
     start = linear_loss(linear_params(), (x, y))
     assert linear_loss(res.params, (x, y)) < 0.9 * start  # it trained
     chex.assert_trees_all_close(res.params, params, rtol=1e-4, atol=1e-6)
