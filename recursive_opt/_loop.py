@@ -53,6 +53,24 @@ def as_tower(tower: Any) -> Stack | HoldCuts | optax.GradientTransformation:
     )
 
 
+def update_with_optax_args(update: Callable, grads, state, params, **available):
+    """`update(grads, state, params, **extra)` with as many of optax's conventional
+    keyword arguments as it takes: all of `available` (`optax.lbfgs` reads
+    `value=`, `grad=` and `value_fn=`), else `value=` alone (`reduce_on_plateau`;
+    some optax versions' wrappers pass extra arguments through `lax.cond`, which
+    a function such as `value_fn` cannot cross), else none (a transformation of
+    extra arguments that takes none of these). If every try fails, the first
+    error is raised."""
+    tries = (available, {"value": available["value"]}, {})
+    first = None
+    for extra in tries:
+        try:
+            return update(grads, state, params, **extra)
+        except TypeError as e:
+            first = first or e
+    raise first
+
+
 def hyper_record(state: PyTree) -> dict[str, Array]:
     """Every level's constrained hyperparameters, as flat `level<k>/<name>` keys.
 
@@ -74,6 +92,8 @@ def hyper_record(state: PyTree) -> dict[str, Array]:
     for k, level in enumerate(levels, start=1):
         for name, value in level.items():
             for path, leaf in jax.tree_util.tree_flatten_with_path(value)[0]:
+                if path and path[-1] == jax.tree_util.GetAttrKey("value"):
+                    path = path[:-1]  # a Flax NNX variable's: `['l1']['kernel']`
                 out[f"level{k}/{name}{jax.tree_util.keystr(path)}"] = jnp.asarray(leaf)
     return out
 
@@ -350,16 +370,20 @@ class Program(eqx.Module):
         if held:
             opt_state = self.tower.after(c.opt_state, opt_state, grads, updates, loss)
         if isinstance(self.tower, optax.GradientTransformationExtraArgs):
-            # optax's conventions: the loss at these parameters (`reduce_on_plateau`,
-            # a HoldCuts), and the gradient and the batch's loss as a function of
-            # the parameters (`optax.lbfgs`'s line search).
+
             def value_fn(p):  # at the parameters' dtypes (a line search's
                 # step size may promote them, with x64 on)
                 p = jax.tree.map(lambda x, ref: x.astype(ref.dtype), p, c.params)
                 return self.skeleton.value(self.loss_fn, self.has_aux, p, c.rest, batch)
 
-            updates, opt_state = self.tower.update(
-                grads, c.opt_state, c.params, value=loss, grad=grads, value_fn=value_fn
+            updates, opt_state = update_with_optax_args(
+                self.tower.update,
+                grads,
+                c.opt_state,
+                c.params,
+                value=loss,
+                grad=grads,
+                value_fn=value_fn,
             )
         elif not isinstance(stack, Stack):
             updates, opt_state = self.tower.update(grads, c.opt_state, c.params)

@@ -498,3 +498,12 @@ def subprocess_env(**extra) -> dict:
     reset to conftest.py's compile-time flags (the process sets any others, such
     as a device count, itself), and `extra`."""
     return {**os.environ, "XLA_FLAGS": os.environ.get("RO_TEST_XLA_FLAGS", ""), **extra}
+
+
+def x64(on: bool):
+    """A context with x64 on or off (the suite runs with it on):
+    `jax.enable_x64` since jax 0.7, `jax.experimental.enable_x64` before."""
+    context = getattr(jax, "enable_x64", None)
+    if context is None:
+        from jax.experimental import enable_x64 as context
+    return context(on)

@@ -12,9 +12,17 @@ import pytest
 import recursive_opt as ro
 from recursive_opt._loop import batch_indices
 
-from .helpers import copies
+from .helpers import copies, x64
 
 QUAD = ro.make_quadratic(dim=6, n=96, n_test=32, seed=1)
+
+# jax 0.6's persistent compilation cache (the suite's, conftest.py) returns
+# wrong executables for optax.lbfgs's line search (a hand loop ends at 0.047
+# instead of 0.0169, then at 0 once cached); jax 0.7 does not.
+_LBFGS = pytest.mark.skipif(
+    tuple(int(v) for v in jax.__version__.split(".")[:2]) < (0, 7),
+    reason="jax 0.6's compilation cache and optax.lbfgs",
+)
 
 
 def linear_loss(params, batch):
@@ -281,7 +289,7 @@ def test_equinox_module(getkey):
         # batch statistics and all:
         ro.Stack[2](ro.Adam(0.01), hypergradient=ro.RealTime(0.9)),
         ro.Stack[2](ro.Adam(0.01), hypergradient=ro.Unrolled(3)),
-        optax.lbfgs(),
+        pytest.param(optax.lbfgs(), marks=_LBFGS),
     ],
     ids=["tower", "RealTime", "Unrolled", "lbfgs"],
 )
@@ -303,19 +311,23 @@ def test_flax_nnx_module_with_batch_statistics(tower):
     def loss(model, batch):
         return jnp.mean((model(batch[0]) - batch[1]) ** 2)
 
-    res = ro.fit(
-        loss,
-        net,
-        tower,
-        tuple(np.asarray(a, np.float32) for a in QUAD.train),  # lbfgs: its dtype
-        steps=40,
-        batch_size=32,
-        log_every=20,
-        progress=False,
-    )
+    # optax 0.2.4's line search mixes float32 and float64 with x64 on.
+    with x64(not isinstance(tower, optax.GradientTransformation)):
+        res = ro.fit(
+            loss,
+            net,
+            tower,
+            tuple(np.asarray(a, np.float32) for a in QUAD.train),
+            steps=40,
+            batch_size=32,
+            log_every=20,
+            progress=False,
+        )
     assert isinstance(res.params, Net)
     np.testing.assert_array_equal(net.lin1.kernel[...], before)  # input untouched
     assert not np.allclose(res.params.bn.mean[...], 0)  # batch statistics carried
+    if isinstance(tower, ro.Stack) and isinstance(tower.hypergradient, ro.OneStep):
+        assert "level1/lr['lin1']['kernel']" in res.history  # one lr per layer
     assert res.history["loss"][-1] < res.history["loss"][0]
 
 
@@ -419,19 +431,27 @@ def _plateau():
 
 
 @pytest.mark.parametrize(
-    "make",
+    "make, reads",
     [
-        _plateau,  # reads value=
-        optax.lbfgs,  # reads value=, grad= and value_fn= (its line search)
-        optax.contrib.prodigy,  # its state holds the starting parameters
-        lambda: optax.MultiSteps(optax.adam(0.05), 2),  # a class of its own
+        (_plateau, ("value",)),
+        pytest.param(
+            optax.lbfgs, ("value", "grad", "value_fn"), marks=_LBFGS
+        ),  # its line search
+        (optax.contrib.prodigy, ()),  # its state holds the starting parameters
+        (lambda: optax.MultiSteps(optax.adam(0.05), 2), ()),  # a class of its own
     ],
     ids=["reduce_on_plateau", "lbfgs", "prodigy", "MultiSteps"],
 )
-def test_optax_transformations_as_a_hand_loop_runs_them(make):
+def test_optax_transformations_as_a_hand_loop_runs_them(make, reads):
+    # optax 0.2.4's line search mixes float32 and float64 with x64 on.
+    with x64(make is not optax.lbfgs):
+        _fit_against_a_hand_loop(make, reads)
+
+
+def _fit_against_a_hand_loop(make, reads):
     # Full batches, so that a hand loop sees the same losses (the batch's order
     # aside), given as optax's conventions pass them.
-    x, y = QUAD.train
+    x, y = (jnp.asarray(a) for a in QUAD.train)
     res = ro.fit(
         linear_loss,
         linear_params(),
@@ -449,9 +469,9 @@ def test_optax_transformations_as_a_hand_loop_runs_them(make):
     def step(params, state):
         value, grads = jax.value_and_grad(linear_loss)(params, (x, y))
         fn = lambda p: linear_loss(p, (x, y))  # noqa: E731
-        updates, state = tx.update(
-            grads, state, params, value=value, grad=grads, value_fn=fn
-        )
+        extra = {"value": value, "grad": grads, "value_fn": fn}
+        extra = {k: v for k, v in extra.items() if k in reads}
+        updates, state = tx.update(grads, state, params, **extra)
         return optax.apply_updates(params, updates), state
 
     params, state = linear_params(), tx.init(linear_params())

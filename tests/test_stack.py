@@ -13,7 +13,7 @@ import pytest
 import recursive_opt as ro
 from recursive_opt._pack import decode, encode, pack, unpack
 
-from .helpers import CATALOGUE, CATALOGUE_IDS, PROBLEMS, copies, run_tower
+from .helpers import CATALOGUE, CATALOGUE_IDS, PROBLEMS, copies, run_tower, x64
 
 logistic = PROBLEMS[1]
 
@@ -147,14 +147,6 @@ def test_pack_round_trip_with_batch_axes():
     chex.assert_trees_all_equal(jax.jit(unpack)(edge)["count"], ends)
 
 
-def _x64(on: bool):
-    # `jax.enable_x64` since jax 0.7; `jax.experimental.enable_x64` before.
-    x64 = getattr(jax, "enable_x64", None)
-    if x64 is None:
-        from jax.experimental import enable_x64 as x64
-    return x64(on)
-
-
 @pytest.mark.parametrize("carrier", [jnp.float32, jnp.float64])
 def test_integers_travel_exactly_as_floats(carrier):
     """Integers (step counters) are packed, and read by the step, as 16-bit
@@ -169,7 +161,7 @@ def test_integers_travel_exactly_as_floats(carrier):
     ]
     if carrier == jnp.float64:
         cases.append(jnp.array([2**63 - 1, -(2**63), 2**53 + 1], jnp.int64))
-    with _x64(carrier == jnp.float64):
+    with x64(carrier == jnp.float64):
         for x in cases:
             x = jnp.asarray(x)
             f = jax.jit(lambda x: decode(encode(x, jnp.dtype(carrier)), x.dtype))
@@ -280,7 +272,7 @@ def test_numpy_float64_params_give_the_float32_tower_without_warnings():
     params = {"w": np.linspace(-1.0, 1.0, 6).reshape(2, 3), "b": np.zeros(3)}
     grads = jax.tree.map(lambda a: np.full(a.shape, 0.5), params)
     as32 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), params)
-    with _x64(False):
+    with x64(False):
         tower = ro.Stack[3](ro.Adam())
         with warnings.catch_warnings():
             warnings.simplefilter("error")
