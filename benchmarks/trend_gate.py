@@ -38,24 +38,11 @@ from _common import machine
 from peers import kept_if_finite, losses_and_metrics
 from tuning_free import (
     EXTRA_TASKS,
-    FRESH2_TASKS,
-    FRESH3_TASKS,
-    FRESH4_TASKS,
-    FRESH5_TASKS,
-    FRESH6_TASKS,
-    FRESH7_TASKS,
-    FRESH8_TASKS,
-    FRESH9_TASKS,
-    FRESH10_TASKS,
-    FRESH11_TASKS,
-    FRESH12_TASKS,
-    FRESH_TASKS,
-    HELDOUT_TASKS,
     LRS,
-    PROBE_TASKS,
     SOLVED,
     TASKS,
     best_finite,
+    makers_of,
     run_grid,
 )
 
@@ -129,27 +116,9 @@ def main():
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--rule", choices=("cuts", "both"), default="cuts")
     args = parser.parse_args()
-    makers = {
-        **TASKS,
-        **EXTRA_TASKS,
-        **HELDOUT_TASKS,
-        **PROBE_TASKS,
-        **FRESH_TASKS,
-        **FRESH2_TASKS,
-        **FRESH3_TASKS,
-        **FRESH4_TASKS,
-        **FRESH5_TASKS,
-        **FRESH6_TASKS,
-        **FRESH7_TASKS,
-    }
-    # by name; `every` stays the 51
-    later = {
-        **FRESH8_TASKS,
-        **FRESH9_TASKS,
-        **FRESH10_TASKS,
-        **FRESH11_TASKS,
-        **FRESH12_TASKS,
-    }
+    earlier = ("heldout", "probes", "fresh", *(f"fresh{i}" for i in range(2, 8)))
+    makers = {**TASKS, **EXTRA_TASKS, **makers_of(*earlier)}
+    later = makers_of(*(f"fresh{i}" for i in range(8, 14)))  # by name; `every`: 51
     keys = args.tasks.split(",")
     if args.tasks == "every":
         keys = [k for k in makers if k not in EXTRA_TASKS]

@@ -2463,6 +2463,32 @@ RAW_TASKS = {
     "offset": offset_task,
 }
 
+# Every set `--tasks` names, in the order they were written.
+TASK_SETS = {
+    "all": TASKS,
+    "heldout": HELDOUT_TASKS,
+    "probes": PROBE_TASKS,
+    "fresh": FRESH_TASKS,
+    "fresh2": FRESH2_TASKS,
+    "fresh3": FRESH3_TASKS,
+    "fresh4": FRESH4_TASKS,
+    "fresh5": FRESH5_TASKS,
+    "fresh6": FRESH6_TASKS,
+    "fresh7": FRESH7_TASKS,
+    "fresh8": FRESH8_TASKS,
+    "fresh9": FRESH9_TASKS,
+    "fresh10": FRESH10_TASKS,
+    "fresh11": FRESH11_TASKS,
+    "fresh12": FRESH12_TASKS,
+    "fresh13": FRESH13_TASKS,
+    "raw": RAW_TASKS,
+}
+
+
+def makers_of(*sets: str) -> dict:
+    """The tasks of the named sets, by name, in order."""
+    return {name: make for s in sets for name, make in TASK_SETS[s].items()}
+
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -2505,52 +2531,12 @@ def main():
     args = parser.parse_args()
     global SEED
     SEED = args.seed
-    groups = {
-        "all": list(TASKS),
-        "heldout": list(HELDOUT_TASKS),
-        "probes": list(PROBE_TASKS),
-        "fresh": list(FRESH_TASKS),
-        "fresh2": list(FRESH2_TASKS),
-        "fresh3": list(FRESH3_TASKS),
-        "fresh4": list(FRESH4_TASKS),
-        "fresh5": list(FRESH5_TASKS),
-        "fresh6": list(FRESH6_TASKS),
-        "fresh7": list(FRESH7_TASKS),
-        "fresh8": list(FRESH8_TASKS),
-        "fresh9": list(FRESH9_TASKS),
-        "fresh10": list(FRESH10_TASKS),
-        "fresh11": list(FRESH11_TASKS),
-        "fresh12": list(FRESH12_TASKS),
-        "fresh13": list(FRESH13_TASKS),
-        "raw": list(RAW_TASKS),
-    }
+    groups = {name: list(tasks) for name, tasks in TASK_SETS.items()}
     keys = [k for key in args.tasks.split(",") for k in groups.get(key, [key])]
-    makers = {
-        **TASKS,
-        **EXTRA_TASKS,
-        **HELDOUT_TASKS,
-        **PROBE_TASKS,
-        **FRESH_TASKS,
-        **FRESH2_TASKS,
-        **FRESH3_TASKS,
-        **FRESH4_TASKS,
-        **FRESH5_TASKS,
-        **FRESH6_TASKS,
-        **FRESH7_TASKS,
-        **FRESH8_TASKS,
-        **FRESH9_TASKS,
-        **FRESH10_TASKS,
-        **FRESH11_TASKS,
-        **FRESH12_TASKS,
-        **FRESH13_TASKS,
-        **RAW_TASKS,
-    }
+    makers = {**TASKS, **EXTRA_TASKS, **makers_of(*TASK_SETS)}
     if unknown := [k for k in keys if k not in makers]:
         parser.error(
-            f"unknown task(s) {unknown}; known: all, heldout, probes, fresh, fresh2, "
-            f"fresh3, fresh4, fresh5, fresh6, fresh7, fresh8, fresh9, fresh10, "
-            f"fresh11, fresh12, fresh13, raw, "
-            f"{list(makers)}"
+            f"unknown task(s) {unknown}; known: {', '.join(TASK_SETS)}, {list(makers)}"
         )
     abl = {} if args.no_ablation else ablation()
     if args.row:
