@@ -15,7 +15,7 @@ from ._custom_types import Grads, Params, Updates
 from ._hyper import Hyper
 from ._optax import apply_updates, as_optax
 from ._stack import Stack
-from ._state import TowerState, at_level, brief
+from ._state import TowerState, at_level, brief, concrete
 
 # Decays of the loss's short and long averages and of the noise ratio's two.
 SHORT, LONG, NOISE = 0.98, 0.995, 0.99
@@ -37,11 +37,10 @@ class HoldState(eqx.Module):
     def __repr__(self) -> str:
         """The tower's summary, and how often a cut was held (traced or abstract
         states print in full)."""
-        text = repr(self.tower)
-        if not text.startswith("TowerState(depth="):
+        if not concrete(self):
             return super().__repr__()
         held = f"count={brief(self.count)}, held={brief(self.held)}"
-        return f"HoldState(tower={text}, {held})"
+        return f"HoldState(tower={self.tower!r}, {held})"
 
 
 def _dot(a: PyTree, b: PyTree) -> Array:

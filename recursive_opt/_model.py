@@ -76,11 +76,7 @@ class Skeleton(eqx.Module):
     ) -> Any:
         """The loss of `loss_fn(model, batch)` at `params` (what a line search
         evaluates; a Flax NNX model's updated state is not kept)."""
-
-        def objective(model):
-            return _loss_and_aux(loss_fn(model, batch), has_aux)[0]
-
-        return objective(self.rebuild(params, rest))
+        return _loss_and_aux(loss_fn(self.rebuild(params, rest), batch), has_aux)[0]
 
     def value_and_grad(
         self, loss_fn: Callable, has_aux: bool, params: PyTree, rest: PyTree, batch

@@ -169,9 +169,7 @@ class TowerState(eqx.Module):
         """A summary: the step count and every level's hyperparameter values (the
         packed arrays and their layout are internal); abstract or traced states
         print in full."""
-        leaves = jax.tree.leaves((self.packed.flats, self.packed.big, self.hyperparams))
-        if not all(isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer)
-                   for x in leaves):  # fmt: skip
+        if not concrete(self):
             return super().__repr__()
 
         def values(tree):
@@ -234,9 +232,7 @@ class TowerState(eqx.Module):
                         f"{t.valid_range} under its {h.transform!r} transform, got "
                         f"{value!r}."
                     )
-            scalar = TRANSFORMS[h.transform].inverse(
-                jnp.asarray(value, jnp.result_type(float))
-            )
+            scalar = t.inverse(jnp.asarray(value, jnp.result_type(float)))
             raw = jax.tree.map(
                 lambda r: jnp.broadcast_to(scalar.astype(r.dtype), r.shape), h.raw
             )
@@ -244,6 +240,15 @@ class TowerState(eqx.Module):
         opts[level - 1] = clip(opt)
         contents = dataclasses.replace(contents, opts=tuple(opts))
         return self.replace_contents(contents)
+
+
+def concrete(tree: PyTree) -> bool:
+    """Whether every leaf of `tree` is an array with values (not traced, not
+    abstract), so that a summary can print them."""
+    return all(
+        isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer)
+        for x in jax.tree.leaves(tree)
+    )
 
 
 def brief(x: Any) -> str:
