@@ -76,7 +76,10 @@ autoencoder). `--tasks fresh12` four more, written that afternoon before any
 run (a neural ODE integrated by RK4, digits' one class in ten, an MLP-Mixer, deep
 sets). `--tasks fresh13` four more, written that evening before any run (low-rank
 adapters on a frozen MLP, a Cox survival MLP, a generator trained through
-Sinkhorn iterations, a hypernetwork). `--tasks raw` five probes
+Sinkhorn iterations, a hypernetwork). `--tasks fresh14` four more, written later
+that evening before any run (a deep-kernel Gaussian process, MAML on sines, a
+MADE density on binarised digits, TransE knowledge-graph embeddings under a
+margin loss). `--tasks raw` five probes
 of unnormalised targets and inputs (tanh and ReLU MLPs on diabetes' raw targets,
 the two heads' regression alone, digits on raw pixels, a ReLU regression on
 uncentred targets). `--rules` prints only a table of `Stack[3]` over each
@@ -2032,6 +2035,155 @@ def hypernet_task(width: int = 16):
     )  # fmt: skip
 
 
+def gp_task(features: int = 4):
+    """A deep-kernel Gaussian process: a 6-32-4 tanh MLP's features under an RBF
+    kernel with a learned length scale per feature, a signal and a noise scale
+    (log-parametrised), fit by each batch's negative log marginal likelihood per
+    point (a Cholesky factor, a log-determinant and a solve: a loss whose
+    parameters interact through a matrix inverse). Targets a smooth function of
+    three of six inputs plus noise of sd 0.3 (so that the loss stays positive:
+    the noise alone costs 0.5 log(2 pi e 0.09) = 0.21 nats a point). Test
+    metric: the test set's negative log marginal likelihood per point (360
+    points at once)."""
+    rng = np.random.default_rng(457)
+    n = 1500
+    x = rng.uniform(-2, 2, size=(n, 6)).astype(np.float32)
+    f = np.sin(1.5 * x[:, 0]) + 0.5 * x[:, 1] * x[:, 2] - 0.3 * x[:, 2] ** 2
+    y = (f + 0.3 * rng.normal(size=n)).astype(np.float32)
+    params = {
+        "net": init_mlp(jr.key(461), (6, 32, features)),
+        "log_ls": jnp.zeros(features),
+        "log_sf": jnp.zeros(()),
+        "log_sn": jnp.asarray(np.log(0.5), jnp.float32),
+    }
+
+    def nlml(p, b):
+        z = mlp(p["net"], b[0]) / jnp.exp(p["log_ls"])
+        sq = jnp.sum((z[:, None] - z[None]) ** 2, -1)
+        noise = jnp.exp(2 * p["log_sn"]) + 1e-4
+        k = jnp.exp(2 * p["log_sf"] - 0.5 * sq) + noise * jnp.eye(len(z))
+        chol = jnp.linalg.cholesky(k)
+        alpha = jax.scipy.linalg.cho_solve((chol, True), b[1])
+        log_det = 2 * jnp.sum(jnp.log(jnp.diag(chol)))
+        return 0.5 * (b[1] @ alpha + log_det) / len(z) + 0.5 * np.log(2 * np.pi)
+
+    return Task(
+        "deep-kernel Gaussian process", (x[:1140], y[:1140]), (x[1140:], y[1140:]),
+        params, nlml, nlml, "test NLML per point", 64,
+    )  # fmt: skip
+
+
+def maml_task(shots: int = 5, queries: int = 10, inner_lr: float = 0.1):
+    """MAML on sines (Finn et al. 2017): each example is a task, a sine of
+    amplitude in [0.5, 2] and phase in [0, pi], given as 5 support points and 10
+    query points; a 1-40-40-1 tanh MLP takes one SGD step (lr 0.1) on the
+    support set's MSE, and the loss is the adapted network's MSE on the queries
+    (a gradient through a gradient: second order). Test metric: the same on
+    tasks not trained on."""
+    rng = np.random.default_rng(463)
+    n = 3000
+    amplitude, phase = rng.uniform(0.5, 2.0, n), rng.uniform(0, np.pi, n)
+    points = rng.uniform(-5, 5, (n, shots + queries))
+    values = amplitude[:, None] * np.sin(points + phase[:, None])
+    x = np.concatenate([points, values[:, :shots]], 1).astype(np.float32)
+    y = values[:, shots:].astype(np.float32)
+
+    def predict(p, xs):
+        return mlp(p, xs[:, None])[:, 0]
+
+    def adapted_mse(p, xi, yi):
+        sx, sy, qx = xi[:shots], xi[shots + queries :], xi[shots : shots + queries]
+        g = jax.grad(lambda p: jnp.mean((predict(p, sx) - sy) ** 2))(p)
+        fast = jax.tree.map(lambda a, b: a - inner_lr * b, p, g)
+        return jnp.mean((predict(fast, qx) - yi) ** 2)
+
+    def loss(p, b):
+        return jnp.mean(jax.vmap(adapted_mse, (None, 0, 0))(p, b[0], b[1]))
+
+    return Task(
+        "MAML on sines", (x[:2500], y[:2500]), (x[2500:], y[2500:]),
+        init_mlp(jr.key(467), (1, 40, 40, 1)), loss, loss,
+        "test MSE after one inner step", 32,
+    )  # fmt: skip
+
+
+def made_task(hidden: int = 128):
+    """MADE (Germain et al. 2015): an autoregressive density over digits'
+    pixels binarised at 0.5, a 64-128-64 ReLU network whose weights are masked
+    so that pixel i's logit depends only on pixels before it; the loss is the
+    Bernoulli negative log-likelihood in nats per image (64 pixels). Pixels that
+    are always 0 or 1 make parts of the output near-deterministic. Test metric:
+    the test NLL."""
+    d = ro.load_digits()
+    rng = np.random.default_rng(479)
+    degree_in = np.arange(1, 65)
+    degree_hidden = rng.integers(1, 64, size=hidden)
+    mask1 = (degree_hidden[None, :] >= degree_in[:, None]).astype(np.float32)
+    mask2 = (degree_in[None, :] > degree_hidden[:, None]).astype(np.float32)
+    binary = lambda a: (a > 0.5).astype(np.float32)  # noqa: E731
+    (x0, _), (x1, _) = d.train, d.test
+    train, test = binary(x0), binary(x1)
+
+    def nll(p, b):
+        h = jax.nn.relu(b[0] @ (p[0]["w"] * mask1) + p[0]["b"])
+        logits = h @ (p[1]["w"] * mask2) + p[1]["b"]
+        per_pixel = optax.sigmoid_binary_cross_entropy(logits, b[0])
+        return jnp.mean(jnp.sum(per_pixel, -1))
+
+    return Task(
+        "MADE on binarised digits", (train, train), (test, test),
+        init_mlp(jr.key(487), (64, hidden, 64)), nll, nll, "test NLL (nats)", 64,
+    )  # fmt: skip
+
+
+def transe_task(entities: int = 300, relations: int = 12, dim: int = 16):
+    """TransE knowledge-graph embeddings (Bordes et al. 2013): an entity table
+    and a relation table, scored by the distance between head + relation and
+    tail, both entity vectors normalised to unit length in the score; trained by
+    a margin (hinge) loss of 1 against four corrupted tails per triple (drawn
+    once with the data), so a triple that is already ranked with margin gives no
+    gradient. Triples from a hidden 8-D TransE model. Test metric: the fraction
+    of test triples whose true tail beats all four corrupted ones."""
+    rng = np.random.default_rng(491)
+    true_e = rng.normal(size=(entities, 8))
+    true_e /= np.linalg.norm(true_e, axis=1, keepdims=True)
+    true_r = 0.5 * rng.normal(size=(relations, 8))
+    h = rng.integers(0, entities, 6000)
+    r = rng.integers(0, relations, 6000)
+    scores = np.linalg.norm(
+        (true_e[h] + true_r[r])[:, None] - true_e[None], axis=-1
+    )  # (triples, entities)
+    scores[np.arange(6000), h] = np.inf  # no self-loops
+    t = scores.argmin(1)
+    neg = rng.integers(0, entities, (6000, 4))
+    x = np.concatenate([h[:, None], r[:, None], neg], 1).astype(np.int32)
+    ks = jr.split(jr.key(499), 2)
+    params = {
+        "entity": jr.normal(ks[0], (entities, dim)) / np.sqrt(dim),
+        "relation": jr.normal(ks[1], (relations, dim)) / np.sqrt(dim),
+    }
+
+    def distances(p, b):
+        unit = p["entity"] / jnp.linalg.norm(p["entity"], axis=-1, keepdims=True)
+        head = unit[b[0][:, 0]] + p["relation"][b[0][:, 1]]
+        tails = jnp.concatenate([b[1][:, None], b[0][:, 2:]], 1)  # true first
+        return jnp.linalg.norm(head[:, None] - unit[tails], axis=-1)
+
+    def loss(p, b):
+        dist = distances(p, b)
+        return jnp.mean(jax.nn.relu(1.0 + dist[:, :1] - dist[:, 1:]))
+
+    def accuracy(p, b):
+        dist = distances(p, b)
+        return jnp.mean(jnp.all(dist[:, :1] < dist[:, 1:], axis=1))
+
+    return Task(
+        "TransE knowledge graph", (x[:5000], t[:5000].astype(np.int32)),
+        (x[5000:], t[5000:].astype(np.int32)), params, loss, accuracy,
+        "test accuracy against 4 corrupted tails", 64,
+    )  # fmt: skip
+
+
 TASKS = {
     "digits": digits_task,
     "cancer": breast_cancer_task,
@@ -2205,6 +2357,18 @@ FRESH13_TASKS = {
     "survival": survival_task,
     "sinkhorn": sinkhorn_task,
     "hypernet": hypernet_task,
+}
+
+# Four more of kinds none of the above has, written on 2026-12-06 (late) before
+# any run (`--tasks fresh14`): a deep-kernel Gaussian process (a loss through a
+# Cholesky factor and a log-determinant), MAML (a gradient through a gradient), an
+# autoregressive density with masked weights (MADE), TransE embeddings under a
+# margin loss (no gradient once a triple is ranked with margin).
+FRESH14_TASKS = {
+    "gp": gp_task,
+    "maml": maml_task,
+    "made": made_task,
+    "transe": transe_task,
 }
 
 CEILING = ro.Stack[3](ro.Adam()).levels[0].lr.bounds  # (None, 1.0) for starts <= 1
@@ -2481,6 +2645,7 @@ TASK_SETS = {
     "fresh11": FRESH11_TASKS,
     "fresh12": FRESH12_TASKS,
     "fresh13": FRESH13_TASKS,
+    "fresh14": FRESH14_TASKS,
     "raw": RAW_TASKS,
 }
 
