@@ -2035,6 +2035,32 @@ def hypernet_task(width: int = 16):
     )  # fmt: skip
 
 
+def _cholesky(a):
+    """The lower Cholesky factor of `a`, column by column in a loop of JAX
+    operations. Not `jnp.linalg.cholesky`: with jax 0.10.2 on this CPU, programs
+    that vmap LAPACK's factorisation inside a scan (this benchmark's grids)
+    intermittently hang, every XLA thread idle and the result never ready (with
+    and without `--xla_cpu_multi_thread_eigen=false`); this loop gives the same
+    loss and gradients to float32 rounding and never hung."""
+    n = a.shape[-1]
+    below = jnp.arange(n)
+
+    def column(j, low):
+        v = a[:, j] - low @ low[j, :]
+        return low.at[:, j].set(jnp.where(below >= j, v / jnp.sqrt(v[j]), 0.0))
+
+    return jax.lax.fori_loop(0, n, column, jnp.zeros_like(a))
+
+
+def _forward_substitution(low, y):
+    """`low^-1 y` for a lower-triangular `low`, in a loop (see `_cholesky`)."""
+
+    def entry(j, w):
+        return w.at[j].set((y[j] - low[j, :] @ w) / low[j, j])
+
+    return jax.lax.fori_loop(0, len(y), entry, jnp.zeros_like(y))
+
+
 def gp_task(features: int = 4):
     """A deep-kernel Gaussian process: a 6-32-4 tanh MLP's features under an RBF
     kernel with a learned length scale per feature, a signal and a noise scale
@@ -2062,10 +2088,10 @@ def gp_task(features: int = 4):
         sq = jnp.sum((z[:, None] - z[None]) ** 2, -1)
         noise = jnp.exp(2 * p["log_sn"]) + 1e-4
         k = jnp.exp(2 * p["log_sf"] - 0.5 * sq) + noise * jnp.eye(len(z))
-        chol = jnp.linalg.cholesky(k)
-        alpha = jax.scipy.linalg.cho_solve((chol, True), b[1])
+        chol = _cholesky(k)
+        w = _forward_substitution(chol, b[1])  # y^T K^-1 y = |w|^2
         log_det = 2 * jnp.sum(jnp.log(jnp.diag(chol)))
-        return 0.5 * (b[1] @ alpha + log_det) / len(z) + 0.5 * np.log(2 * np.pi)
+        return 0.5 * (w @ w + log_det) / len(z) + 0.5 * np.log(2 * np.pi)
 
     return Task(
         "deep-kernel Gaussian process", (x[:1140], y[:1140]), (x[1140:], y[1140:]),
