@@ -23,6 +23,9 @@ default tower and for each ratio.
 
     python benchmarks/trend_gate.py [--steps 1600] [--tasks sine,iris,flow,adding]
         [--ratio 10] [--start 200] [--seed 1] [--rule cuts|both]
+
+`--tasks` takes task names, names of `tuning_free.py`'s sets (`fresh14`), or
+`every` (the 51 tasks up to `fresh7`).
 """
 
 import argparse
@@ -40,6 +43,7 @@ from tuning_free import (
     EXTRA_TASKS,
     LRS,
     SOLVED,
+    TASK_SETS,
     TASKS,
     best_finite,
     makers_of,
@@ -118,11 +122,12 @@ def main():
     args = parser.parse_args()
     earlier = ("heldout", "probes", "fresh", *(f"fresh{i}" for i in range(2, 8)))
     makers = {**TASKS, **EXTRA_TASKS, **makers_of(*earlier)}
-    later = makers_of(*(f"fresh{i}" for i in range(8, 14)))  # by name; `every`: 51
-    keys = args.tasks.split(",")
+    # The sets written after `every` was fixed (51 tasks), by task or set name.
+    after = [s for s in TASK_SETS if s not in ("all", "raw", *earlier)]
+    keys = [k for name in args.tasks.split(",") for k in TASK_SETS.get(name, [name])]
     if args.tasks == "every":
         keys = [k for k in makers if k not in EXTRA_TASKS]
-    makers |= later
+    makers |= makers_of(*after)
     if unknown := [k for k in keys if k not in makers]:
         parser.error(f"unknown task(s) {unknown}; known: every, {list(makers)}")
     rows = {"default": None} | {f"R > {r}": float(r) for r in args.ratio.split(",")}
