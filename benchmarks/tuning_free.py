@@ -79,7 +79,9 @@ adapters on a frozen MLP, a Cox survival MLP, a generator trained through
 Sinkhorn iterations, a hypernetwork). `--tasks fresh14` four more, written later
 that evening before any run (a deep-kernel Gaussian process, MAML on sines, a
 MADE density on binarised digits, TransE knowledge-graph embeddings under a
-margin loss). `--tasks raw` five probes
+margin loss). `--tasks fresh15` four more, written after those before any run
+(semi-gradient TD(0) value learning, a CTC frame classifier, a sparse
+autoencoder, digits with mixup). `--tasks raw` five probes
 of unnormalised targets and inputs (tanh and ReLU MLPs on diabetes' raw targets,
 the two heads' regression alone, digits on raw pixels, a ReLU regression on
 uncentred targets). `--rules` prints only a table of `Stack[3]` over each
@@ -2210,6 +2212,133 @@ def transe_task(entities: int = 300, relations: int = 12, dim: int = 16):
     )  # fmt: skip
 
 
+def td_task(states: int = 400, features: int = 16, gamma: float = 0.9):
+    """Value learning by semi-gradient TD(0): a 16-64-1 tanh MLP V of a state's
+    features, trained on sampled transitions (s, r, s') of a random Markov
+    chain (each state moves to one of five others) by (r + 0.9 V(s') - V(s))^2
+    with the bootstrapped target held constant (`stop_gradient`): the target
+    moves with the parameters, so the objective is not a fixed function. Test
+    metric: the MSE of V against the chain's exact values, (I - 0.9 P)^-1 r."""
+    rng = np.random.default_rng(503)
+    phi = rng.normal(size=(states, features)).astype(np.float32)
+    nxt = rng.integers(0, states, (states, 5))
+    reward = np.tanh(phi[:, 0] + phi[:, 1] * phi[:, 2]) + 0.2 * rng.normal(size=states)
+    p = np.zeros((states, states))
+    np.add.at(p, (np.repeat(np.arange(states), 5), nxt.ravel()), 0.2)
+    value = np.linalg.solve(np.eye(states) - gamma * p, reward).astype(np.float32)
+    s = rng.integers(0, states, 6000)
+    s2 = nxt[s, rng.integers(0, 5, 6000)]
+    r = (reward[s] + 0.5 * rng.normal(size=6000)).astype(np.float32)
+    x = np.concatenate([phi[s], phi[s2]], 1)
+    v = lambda p, f: mlp(p, f)[:, 0]  # noqa: E731
+
+    def td_error(p, b):
+        target = b[1] + gamma * jax.lax.stop_gradient(v(p, b[0][:, features:]))
+        return jnp.mean((target - v(p, b[0][:, :features])) ** 2)
+
+    def value_mse(p, b):
+        return jnp.mean((v(p, b[0]) - b[1]) ** 2)
+
+    return Task(
+        "TD(0) value learning", (x, r), (phi, value),
+        init_mlp(jr.key(509), (features, 64, 1)), td_error, value_mse,
+        "test MSE to the exact values", 64,
+    )  # fmt: skip
+
+
+def ctc_task(frames: int = 24, symbols: int = 5, dim: int = 12):
+    """A frame classifier trained by CTC (connectionist temporal classification,
+    `optax.ctc_loss`): sequences of 3-5 symbols of five, each held for 2-4
+    frames of noisy features (a fixed random code per symbol plus noise of sd
+    0.7, blank frames between), padded to 24 frames; a 36-64-6 tanh MLP on each
+    frame with its two neighbours gives per-frame logits (blank first), and
+    the loss sums over every alignment of the labels to the frames. Test metric:
+    the test CTC loss per sequence."""
+    rng = np.random.default_rng(521)
+    n = 3000
+    code = rng.normal(size=(symbols, dim))
+    x = np.zeros((n, frames, dim + 1), np.float32)  # last channel: padding
+    y = np.zeros((n, 5), np.int32)  # labels 1..5, 0 = padding
+    for i in range(n):
+        seq = rng.integers(1, symbols + 1, rng.integers(3, 6))
+        t = 0
+        for j, c in enumerate(seq):
+            t += 1  # a blank frame before each symbol
+            hold = rng.integers(2, 5)
+            x[i, t : t + hold, :dim] = code[c - 1]
+            t += hold
+            y[i, j] = c
+        x[i, :, :dim] += 0.7 * rng.normal(size=(frames, dim))
+        x[i, t:, dim] = 1.0
+    x[:, :, :dim] *= 1 - x[:, :, dim:]
+
+    def logits(p, xs):
+        f = xs[..., :dim]
+        before = jnp.pad(f, ((0, 0), (1, 0), (0, 0)))[:, :-1]
+        after = jnp.pad(f, ((0, 0), (0, 1), (0, 0)))[:, 1:]
+        return mlp(p, jnp.concatenate([before, f, after], -1))
+
+    def loss(p, b):
+        per = optax.ctc_loss(
+            logits(p, b[0]), b[0][..., dim], b[1], (b[1] == 0).astype(jnp.float32)
+        )
+        return jnp.mean(per)
+
+    return Task(
+        "CTC frame classifier", (x[:2500], y[:2500]), (x[2500:], y[2500:]),
+        init_mlp(jr.key(523), (3 * dim, 64, symbols + 1)), loss, loss,
+        "test CTC loss", 32,
+    )  # fmt: skip
+
+
+def sparse_ae_task(code: int = 128, penalty: float = 0.05):
+    """A sparse autoencoder on digits: a 64-128 ReLU encoder, a linear 128-64
+    decoder, the squared reconstruction error per image plus 0.05 x the code's
+    L1 norm (an overcomplete code pushed to few active units: a kink at 0 in the
+    loss, units that can die). Test metric: the test loss."""
+    d = ro.load_digits()
+    k1, k2 = jr.split(jr.key(541))
+    params = {"enc": init_mlp(k1, (64, code))[0], "dec": init_mlp(k2, (code, 64))[0]}
+
+    def loss(p, b):
+        h = jax.nn.relu(b[0] @ p["enc"]["w"] + p["enc"]["b"])
+        x_hat = h @ p["dec"]["w"] + p["dec"]["b"]
+        err = jnp.sum((x_hat - b[0]) ** 2, -1)
+        return jnp.mean(err + penalty * jnp.sum(jnp.abs(h), -1))
+
+    return Task(
+        "sparse autoencoder", d.train, d.test, params, loss, loss, "test loss", 64,
+    )  # fmt: skip
+
+
+def mixup_task(alpha: float = 0.4):
+    """Mixup (Zhang et al. 2018) on digits: each example mixed with another of
+    its batch by a weight ~ Beta(0.4, 0.4) drawn per batch (from its inputs, so
+    the same for every method), the cross-entropy mixed alike; a 64-128-10 tanh
+    MLP. The targets are soft and drawn afresh: a noisy loss with a high floor.
+    Test metric: accuracy on unmixed test images."""
+    d = ro.load_digits()
+
+    def loss(p, b):
+        k1, k2 = jr.split(_key_of(b[0]))
+        lam = jr.beta(k1, alpha, alpha, (len(b[0]), 1))
+        other = jr.permutation(k2, len(b[0]))
+        logits = mlp(p, lam * b[0] + (1 - lam) * b[0][other])
+        lam = lam[:, 0]
+        return jnp.mean(
+            lam * _ce_each(logits, b[1]) + (1 - lam) * _ce_each(logits, b[1][other])
+        )
+
+    return Task(
+        "digits with mixup", d.train, d.test, init_mlp(jr.key(547), (64, 128, 10)),
+        loss, _accuracy(mlp), "test accuracy", 64,
+    )  # fmt: skip
+
+
+def _ce_each(logits, y):
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y)
+
+
 TASKS = {
     "digits": digits_task,
     "cancer": breast_cancer_task,
@@ -2395,6 +2524,17 @@ FRESH14_TASKS = {
     "maml": maml_task,
     "made": made_task,
     "transe": transe_task,
+}
+
+# Four more of kinds none of the above has, written on 2026-12-06 (late) before
+# any run (`--tasks fresh15`): semi-gradient TD(0) (a target that moves with the
+# parameters), CTC (a loss summed over alignments), a sparse autoencoder (an L1
+# penalty on the code), mixup (soft targets drawn afresh every batch).
+FRESH15_TASKS = {
+    "td": td_task,
+    "ctc": ctc_task,
+    "sparse_ae": sparse_ae_task,
+    "mixup": mixup_task,
 }
 
 CEILING = ro.Stack[3](ro.Adam()).levels[0].lr.bounds  # (None, 1.0) for starts <= 1
@@ -2672,6 +2812,7 @@ TASK_SETS = {
     "fresh12": FRESH12_TASKS,
     "fresh13": FRESH13_TASKS,
     "fresh14": FRESH14_TASKS,
+    "fresh15": FRESH15_TASKS,
     "raw": RAW_TASKS,
 }
 
