@@ -2685,6 +2685,13 @@ def ablation() -> dict:
             warmup=w,
             warmup_shape=s,
         ).as_optax(),
+        "level 2's cut test from step 300 (a lead)": lambda lr: ro.Stack(
+            _lr_only(lr),
+            _level2(gate=(*GATE[:3], 300)),
+            _upper(0.01),
+            warmup=w,
+            warmup_shape=s,
+        ).as_optax(),
         "level 1's lr unbounded (the previous default)": lambda lr: ro.Stack(
             _lr_only(lr, bounds=None), _level2(), _upper(0.01), warmup=w, warmup_shape=s
         ).as_optax(),

@@ -206,7 +206,7 @@ def plain_init(opt: Plain, target):
         return zeros if "momentum" in opt.hypers else None
     if opt.kind == "Adam":
         gate = opt.options["gate"]
-        signal = (zeros, zeros) if gate is not None and len(gate) == 3 else zeros
+        signal = (zeros, zeros) if gate is not None and len(gate) >= 3 else zeros
         return (0, zeros, zeros, zeros, signal)
     if opt.kind == "RMSProp":
         return zeros
@@ -276,6 +276,7 @@ def plain_update(opt: Plain, raw, g, s, p):
                 d = each(gated, d, short, nu, b2)
             else:  # and cuts times min(1, t^2 / z^2), t the long mean's test
                 z, c = gate[2], 1 - 1 / after
+                cuts_from = gate[3] if len(gate) == 4 else after
                 signal = (short, each(ema(c), g, signal[1]))
 
                 def tested(d, a, mean, v, b2):
@@ -286,7 +287,7 @@ def plain_update(opt: Plain, raw, g, s, p):
                     t2 = l_hat**2 / jnp.where(sure, 1.0, var)
                     f = jnp.where(sure, 1.0, jnp.minimum(t2 / z**2, 1.0))
                     f = jnp.where(l_hat > 0, f, 0.0)
-                    return jnp.where((d > 0) & (t > after), d * f, d)
+                    return jnp.where((d > 0) & (t > cuts_from), d * f, d)
 
                 d = each(tested, d, short, signal[1], nu, b2)
         if "weight_decay" in hp:

@@ -150,6 +150,28 @@ def test_cut_tested_adam_levels_match_brute_force():
     assert signal and all(x.shape[0] == 2 for x in signal)
 
 
+def test_late_cut_tested_adam_levels_match_brute_force():
+    """Upper levels with `Adam(gate=(decay, after, z, cuts_from))` (the cut test
+    from a later step than the raises' gate) against the brute force. On this
+    problem level 3's cuts are what a test changes: with the test from step 5
+    the path differs from both the triple's (tested from step 3) and the pair's
+    (never tested)."""
+    level2 = ro.Adam(0.1, b1=0.5, b2=0.95, gate=(0.8, 2, 1.0, 4))
+    level3 = ro.Adam(0.01, clip=(-0.5, None), gate=(0.9, 2, 0.5, 4))
+    params, _, _ = _upper_adams_match_brute_force(level2, level3)
+    for gates in [((0.8, 2, 1.0), (0.9, 2, 0.5)), ((0.8, 2), (0.9, 2))]:
+        levels = [
+            ro.Adam(0.1, b1=0.5, b2=0.95, gate=gates[0]),
+            ro.Adam(0.01, clip=(-0.5, None), gate=gates[1]),
+        ]
+        other, _ = _library(ro.Stack(LEVEL1_LR_ONLY, *levels), quadratic)
+        diff = [
+            np.max(np.abs(a - b))
+            for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(other))
+        ]
+        assert max(diff) > 1e-6, gates
+
+
 # Depth 3 checks G2 and G3 for every `per`; depth 2 adds the two-level edge case.
 DEPTH_PER = [(2, "tree"), (3, "tree"), (3, "leaf"), (3, "element")]
 

@@ -265,22 +265,27 @@ def test_adam_gate_scales_raises_by_the_signals_certainty(weight_decay, clip, ge
     assert np.min(steady) > 0.9 and np.median(noisy[noisy < 1]) < 0.3
 
 
-def test_adam_gate_tests_cuts_by_a_long_mean(getkey):
+@pytest.mark.parametrize("cuts_from", [None, 9])
+def test_adam_gate_tests_cuts_by_a_long_mean(getkey, cuts_from):
     """`Adam(gate=(decay, after, z))`: raises as with the pair; from step `after +
     1` on, a positive (lowering) step is multiplied by min(1, t^2 / z^2), t the
     long running mean (decay 1 - 1 / after, bias-corrected) over its standard
     error sqrt((v_hat - l_hat^2) (1 - D) / (1 + D)), where that mean says lower,
     else by 0; all kept here by hand. A steady positive signal (cuts pass), a
-    steady negative one (raises pass) and zero-mean noise (both damped)."""
+    steady negative one (raises pass) and zero-mean noise (both damped). With a
+    quadruple `(decay, after, z, cuts_from)` the cut test starts at step
+    `cuts_from + 1` (cuts at full size before), the raises' gate as before."""
     lr, b1, b2, decay, after, z = 0.02, 0.5, 0.99, 0.9, 4, 1.0
-    opt = ro.Adam(lr, b1=b1, b2=b2, gate=(decay, after, z))
+    gate = (decay, after, z) if cuts_from is None else (decay, after, z, cuts_from)
+    opt = ro.Adam(lr, b1=b1, b2=b2, gate=gate)
+    tested_from = after if cuts_from is None else cuts_from
     step_tx = optax.scale_by_adam(b1, b2, 1e-8)
     params = {"w": jnp.zeros(24)}
     state, step_state = opt.init(params), step_tx.init(params)
     assert state.signal["w"].shape == (2, 24)
     long = 1 - 1 / after
     s_w, l_w, v_w = np.zeros(24), np.zeros(24), np.zeros(24)
-    factors = []
+    factors, steps = [], []
     for t in range(1, 41):
         noise = np.asarray(jax.random.normal(getkey(), (24,)))
         g = np.where(np.arange(24) < 8, 1.0, np.where(np.arange(24) < 16, -1.0, 0.0))
@@ -288,6 +293,7 @@ def test_adam_gate_tests_cuts_by_a_long_mean(getkey):
         updates, state = opt.update({"w": jnp.asarray(g)}, state, params)
         step, step_state = step_tx.update({"w": jnp.asarray(g)}, step_state)
         w = np.asarray(step["w"])
+        steps.append(w)
         s_w = decay * s_w + (1 - decay) * g
         l_w = long * l_w + (1 - long) * g
         v_w = b2 * v_w + (1 - b2) * g**2
@@ -299,13 +305,21 @@ def test_adam_gate_tests_cuts_by_a_long_mean(getkey):
         cut = np.where(l_hat > 0, np.minimum(q, 1.0), 0.0)
         late = t > after
         factor = np.where(late & (w < 0), np.minimum(r, 1.0), 1.0)
-        factor = np.where(late & (w > 0), cut, factor)
+        factor = np.where((t > tested_from) & (w > 0), cut, factor)
         factors.append(factor)
         np.testing.assert_allclose(
             updates["w"], -lr * w * factor, rtol=1e-10, atol=1e-15
         )
     late = np.array(factors[after:])
     assert np.all(np.array(factors[:after]) == 1.0)
+    # Between the raises' gate and the cut test, lowering steps pass whole (the
+    # noisy coordinates have some), raising ones are gated.
+    between = range(after, tested_from)  # steps after + 1 .. tested_from
+    lowering = [factors[i][steps[i] > 0] for i in between]
+    assert all(np.all(f == 1.0) for f in lowering)
+    if cuts_from is not None:
+        assert sum(f.size for f in lowering) > 0
+        assert any(np.any(factors[i][steps[i] < 0] < 1.0) for i in between)
     # Steady cuts and raises pass at (nearly) full size; noisy ones are damped.
     assert np.min(late[10:, :16]) > 0.9
     noisy = late[:, 16:]
@@ -313,17 +327,22 @@ def test_adam_gate_tests_cuts_by_a_long_mean(getkey):
 
 
 def test_adam_gate_options():
-    """`gate` takes None, a pair (decay in (0, 1), an int after >= 0) or a triple
-    (decay, after >= 2, z > 0); anything else is a clear error."""
+    """`gate` takes None, a pair (decay in (0, 1), an int after >= 0), a triple
+    (decay, after >= 2, z > 0) or a quadruple (..., an int cuts_from >= after);
+    anything else is a clear error."""
     bad = [0.9, (0.9,), (1.0, 10), (0.0, 10), (0.9, -1), (0.9, 1.5), (0.9, True)]
     bad += [(True, 10), ("0.9", 10), (0.9, 10, 0), (0.9, 10, -1.0), (0.9, 1, 1.0)]
     bad += [(0.9, 10, float("inf")), (0.9, 10, None), (0.9, 10, True), (0.9, 10, 1, 1)]
+    bad += [(0.9, 10, 1.0, 9), (0.9, 10, 1.0, 20.0), (0.9, 10, 1.0, True)]
+    bad += [(0.9, 10, None, 20), (0.9, 10, 1.0, 20, 30)]
     for b in bad:
         with pytest.raises(ValueError, match="gate"):
             ro.Adam(0.1, gate=b)
     assert ro.Adam(0.1).gate is None
     assert ro.Adam(0.1, gate=[np.float32(0.5), np.int64(7)]).gate == (0.5, 7)
     assert ro.Adam(0.1, gate=(0.9, 100, np.float32(2))).gate == (0.9, 100, 2.0)
+    assert ro.Adam(0.1, gate=(0.9, 100, 1, np.int64(300))).gate == (0.9, 100, 1.0, 300)
+    assert ro.Adam(0.1, gate=(0.9, 100, 1.0, 100)).gate == (0.9, 100, 1.0, 100)
 
 
 def test_adam_normalise_is_optax_adam_on_gradients_over_their_running_mean(getkey):

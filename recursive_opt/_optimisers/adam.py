@@ -89,7 +89,12 @@ class Adam(AbstractElementwiseOptimiser):
         steps' mean says cut by z standard errors, and zero-mean noise walks the
         coordinate neither way. Over a log learning rate, where a pair leans it
         down over long runs (noise passes as cuts at full speed): level 2 of
-        `Stack[d](opt)` over an adaptive rule, `(0.9, 100, 1.0)`. Not in optax.
+        `Stack[d](opt)` over an adaptive rule, `(0.9, 100, 1.0)`. A quadruple
+        `(decay, after, z, cuts_from)`, cuts_from >= after an int, starts the cut
+        test at step `cuts_from + 1` instead (cuts pass at full size until then;
+        raises are gated from `after + 1` as before): time to undo, at full
+        speed, lrs raised too far while the long mean still holds the raises
+        (benchmarks/README.md, `fresh15`). Not in optax.
 
     ```python
     tower = ro.Stack[3](ro.Adam(1e-3))
@@ -104,7 +109,12 @@ class Adam(AbstractElementwiseOptimiser):
     uses_params: bool = eqx.field(static=True)
     normalise: float | None = eqx.field(static=True)
     clip: float | tuple[float | None, float | None] | None = eqx.field(static=True)
-    gate: tuple[float, int] | tuple[float, int, float] | None = eqx.field(static=True)
+    gate: (
+        tuple[float, int]
+        | tuple[float, int, float]
+        | tuple[float, int, float, int]
+        | None
+    ) = eqx.field(static=True)
     # Columns cost divisions: kept, not recomputed. That holds for the learning
     # rate's column too, although it could be recomputed from the moments alone
     # (no record at all): on XLA:CPU that made a depth-3 tower's step on a 4.8M
@@ -120,7 +130,7 @@ class Adam(AbstractElementwiseOptimiser):
         weight_decay: ArrayLike | HyperSpec = 0.0,
         normalise: float | None = None,
         clip: float | tuple[float | None, float | None] | None = None,
-        gate: tuple[float, int] | tuple[float, int, float] | None = None,
+        gate: tuple | None = None,
     ):
         given = lr is not None
         self.lr = declare("Adam", "lr", lr if given else 1e-3, "log", True, given)
@@ -200,10 +210,11 @@ class Adam(AbstractElementwiseOptimiser):
         """(factor, d factor / d v_hat) of `gate` for one leaf: the factor
         multiplies the (clipped) normalised step `step`, r = min(1, s_hat^2 /
         v_hat) where that step is negative from step `after + 1` on; with a cut
-        test, min(1, t^2 / z^2) (or 0) where it is positive from then on; else
-        1."""
+        test, min(1, t^2 / z^2) (or 0) where it is positive from step
+        `cuts_from + 1` on (`after + 1` for a triple); else 1."""
         decay, after = self.gate[:2]
-        tested = len(self.gate) == 3
+        tested = len(self.gate) >= 3
+        cuts_from = self.gate[3] if len(self.gate) == 4 else after
         v_hat = bias_correction(v, b2, count)
         s_hat = bias_correction(s[0] if tested else s, decay, count)
         positive = v_hat > 0
@@ -222,7 +233,7 @@ class Adam(AbstractElementwiseOptimiser):
             k = z * z * (1 - long) / (1 + long)
             q = jnp.where(sure, 1, l_hat * l_hat / (k * safe_var))
             says_cut = l_hat > 0  # a positive step lowers the coordinate
-            cut = (step > 0) & late
+            cut = (step > 0) & (count > cuts_from)
             factor = jnp.where(cut, jnp.where(says_cut, jnp.minimum(q, 1), 0), factor)
             dq = jnp.where(says_cut & ~sure & (q < 1), -q / safe_var, 0)
             slope = jnp.where(cut, dq, slope)
@@ -337,16 +348,18 @@ def _clip_option(clip):
 
 def _gate_option(gate):
     """`Adam(gate=...)`: None, a pair (decay, after) with decay in (0, 1) (as a
-    float) and after an int >= 0, or a triple (decay, after, z) with after >= 2
-    and z > 0 finite (as a float)."""
+    float) and after an int >= 0, a triple (decay, after, z) with after >= 2
+    and z > 0 finite (as a float), or a quadruple (decay, after, z, cuts_from)
+    with cuts_from an int >= after."""
     if gate is None:
         return None
     error = ValueError(
         "Adam(gate=...) needs None, a pair (decay, after) with decay in (0, 1)"
-        " and after an int >= 0, or a triple (decay, after, z) with after >= 2"
-        f" and z > 0, got {gate!r}."
+        " and after an int >= 0, a triple (decay, after, z) with after >= 2"
+        " and z > 0, or a quadruple (decay, after, z, cuts_from) with cuts_from"
+        f" an int >= after, got {gate!r}."
     )
-    if not isinstance(gate, (tuple, list)) or len(gate) not in (2, 3):
+    if not isinstance(gate, (tuple, list)) or len(gate) not in (2, 3, 4):
         raise error
     decay, after = gate[:2]
     try:
@@ -354,14 +367,22 @@ def _gate_option(gate):
         z = _real_option("gate", gate[2], 0, float("inf"), "") if gate[2:] else None
     except ValueError:
         raise error from None
-    integral = isinstance(after, numbers.Integral) and not isinstance(after, bool)
-    if decay is None or not integral or after < (0 if len(gate) == 2 else 2):
+
+    def integral(n):
+        return isinstance(n, numbers.Integral) and not isinstance(n, bool)
+
+    if decay is None or not integral(after) or after < (0 if len(gate) == 2 else 2):
+        raise error
+    if len(gate) == 2:
+        return decay, int(after)
+    if z is None:
         raise error
     if len(gate) == 3:
-        if z is None:
-            raise error
         return decay, int(after), z
-    return decay, int(after)
+    cuts_from = gate[3]
+    if not integral(cuts_from) or cuts_from < after:
+        raise error
+    return decay, int(after), z, int(cuts_from)
 
 
 _CLIP_NEEDS = (
