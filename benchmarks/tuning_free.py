@@ -81,7 +81,9 @@ that evening before any run (a deep-kernel Gaussian process, MAML on sines, a
 MADE density on binarised digits, TransE knowledge-graph embeddings under a
 margin loss). `--tasks fresh15` four more, written after those before any run
 (semi-gradient TD(0) value learning, a CTC frame classifier, a sparse
-autoencoder, digits with mixup). `--tasks raw` five probes
+autoencoder, digits with mixup). `--tasks fresh16` four more, written that
+evening before any run (sparse parity, phase retrieval, an unrolled
+equilibrium net, a weight-normalised MLP). `--tasks raw` five probes
 of unnormalised targets and inputs (tanh and ReLU MLPs on diabetes' raw targets,
 the two heads' regression alone, digits on raw pixels, a ReLU regression on
 uncentred targets). `--rules` prints only a table of `Stack[3]` over each
@@ -2339,6 +2341,103 @@ def _ce_each(logits, y):
     return optax.softmax_cross_entropy_with_integer_labels(logits, y)
 
 
+def parity_task(bits: int = 24, k: int = 3, flip: float = 0.05):
+    """Sparse parity (Barak et al. 2022): inputs of 24 random signs, the label
+    the product of the first three, 5 % of the training labels flipped; a
+    24-256-2 ReLU MLP under cross-entropy. Gradient descent sits on a plateau
+    at chance until the three bits are found, then the loss drops at once (to
+    the flips' entropy, 0.199): a signal that says nothing for a long stretch.
+    Test metric: accuracy on clean labels."""
+    rng = np.random.default_rng(557)
+    x = rng.choice([-1.0, 1.0], size=(5000, bits)).astype(np.float32)
+    y = (np.prod(x[:, :k], 1) > 0).astype(np.int32)
+    noisy = np.where(rng.random(4000) < flip, 1 - y[:4000], y[:4000])
+    net = functools.partial(mlp, activation=jax.nn.relu)
+    return Task(
+        "sparse parity", (x[:4000], noisy), (x[4000:], y[4000:]),
+        init_mlp(jr.key(563), (bits, 256, 2)),
+        lambda p, b: _ce_each(net(p, b[0]), b[1]).mean(), _accuracy(net),
+        "test accuracy", 64,
+    )  # fmt: skip
+
+
+def phase_retrieval_task(dim: int = 32, m: int = 512):
+    """Phase retrieval: a vector x in R^32 recovered from m = 512 squared
+    projections y = (a^T x*)^2 + noise (sd 0.05), loss mean(((a^T x)^2 - y)^2)
+    / 4 from a small random start (a quartic with a saddle at 0 and both signs
+    of x* as minima: curvature that grows with |x|). Test metric: the loss on
+    fresh projections."""
+    rng = np.random.default_rng(569)
+    x_star = rng.normal(size=dim) / np.sqrt(dim)
+    a = rng.normal(size=(m + 512, dim)).astype(np.float32)
+    y = ((a @ x_star) ** 2 + 0.05 * rng.normal(size=m + 512)).astype(np.float32)
+    start = {"x": 0.01 * jr.normal(jr.key(571), (dim,))}
+
+    def loss(p, b):
+        return jnp.mean(((b[0] @ p["x"]) ** 2 - b[1]) ** 2) / 4
+
+    return Task(
+        "phase retrieval", (a[:m], y[:m]), (a[m:], y[m:]), start, loss, loss,
+        "test loss", 64,
+    )  # fmt: skip
+
+
+def equilibrium_task(width: int = 64, iterations: int = 12):
+    """A deep-equilibrium-style classifier on digits: z <- tanh(W z + U x + c)
+    iterated 12 times from 0 (unrolled, weights shared across iterations), then
+    a linear head; the gradient flows through every iteration, and grows where
+    W's gain passes 1 (W starts at gain 0.5). Test metric: accuracy."""
+    d = ro.load_digits()
+    k1, k2, k3 = jr.split(jr.key(577), 3)
+    params = {
+        "w": 0.5 * jr.normal(k1, (width, width)) / jnp.sqrt(width),
+        "u": jr.normal(k2, (64, width)) / 8.0,
+        "c": jnp.zeros(width),
+        "head": init_mlp(k3, (width, 10))[0],
+    }
+
+    def logits(p, x):
+        ux = x @ p["u"] + p["c"]
+        z = jnp.zeros((x.shape[0], width))
+        for _ in range(iterations):
+            z = jnp.tanh(z @ p["w"] + ux)
+        return z @ p["head"]["w"] + p["head"]["b"]
+
+    return Task(
+        "unrolled equilibrium net", d.train, d.test, params,
+        lambda p, b: _ce_each(logits(p, b[0]), b[1]).mean(), _accuracy(logits),
+        "test accuracy", 64,
+    )  # fmt: skip
+
+
+def weight_norm_task(hidden: int = 128):
+    """Weight normalisation (Salimans & Kingma 2016) on digits: each unit's
+    weights w = g v / |v|, a 64-128-128-10 tanh MLP. The loss does not change
+    when v is scaled, so its gradient is orthogonal to v and each step grows
+    |v|: an lr on v shrinks in effect as the run goes, by an amount set by the
+    lr itself. Test metric: accuracy."""
+    d = ro.load_digits()
+    sizes = (64, hidden, hidden, 10)
+    keys = jr.split(jr.key(587), len(sizes) - 1)
+    params = [
+        {"v": jr.normal(k, (a, b)), "g": jnp.ones(b), "b": jnp.zeros(b)}
+        for k, a, b in zip(keys, sizes[:-1], sizes[1:])
+    ]
+
+    def net(p, x):
+        for i, layer in enumerate(p):
+            w = layer["g"] * layer["v"] / jnp.linalg.norm(layer["v"], axis=0)
+            x = x @ w + layer["b"]
+            x = jnp.tanh(x) if i < len(p) - 1 else x
+        return x
+
+    return Task(
+        "weight-normalised MLP", d.train, d.test, params,
+        lambda p, b: _ce_each(net(p, b[0]), b[1]).mean(), _accuracy(net),
+        "test accuracy", 64,
+    )  # fmt: skip
+
+
 TASKS = {
     "digits": digits_task,
     "cancer": breast_cancer_task,
@@ -2535,6 +2634,18 @@ FRESH15_TASKS = {
     "ctc": ctc_task,
     "sparse_ae": sparse_ae_task,
     "mixup": mixup_task,
+}
+
+# Four more of kinds none of the above has, written on 2026-12-06 (evening)
+# before any run (`--tasks fresh16`): sparse parity (a long plateau, then a
+# sudden drop), phase retrieval (a quartic with a saddle at the start), an
+# unrolled equilibrium net (gradients through 12 shared iterations), weight
+# normalisation (scale-invariant weights whose effective lr shrinks).
+FRESH16_TASKS = {
+    "parity": parity_task,
+    "phase": phase_retrieval_task,
+    "equilibrium": equilibrium_task,
+    "weight_norm": weight_norm_task,
 }
 
 CEILING = ro.Stack[3](ro.Adam()).levels[0].lr.bounds  # (None, 1.0) for starts <= 1
@@ -2820,6 +2931,7 @@ TASK_SETS = {
     "fresh13": FRESH13_TASKS,
     "fresh14": FRESH14_TASKS,
     "fresh15": FRESH15_TASKS,
+    "fresh16": FRESH16_TASKS,
     "raw": RAW_TASKS,
 }
 
