@@ -2356,7 +2356,7 @@ def parity_task(bits: int = 24, k: int = 3, flip: float = 0.05):
     return Task(
         "sparse parity", (x[:4000], noisy), (x[4000:], y[4000:]),
         init_mlp(jr.key(563), (bits, 256, 2)),
-        lambda p, b: _ce_each(net(p, b[0]), b[1]).mean(), _accuracy(net),
+        lambda p, b: _ce(net(p, b[0]), b[1]), _accuracy(net),
         "test accuracy", 64,
     )  # fmt: skip
 
@@ -2405,7 +2405,7 @@ def equilibrium_task(width: int = 64, iterations: int = 12):
 
     return Task(
         "unrolled equilibrium net", d.train, d.test, params,
-        lambda p, b: _ce_each(logits(p, b[0]), b[1]).mean(), _accuracy(logits),
+        lambda p, b: _ce(logits(p, b[0]), b[1]), _accuracy(logits),
         "test accuracy", 64,
     )  # fmt: skip
 
@@ -2433,7 +2433,7 @@ def weight_norm_task(hidden: int = 128):
 
     return Task(
         "weight-normalised MLP", d.train, d.test, params,
-        lambda p, b: _ce_each(net(p, b[0]), b[1]).mean(), _accuracy(net),
+        lambda p, b: _ce(net(p, b[0]), b[1]), _accuracy(net),
         "test accuracy", 64,
     )  # fmt: skip
 

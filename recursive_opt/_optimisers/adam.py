@@ -130,7 +130,12 @@ class Adam(AbstractElementwiseOptimiser):
         weight_decay: ArrayLike | HyperSpec = 0.0,
         normalise: float | None = None,
         clip: float | tuple[float | None, float | None] | None = None,
-        gate: tuple | None = None,
+        gate: (
+            tuple[float, int]
+            | tuple[float, int, float]
+            | tuple[float, int, float, int]
+            | None
+        ) = None,
     ):
         given = lr is not None
         self.lr = declare("Adam", "lr", lr if given else 1e-3, "log", True, given)
