@@ -83,7 +83,10 @@ margin loss). `--tasks fresh15` four more, written after those before any run
 (semi-gradient TD(0) value learning, a CTC frame classifier, a sparse
 autoencoder, digits with mixup). `--tasks fresh16` four more, written that
 evening before any run (sparse parity, phase retrieval, an unrolled
-equilibrium net, a weight-normalised MLP). `--tasks raw` five probes
+equilibrium net, a weight-normalised MLP). `--tasks fresh17` four more, written
+that night before any run (a WaveNet-style gated dilated convolution stack, a
+mixture density network, a neural additive model, a soft decision tree).
+`--tasks raw` five probes
 of unnormalised targets and inputs (tanh and ReLU MLPs on diabetes' raw targets,
 the two heads' regression alone, digits on raw pixels, a ReLU regression on
 uncentred targets). `--rules` prints only a table of `Stack[3]` over each
@@ -2438,6 +2441,164 @@ def weight_norm_task(hidden: int = 128):
     )  # fmt: skip
 
 
+def wavenet_task(channels: int = 16, dilations: tuple = (1, 2, 4, 8, 16)):
+    """A WaveNet-style stack (van den Oord et al. 2016) predicting the next value
+    of a noisy signal (two sines of random frequencies plus an AR(1) process),
+    from 64 past values: causal convolutions of width 2 with dilations 1-16,
+    gated units tanh(a) * sigmoid(b), residual and skip connections, a 1x1
+    read-out; MSE on the next value at every position. Gated units multiply two
+    paths, and the dilated stack spans 32 steps. Test metric: test MSE."""
+    rng = np.random.default_rng(593)
+    n, length = 1200, 65
+    t = np.arange(length, dtype=np.float32)
+    f = rng.uniform(0.05, 0.3, (n, 2, 1))
+    phase = rng.uniform(0, 2 * np.pi, (n, 2, 1))
+    ar = np.zeros((n, length), np.float32)
+    eps = rng.normal(size=(n, length)).astype(np.float32)
+    for i in range(1, length):
+        ar[:, i] = 0.8 * ar[:, i - 1] + 0.3 * eps[:, i]
+    x = (np.sin(2 * np.pi * f * t + phase).sum(1) / 2 + ar).astype(np.float32)
+    keys = jr.split(jr.key(599), 2 * len(dilations) + 2)
+    c = channels
+    params = {
+        "inp": {"w": jr.normal(keys[0], (1, c)), "b": jnp.zeros(c)},
+        "blocks": [
+            {
+                "conv": jr.normal(keys[2 * i + 1], (2, c, 2 * c)) / jnp.sqrt(2 * c),
+                "b": jnp.zeros(2 * c),
+                "out": jr.normal(keys[2 * i + 2], (c, 2 * c)) / jnp.sqrt(c),
+            }
+            for i in range(len(dilations))
+        ],
+        "head": {"w": jr.normal(keys[-1], (c, 1)) / jnp.sqrt(c), "b": jnp.zeros(1)},
+    }
+
+    def predict(p, seq):  # seq (batch, 64) -> predictions of seq[:, 1:65]
+        h = seq[..., None] @ p["inp"]["w"] + p["inp"]["b"]
+        skip = 0.0
+        for block, d in zip(p["blocks"], dilations):
+            past = jnp.pad(h, ((0, 0), (d, 0), (0, 0)))[:, : h.shape[1]]
+            a = past @ block["conv"][0] + h @ block["conv"][1] + block["b"]
+            z = jnp.tanh(a[..., :c]) * jax.nn.sigmoid(a[..., c:])
+            out = z @ block["out"]
+            h, skip = h + out[..., :c], skip + out[..., c:]
+        return (jax.nn.relu(skip) @ p["head"]["w"] + p["head"]["b"])[..., 0]
+
+    def loss(p, b):
+        return jnp.mean((predict(p, b[0][:, :-1]) - b[0][:, 1:]) ** 2)
+
+    return Task(
+        "WaveNet next-value prediction", (x[:1000], x[:1000, :1]),
+        (x[1000:], x[1000:, :1]), params, loss, loss, "test MSE", 32,
+    )  # fmt: skip
+
+
+def mdn_task(components: int = 5):
+    """A mixture density network (Bishop 1994) on the inverse of
+    x = y + 0.3 sin(2 pi y) + noise (y uniform on [0, 1], noise of standard
+    deviation 0.15; both standardised): y given x has up to three branches, which
+    a mean cannot fit. A 1-32-32-15 tanh MLP gives 5 mixture weights, means and
+    log standard deviations; the loss is the mixture's negative log-likelihood
+    (components that collapse onto few points have large gradients). Test
+    metric: test NLL."""
+    rng = np.random.default_rng(601)
+    n = 3000
+    y = rng.uniform(0, 1, (n, 1))
+    x = y + 0.3 * np.sin(2 * np.pi * y) + 0.15 * rng.normal(size=(n, 1))
+    # Both standardised; the noise keeps y's conditional entropy, the floor of the
+    # loss, above 0 (a loss the ratios to tuned Adam can be taken of).
+    x, y = ((a - a.mean()) / a.std() for a in (x, y))
+    x, y = x.astype(np.float32), y.astype(np.float32)
+    params = init_mlp(jr.key(607), (1, 32, 32, 3 * components))
+
+    def nll(p, b):
+        out = mlp(p, b[0])
+        logit, mean, log_sd = jnp.split(out, 3, axis=-1)
+        z = (b[1] - mean) * jnp.exp(-log_sd)
+        log_comp = -0.5 * z**2 - log_sd - 0.5 * np.log(2 * np.pi)
+        log_w = jax.nn.log_softmax(logit, -1)
+        return -jnp.mean(jax.nn.logsumexp(log_w + log_comp, -1))
+
+    return Task(
+        "mixture density network", (x[:2500], y[:2500]), (x[2500:], y[2500:]),
+        params, nll, nll, "test NLL", 64,
+    )  # fmt: skip
+
+
+def additive_task(hidden: int = 16):
+    """A neural additive model (Agarwal et al. 2021) on diabetes (standardised
+    inputs and targets): one 1-16-16-1 ReLU MLP per feature (the ten stacked in
+    arrays with a leading feature axis), their outputs summed with a bias; MSE.
+    Ten small networks whose inputs differ in how much they explain, sharing
+    each array. Test metric: test MSE."""
+    from sklearn.datasets import load_diabetes
+
+    data = load_diabetes()
+    x, y = data.data.astype(np.float32), data.target.astype(np.float32)
+    x, y = (x - x.mean(0)) / x.std(0), (y - y.mean()) / y.std()
+    f = x.shape[1]
+    keys = jr.split(jr.key(613), 3)
+    params = {
+        "l1": {"w": jr.normal(keys[0], (f, 1, hidden)), "b": jnp.zeros((f, hidden))},
+        "l2": {
+            "w": jr.normal(keys[1], (f, hidden, hidden)) / jnp.sqrt(hidden),
+            "b": jnp.zeros((f, hidden)),
+        },
+        "l3": {"w": jr.normal(keys[2], (f, hidden)) / jnp.sqrt(hidden)},
+        "bias": jnp.zeros([]),
+    }
+
+    def predict(p, x):  # x (batch, f)
+        h = jax.nn.relu(x[..., None] * p["l1"]["w"][:, 0] + p["l1"]["b"])
+        h = jax.nn.relu(jnp.einsum("nfi,fij->nfj", h, p["l2"]["w"]) + p["l2"]["b"])
+        return jnp.einsum("nfj,fj->n", h, p["l3"]["w"]) + p["bias"]
+
+    loss = lambda p, b: jnp.mean((predict(p, b[0]) - b[1]) ** 2)  # noqa: E731
+    return Task(
+        "neural additive model", (x[:350], y[:350]), (x[350:], y[350:]), params,
+        loss, loss, "test MSE", 32,
+    )  # fmt: skip
+
+
+def soft_tree_task(depth: int = 5):
+    """A soft decision tree (Frosst & Hinton 2017) on digits: 31 inner nodes,
+    each routing an image left with probability sigmoid(w . x + b), 32 leaves
+    each holding a distribution over the ten classes; the loss is the negative
+    log of the probability the leaves, weighted by the path probabilities, give
+    the label. Products of sigmoids along each path: a gradient that vanishes
+    where a node's routing saturates. Test metric: accuracy."""
+    d = ro.load_digits()
+    inner, leaves = 2**depth - 1, 2**depth
+    k1, k2 = jr.split(jr.key(617))
+    params = {
+        "route": {"w": jr.normal(k1, (64, inner)) / 8.0, "b": jnp.zeros(inner)},
+        "leaves": 0.1 * jr.normal(k2, (leaves, 10)),
+    }
+
+    def path_log_probs(p, x):  # (batch, leaves)
+        s = x @ p["route"]["w"] + p["route"]["b"]
+        left, right = jax.nn.log_sigmoid(s), jax.nn.log_sigmoid(-s)
+        logp = jnp.zeros((x.shape[0], 1))
+        for level in range(depth):
+            first = 2**level - 1
+            nodes = slice(first, first + 2**level)
+            logp = jnp.stack([logp + left[:, nodes], logp + right[:, nodes]], -1)
+            logp = logp.reshape(x.shape[0], -1)
+        return logp
+
+    def log_probs(p, x):  # (batch, 10)
+        leaf = jax.nn.log_softmax(p["leaves"], -1)
+        return jax.nn.logsumexp(path_log_probs(p, x)[..., None] + leaf, axis=1)
+
+    def loss(p, b):
+        return -jnp.mean(jnp.take_along_axis(log_probs(p, b[0]), b[1][:, None], 1))
+
+    return Task(
+        "soft decision tree", d.train, d.test, params, loss, _accuracy(log_probs),
+        "test accuracy", 64,
+    )  # fmt: skip
+
+
 TASKS = {
     "digits": digits_task,
     "cancer": breast_cancer_task,
@@ -2646,6 +2807,18 @@ FRESH16_TASKS = {
     "phase": phase_retrieval_task,
     "equilibrium": equilibrium_task,
     "weight_norm": weight_norm_task,
+}
+
+# Four more of kinds none of the above has, written on 2026-12-06 (night) before
+# any run (`--tasks fresh17`): gated dilated causal convolutions (WaveNet), a
+# mixture density network (a multi-valued inverse, a learned mixture), a neural
+# additive model (ten small networks stacked in each array), a soft decision
+# tree (products of sigmoids along each path).
+FRESH17_TASKS = {
+    "wavenet": wavenet_task,
+    "mdn": mdn_task,
+    "additive": additive_task,
+    "soft_tree": soft_tree_task,
 }
 
 CEILING = ro.Stack[3](ro.Adam()).levels[0].lr.bounds  # (None, 1.0) for starts <= 1
@@ -2932,6 +3105,7 @@ TASK_SETS = {
     "fresh14": FRESH14_TASKS,
     "fresh15": FRESH15_TASKS,
     "fresh16": FRESH16_TASKS,
+    "fresh17": FRESH17_TASKS,
     "raw": RAW_TASKS,
 }
 
