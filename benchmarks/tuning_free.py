@@ -322,12 +322,17 @@ def iris_task():
     )
 
 
-def diabetes_task():
+def _diabetes() -> tuple[np.ndarray, np.ndarray]:
+    """Diabetes' inputs and targets, both standardised (float32)."""
     from sklearn.datasets import load_diabetes
 
     data = load_diabetes()
     x, y = data.data.astype(np.float32), data.target.astype(np.float32)
-    x, y = (x - x.mean(0)) / x.std(0), (y - y.mean()) / y.std()
+    return (x - x.mean(0)) / x.std(0), (y - y.mean()) / y.std()
+
+
+def diabetes_task():
+    x, y = _diabetes()
     loss = lambda p, b: jnp.mean((b[0] @ p["w"] + p["b"] - b[1]) ** 2)  # noqa: E731
     return Task(
         "diabetes linear regression",
@@ -2531,11 +2536,7 @@ def additive_task(hidden: int = 16):
     arrays with a leading feature axis), their outputs summed with a bias; MSE.
     Ten small networks whose inputs differ in how much they explain, sharing
     each array. Test metric: test MSE."""
-    from sklearn.datasets import load_diabetes
-
-    data = load_diabetes()
-    x, y = data.data.astype(np.float32), data.target.astype(np.float32)
-    x, y = (x - x.mean(0)) / x.std(0), (y - y.mean()) / y.std()
+    x, y = _diabetes()
     f = x.shape[1]
     keys = jr.split(jr.key(613), 3)
     params = {
