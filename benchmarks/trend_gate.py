@@ -17,12 +17,27 @@ lrs from falling (raises pass) while both hold:
 `--rule both` is the first form measured: level 1's lrs held both ways (neither
 cut nor raised), by a hand-written override in this script's loop.
 
+`--rule rise` is the other direction, also written out in this script's loop (not
+in the library): after the warm-up (from step `--start`, 100 for this rule), level
+1's lrs are multiplied by e^-0.1 at each step where the batch loss is rising: a
+10-step mean of it (decay 0.9) exceeds a 50-step mean (decay 0.98), both
+debiased from step `--start` + 1 and tested from 20 steps later, by more than
+`--z` standard errors of the short mean (the batch loss's variance about the long
+mean, decay 0.98, times 0.1 / 1.9). `--until` lists the steps after which the rule
+stops (`none`: never); one row each. The table then adds, per row, the median
+number of steps cut, and a summary over every task and seed: targets met (a
+median within 1.5x and a worst case within 3x of tuned Adam's loss, as in
+`tuning_free.py`), geometric means, and each start's final loss as a ratio to
+the default's on the same batches.
+
 Per task: the median / worst final train loss over the 12 starts, as a ratio to
 tuned Adam's (the best of its 12-point grid), and the median test metric, for the
 default tower and for each ratio.
 
     python benchmarks/trend_gate.py [--steps 1600] [--tasks sine,iris,flow,adding]
-        [--ratio 10] [--start 200] [--seed 1] [--rule cuts|both]
+        [--ratio 10] [--start 200] [--seeds 1] [--rule cuts|both]
+    python benchmarks/trend_gate.py --rule rise [--z 0.5] [--until 300,none]
+        [--steps 400] [--tasks all,fresh15] [--seeds 1,2,3]
 
 `--tasks` takes task names, names of `tuning_free.py`'s sets (`fresh14`), or
 `every` (the 51 tasks up to `fresh7`).
@@ -38,7 +53,7 @@ import jax.random as jr
 import numpy as np
 import optax
 from _common import machine
-from peers import kept_if_finite, losses_and_metrics
+from peers import kept_if_finite
 from tuning_free import (
     EXTRA_TASKS,
     LRS,
@@ -53,6 +68,9 @@ from tuning_free import (
 import recursive_opt as ro
 
 SHORT, LONG, NOISE = 0.98, 0.995, 0.99  # decays of the three averages
+# `--rule rise`: decays of the short and long means (and the variance), and the
+# log of the factor on level 1's lrs at a step where the loss rises.
+RISE_SHORT, RISE_LONG, RISE_CUT, RISE_WAIT = 0.9, 0.98, 0.1, 20
 
 
 def _sum(tree) -> jax.Array:
@@ -60,13 +78,23 @@ def _sum(tree) -> jax.Array:
 
 
 def run_gated(
-    task, lrs, steps: int, ratio: float | None, start: int, seed: int, rule="cuts"
+    task,
+    lrs,
+    steps: int,
+    ratio: float | None,
+    start: int,
+    seed: int,
+    rule="cuts",
+    z=0.5,
+    until=None,
 ):
     """Final train loss and test metric of `Stack[3](Adam(lr))` at every lr on the
     batches `peers.run_grid` draws with `seed`: as it is (`ratio` None), or with
     level 1's cuts held (`rule="cuts"`: `ro.HoldCuts(tower, ratio, start)`) or its
     lrs held both ways (`rule="both"`, the first form measured) while the loss
-    falls and R > `ratio`."""
+    falls and R > `ratio`; or with them cut while the loss rises (`rule="rise"`,
+    `ratio` unused, any value but None; from step `start` to step `until`). Also
+    the number of steps cut (or held) at each lr."""
     x, y = (jnp.asarray(a) for a in task.train)
     n = len(x)
     keys = jr.split(jr.key(seed), steps)
@@ -78,7 +106,7 @@ def run_gated(
         lr_of = ro.at_level(1)
 
         def body(carry, key):
-            params, state, t, short, long, last, pred, num, den = carry
+            params, state, t, short, long, last, pred, num, den, cuts = carry
             idx = jr.randint(key, (task.batch,), 0, n)
             loss, grads = jax.value_and_grad(task.loss)(params, (x[idx], y[idx]))
             if isinstance(tower, ro.HoldCuts):
@@ -99,16 +127,47 @@ def run_gated(
                 kept = jax.tree.map(lambda a, b: jnp.where(hold, a, b), old, new)
                 new_state = optax.tree_utils.tree_set(new_state, lr_of, lr=kept)
                 pred = _sum(jax.tree.map(jnp.multiply, grads, updates))
+                cuts = cuts + hold
+            if ratio is not None and rule == "rise":  # `last` holds the variance
+                late = t >= start
+                k = jnp.maximum(t - start, 0).astype(jnp.float32) + 1
+                short = jnp.where(late, RISE_SHORT * short + (1 - RISE_SHORT) * loss, 0)
+                long = jnp.where(late, RISE_LONG * long + (1 - RISE_LONG) * loss, 0)
+                sh, lh = short / (1 - RISE_SHORT**k), long / (1 - RISE_LONG**k)
+                dev = (loss - lh) ** 2
+                last = jnp.where(late, RISE_LONG * last + (1 - RISE_LONG) * dev, 0)
+                se = jnp.sqrt(last / (1 - RISE_LONG**k) * (1 - RISE_SHORT) / 1.9)
+                rising = late & (k > RISE_WAIT) & (sh - lh > z * se)
+                if until is not None:
+                    rising = rising & (t < until)
+                lrs_now = optax.tree_utils.tree_get(new_state, "lr", filtering=lr_of)
+                cut = jax.tree.map(
+                    lambda a: jnp.where(rising, a * np.exp(-RISE_CUT), a), lrs_now
+                )
+                new_state = optax.tree_utils.tree_set(new_state, lr_of, lr=cut)
+                cuts = cuts + rising
             out = (optax.apply_updates(params, updates), new_state, t + 1)
-            out = (*out, short, long, loss, pred, num, den)
+            out = (*out, short, long, loss if rule != "rise" else last, pred, num, den)
+            out = (*out, cuts)
             return kept_if_finite(loss, updates, out, carry), None
 
         z = jnp.zeros(())
-        init = (task.params, tower.init(task.params), jnp.zeros((), jnp.int32))
-        (params, *_), _ = jax.lax.scan(body, (*init, z, z, z, z, z, z), keys)
-        return params
+        count = jnp.zeros((), jnp.int32)
+        init = (task.params, tower.init(task.params), count)
+        (params, *_, cuts), _ = jax.lax.scan(
+            body, (*init, z, z, z, z, z, z, count), keys
+        )
+        return params, cuts
 
-    return losses_and_metrics(task, one, lrs)
+    data = tuple(jnp.asarray(a) for a in task.train)
+    test = tuple(jnp.asarray(a) for a in task.test)
+
+    def scored(lr):
+        params, cuts = one(lr)
+        return task.loss(params, data), task.metric(params, test), cuts
+
+    loss, metric, cuts = jax.jit(jax.vmap(scored))(jnp.asarray(lrs))
+    return np.asarray(loss), np.asarray(metric), np.asarray(cuts)
 
 
 def main():
@@ -116,10 +175,15 @@ def main():
     parser.add_argument("--steps", type=int, default=1600)
     parser.add_argument("--tasks", default="sine,iris,flow,adding")
     parser.add_argument("--ratio", default="10")
-    parser.add_argument("--start", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--rule", choices=("cuts", "both"), default="cuts")
+    parser.add_argument("--start", type=int, default=None)
+    parser.add_argument("--seeds", "--seed", default="1")
+    parser.add_argument("--rule", choices=("cuts", "both", "rise"), default="cuts")
+    parser.add_argument("--z", type=float, default=0.5)
+    parser.add_argument("--until", default="300")
     args = parser.parse_args()
+    start = (
+        args.start if args.start is not None else 100 if args.rule == "rise" else 200
+    )
     earlier = ("heldout", "probes", "fresh", *(f"fresh{i}" for i in range(2, 8)))
     makers = {**TASKS, **EXTRA_TASKS, **makers_of(*earlier)}
     # The sets written after `every` was fixed (51 tasks), by task or set name.
@@ -130,27 +194,64 @@ def main():
     makers |= makers_of(*after)
     if unknown := [k for k in keys if k not in makers]:
         parser.error(f"unknown task(s) {unknown}; known: every, {list(makers)}")
-    rows = {"default": None} | {f"R > {r}": float(r) for r in args.ratio.split(",")}
-    what = "cuts held" if args.rule == "cuts" else "lrs held both ways"
-    print(f"{machine()}; {args.steps} steps; seed {args.seed}; {what} from step "
-          f"{args.start}\n")  # fmt: skip
-    print("| task | tuned Adam: test metric | " + " | ".join(rows) + " |")
-    print("|---" * (len(rows) + 2) + "|")
+    rows = {"default": (None, None)}
+    if args.rule == "rise":
+        for u in args.until.split(","):
+            limit = None if u == "none" else int(u)
+            name = "rise, no end" if limit is None else f"rise, to step {limit}"
+            rows[name] = (0.0, limit)
+        what = f"cuts while the loss rises (z {args.z:g})"
+    else:
+        rows |= {f"R > {r}": (float(r), None) for r in args.ratio.split(",")}
+        what = "cuts held" if args.rule == "cuts" else "lrs held both ways"
+    seeds = [int(s) for s in args.seeds.split(",")]
+    print(f"{machine()}; {args.steps} steps; seeds {args.seeds}; {what} from step "
+          f"{start}\n")  # fmt: skip
+    print("| task | seed | tuned Adam: test metric | " + " | ".join(rows) + " |")
+    print("|---" * (len(rows) + 3) + "|")
+    medians = {r: [] for r in rows}
+    worsts = {r: [] for r in rows}
+    against = {r: [] for r in rows}  # each start's final loss over the default's
     for key in keys:
         t0 = time.time()
         task = makers[key]()
-        loss, metric = run_grid(task, optax.adam, LRS, args.steps, seed=args.seed)
-        best = max(best_finite(loss), SOLVED)
-        i = int(np.nanargmin(np.where(np.isfinite(loss), loss, np.nan)))
-        cells = []
-        for ratio in rows.values():
-            end, m = run_gated(
-                task, LRS, args.steps, ratio, args.start, args.seed, args.rule
-            )
-            r = np.maximum(np.where(np.isfinite(end), end, np.inf), SOLVED) / best
-            cells.append(f"{np.median(r):.2f} / {np.max(r):.2f} ({np.median(m):.4g})")
-        print(f"| {task.name} | {metric[i]:.4g} | " + " | ".join(cells) + " |")
+        for seed in seeds:
+            loss, metric = run_grid(task, optax.adam, LRS, args.steps, seed=seed)
+            best = max(best_finite(loss), SOLVED)
+            i = int(np.nanargmin(np.where(np.isfinite(loss), loss, np.nan)))
+            cells, base = [], None
+            for row, (ratio, until) in rows.items():
+                end, m, cuts = run_gated(
+                    task, LRS, args.steps, ratio, start, seed, args.rule, args.z, until
+                )
+                end = np.maximum(np.where(np.isfinite(end), end, np.inf), SOLVED)
+                r = end / best
+                base = end if base is None else base
+                medians[row].append(np.median(r))
+                worsts[row].append(np.max(r))
+                against[row].extend(end / base)
+                cell = f"{np.median(r):.2f} / {np.max(r):.2f} ({np.median(m):.4g})"
+                if ratio is not None:
+                    cell += f", {np.median(cuts):g} steps"
+                cells.append(cell)
+            print(f"| {task.name} | {seed} | {metric[i]:.4g} | " + " | ".join(cells)
+                  + " |", flush=True)  # fmt: skip
         print(f"{key}: {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
+    print(
+        "\n| row | targets | geometric means of medians / worst | each start "
+        "against the default: geometric mean, better / worse by > 5 % |"
+    )
+    print("|---|---|---|---|")
+    for row in rows:
+        med, worst, vs = (
+            np.array(a) for a in (medians[row], worsts[row], against[row])
+        )
+        hit = int(np.sum((med <= 1.5) & (worst <= 3)))
+        geo = np.exp(np.mean(np.log(med))), np.exp(np.mean(np.log(worst)))
+        geo = f"{geo[0]:.2f}x / {geo[1]:.2f}x"
+        mean = np.exp(np.mean(np.log(vs)))
+        moved = f"{mean:.3f}x, {int(np.sum(vs < 0.95))} / {int(np.sum(vs > 1.05))}"
+        print(f"| {row} | {hit} of {len(med)} | {geo} | {moved} of {len(vs)} |")
 
 
 if __name__ == "__main__":
