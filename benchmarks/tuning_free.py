@@ -86,6 +86,9 @@ evening before any run (sparse parity, phase retrieval, an unrolled
 equilibrium net, a weight-normalised MLP). `--tasks fresh17` four more, written
 that night before any run (a WaveNet-style gated dilated convolution stack, a
 mixture density network, a neural additive model, a soft decision tree).
+`--tasks fresh18` four more, written later that night before any run (a
+Kolmogorov-Arnold network, a pendulum policy trained through a rollout, a
+binary-weight MLP under the straight-through estimator, ordinal regression).
 `--tasks raw` five probes
 of unnormalised targets and inputs (tanh and ReLU MLPs on diabetes' raw targets,
 the two heads' regression alone, digits on raw pixels, a ReLU regression on
@@ -2600,6 +2603,145 @@ def soft_tree_task(depth: int = 5):
     )  # fmt: skip
 
 
+def kan_task(grid: int = 8):
+    """A Kolmogorov-Arnold network (Liu et al. 2024), 4-8-1, on
+    f(x) = exp(sin(pi x1) + x2^2) + x3 x4 (x uniform on [-1, 1]^4, noise of
+    standard deviation 0.05, y standardised): each edge a learned function, a
+    SiLU term plus a weighted sum of 8 Gaussian bumps on a fixed grid over
+    [-1, 1] (the hidden values squashed by tanh onto it). Coefficients of local
+    basis functions: each gets a gradient only where inputs fall near its bump.
+    Test metric: test MSE."""
+    rng = np.random.default_rng(701)
+    x = rng.uniform(-1, 1, (3000, 4))
+    y = np.exp(np.sin(np.pi * x[:, 0]) + x[:, 1] ** 2) + x[:, 2] * x[:, 3]
+    y = y + 0.05 * rng.normal(size=len(y))
+    x, y = x.astype(np.float32), ((y - y.mean()) / y.std()).astype(np.float32)
+    centres, width = jnp.linspace(-1.0, 1.0, grid), 2.0 / (grid - 1)
+
+    def init(key, a, b):
+        k1, k2 = jr.split(key)
+        base = jr.normal(k1, (a, b)) / jnp.sqrt(a)
+        return {"base": base, "coef": 0.1 * jr.normal(k2, (a, grid, b)) / jnp.sqrt(a)}
+
+    params = [
+        init(k, a, b) for k, (a, b) in zip(jr.split(jr.key(703)), [(4, 8), (8, 1)])
+    ]
+
+    def layer(p, h):  # h (batch, a) -> (batch, b)
+        bumps = jnp.exp(-(((h[..., None] - centres) / width) ** 2))
+        return jax.nn.silu(h) @ p["base"] + jnp.einsum("nag,agb->nb", bumps, p["coef"])
+
+    def loss(p, b):
+        out = layer(p[1], jnp.tanh(layer(p[0], b[0])))[:, 0]
+        return jnp.mean((out - b[1]) ** 2)
+
+    return Task(
+        "Kolmogorov-Arnold network", (x[:2500], y[:2500]), (x[2500:], y[2500:]),
+        params, loss, loss, "test MSE", 32,
+    )  # fmt: skip
+
+
+def control_task(horizon: int = 40):
+    """A policy trained through a simulated rollout (differentiable control): a
+    3-32-1 tanh MLP maps a pendulum's (sin, cos of the angle, angular velocity)
+    to a torque (4 tanh(.)); 40 Euler steps of dt 0.05 (gravity 10, damping
+    0.1); the loss the mean over the rollout of 1 + cos(angle) (0 upright) +
+    0.05 velocity^2 + 0.001 torque^2, from initial states drawn at random (the
+    batch). A gradient through a 40-step nonlinear recursion whose torque
+    limit (4 < 10) needs swinging. Test metric: the cost from held-out states."""
+    rng = np.random.default_rng(709)
+    x = np.stack(
+        [rng.uniform(-np.pi, np.pi, 2500), rng.uniform(-1, 1, 2500)], 1
+    ).astype(np.float32)
+    y = np.zeros(2500, np.float32)
+    params = init_mlp(jr.key(711), (3, 32, 1))
+
+    def loss(p, b):
+        def step(state, _):
+            angle, velocity = state
+            feats = jnp.stack([jnp.sin(angle), jnp.cos(angle), velocity], -1)
+            torque = 4.0 * jnp.tanh(mlp(p, feats)[:, 0])
+            cost = 1 + jnp.cos(angle) + 0.05 * velocity**2 + 1e-3 * torque**2
+            accel = -10.0 * jnp.sin(angle) - 0.1 * velocity + torque
+            return (angle + 0.05 * velocity, velocity + 0.05 * accel), cost
+
+        _, costs = jax.lax.scan(step, (b[0][:, 0], b[0][:, 1]), None, horizon)
+        return jnp.mean(costs)
+
+    return Task(
+        "pendulum policy through a rollout", (x[:2000], y[:2000]),
+        (x[2000:], y[2000:]), params, loss, loss, "test cost", 64,
+    )  # fmt: skip
+
+
+def binary_task():
+    """A binary-weight MLP (BinaryConnect, Courbariaux et al. 2015) on digits,
+    64-128-10: the forward pass uses each layer's weights as sign(w) times their
+    mean |w|, the gradient passes the sign as if it were the identity (the
+    straight-through estimator), so the optimiser steps real-valued latent
+    weights along a gradient that is not the loss's. Biases real. Test metric:
+    accuracy."""
+    d = ro.load_digits()
+
+    def binarised(p):
+        def one(w):
+            scale = jax.lax.stop_gradient(jnp.mean(jnp.abs(w)))
+            return w + jax.lax.stop_gradient(jnp.sign(w) * scale - w)
+
+        return [{"w": one(layer["w"]), "b": layer["b"]} for layer in p]
+
+    predict = lambda p, x: mlp(binarised(p), x)  # noqa: E731
+    loss = lambda p, b: _ce(predict(p, b[0]), b[1])  # noqa: E731
+    return Task(
+        "binary-weight MLP", d.train, d.test, init_mlp(jr.key(719), (64, 128, 10)),
+        loss, _accuracy(predict), "test accuracy", 64,
+    )  # fmt: skip
+
+
+def ordinal_task(levels: int = 6):
+    """Ordinal regression with a cumulative logit (McCullagh 1980): a 10-32-1 tanh
+    MLP's score s and five ordered cut points (the first free, then cumulative
+    softplus increments); P(y <= k) = sigmoid(c_k - s), the loss the observed
+    level's negative log-likelihood. Data: a latent nonlinear score of 10
+    standard normal features plus logistic noise, cut at its sextiles into 6
+    levels. Cut points and weights are different kinds of parameter, sharing
+    one loss. Test metric: mean absolute error of the most probable level."""
+    rng = np.random.default_rng(727)
+    n = 3000
+    x = rng.normal(size=(n, 10))
+    latent = np.sin(x[:, 0]) * 2 + x[:, 1] * x[:, 2] + x[:, 3] - 0.5 * x[:, 4] ** 2
+    latent = latent + rng.logistic(size=n) * 0.5
+    y = np.searchsorted(
+        np.quantile(latent, np.linspace(0, 1, levels + 1)[1:-1]), latent
+    )
+    x, y = x.astype(np.float32), y.astype(np.int32)
+    params = {
+        "mlp": init_mlp(jr.key(733), (10, 32, 1)),
+        "first": jnp.zeros(()),
+        "gaps": jnp.zeros(levels - 2),
+    }
+
+    def log_probs(p, x):  # (batch, levels)
+        cuts = p["first"] + jnp.concatenate(
+            [jnp.zeros(1), jnp.cumsum(jax.nn.softplus(p["gaps"]))]
+        )
+        below = jax.nn.sigmoid(cuts - mlp(p["mlp"], x))  # P(y <= k), (batch, 5)
+        ones = jnp.ones((x.shape[0], 1))
+        cdf = jnp.concatenate([jnp.zeros_like(ones), below, ones], -1)
+        return jnp.log(jnp.maximum(jnp.diff(cdf, axis=-1), 1e-12))
+
+    def loss(p, b):
+        return -jnp.mean(jnp.take_along_axis(log_probs(p, b[0]), b[1][:, None], 1))
+
+    def error(p, b):
+        return jnp.mean(jnp.abs(jnp.argmax(log_probs(p, b[0]), -1) - b[1]))
+
+    return Task(
+        "ordinal regression", (x[:2500], y[:2500]), (x[2500:], y[2500:]), params,
+        loss, error, "test mean absolute error", 64,
+    )  # fmt: skip
+
+
 TASKS = {
     "digits": digits_task,
     "cancer": breast_cancer_task,
@@ -2820,6 +2962,18 @@ FRESH17_TASKS = {
     "mdn": mdn_task,
     "additive": additive_task,
     "soft_tree": soft_tree_task,
+}
+
+# Four more of kinds none of the above has, written on 2026-12-06 (late night)
+# before any run (`--tasks fresh18`): a Kolmogorov-Arnold network (learned edge
+# functions on local bases), a policy trained through a simulated rollout, binary
+# weights through the straight-through estimator (a gradient that is not the
+# loss's), ordinal regression (ordered cut points beside the weights).
+FRESH18_TASKS = {
+    "kan": kan_task,
+    "control": control_task,
+    "binary": binary_task,
+    "ordinal": ordinal_task,
 }
 
 CEILING = ro.Stack[3](ro.Adam()).levels[0].lr.bounds  # (None, 1.0) for starts <= 1
@@ -3107,6 +3261,7 @@ TASK_SETS = {
     "fresh15": FRESH15_TASKS,
     "fresh16": FRESH16_TASKS,
     "fresh17": FRESH17_TASKS,
+    "fresh18": FRESH18_TASKS,
     "raw": RAW_TASKS,
 }
 
