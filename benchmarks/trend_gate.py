@@ -151,12 +151,9 @@ def run_gated(
             out = (*out, cuts)
             return kept_if_finite(loss, updates, out, carry), None
 
-        z = jnp.zeros(())
-        count = jnp.zeros((), jnp.int32)
+        zero, count = jnp.zeros(()), jnp.zeros((), jnp.int32)
         init = (task.params, tower.init(task.params), count)
-        (params, *_, cuts), _ = jax.lax.scan(
-            body, (*init, z, z, z, z, z, z, count), keys
-        )
+        (params, *_, cuts), _ = jax.lax.scan(body, (*init, *[zero] * 6, count), keys)
         return params, cuts
 
     data = tuple(jnp.asarray(a) for a in task.train)
