@@ -24,15 +24,16 @@ in the library): after the warm-up (from step `--start`, 100 for this rule), lev
 debiased from step `--start` + 1 and tested from 20 steps later, by more than
 `--z` standard errors of the short mean (the batch loss's variance about the long
 mean, decay 0.98, times 0.1 / 1.9). `--until` lists the steps after which the rule
-stops (`none`: never); one row each. The table then adds, per row, the median
-number of steps cut, and a summary over every task and seed: targets met (a
-median within 1.5x and a worst case within 3x of tuned Adam's loss, as in
-`tuning_free.py`), geometric means, and each start's final loss as a ratio to
-the default's on the same batches.
+stops (`none`: never); one row each.
 
-Per task: the median / worst final train loss over the 12 starts, as a ratio to
-tuned Adam's (the best of its 12-point grid), and the median test metric, for the
-default tower and for each ratio.
+Per task and seed: the median / worst final train loss over the 12 starts, as a
+ratio to tuned Adam's (the best of its 12-point grid), and the median test
+metric, for the default tower and for each row; each row but the default's also
+gives the median number of steps at which its rule acted (cuts held, lrs held,
+or cuts made). The script ends with a summary over every task and seed: targets
+met (a median within 1.5x and a worst case within 3x of tuned Adam's loss, as
+in `tuning_free.py`), geometric means, and each start's final loss as a ratio
+to the default's on the same batches.
 
     python benchmarks/trend_gate.py [--steps 1600] [--tasks sine,iris,flow,adding]
         [--ratio 10] [--start 200] [--seeds 1] [--rule cuts|both]
@@ -111,6 +112,7 @@ def run_gated(
             loss, grads = jax.value_and_grad(task.loss)(params, (x[idx], y[idx]))
             if isinstance(tower, ro.HoldCuts):
                 updates, new_state = tower.update(grads, state, params, value=loss)
+                cuts = new_state.held  # steps at which a cut was held
             else:
                 updates, new_state = tower.update(grads, state, params)
             if ratio is not None and rule == "both":  # the rule by hand
