@@ -186,17 +186,21 @@ def optimisers(upper_lr: float) -> dict[str, Callable]:
     }
 
 
-def losses_and_metrics(task: Task, train: Callable, lrs):
+def losses_and_metrics(task: Task, train: Callable, lrs, with_aux: bool = False):
     """Final train loss (whole training set) and test metric of `train(lr)`, the
-    final parameters of one run, at every lr: one jitted program, vmapped."""
+    final parameters of one run, at every lr: one jitted program, vmapped. With
+    `with_aux`, `train(lr)` returns `(params, aux)` and `aux` at every lr comes
+    third."""
     data = tuple(jnp.asarray(a) for a in task.train)
     test = tuple(jnp.asarray(a) for a in task.test)
 
     def one(lr):
-        params = train(lr)
-        return task.loss(params, data), task.metric(params, test)
+        params, aux = train(lr) if with_aux else (train(lr), None)
+        return task.loss(params, data), task.metric(params, test), aux
 
-    loss, metric = jax.jit(jax.vmap(one))(jnp.asarray(lrs))
+    loss, metric, aux = jax.jit(jax.vmap(one))(jnp.asarray(lrs))
+    if with_aux:
+        return np.asarray(loss), np.asarray(metric), np.asarray(aux)
     return np.asarray(loss), np.asarray(metric)
 
 

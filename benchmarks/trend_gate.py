@@ -54,7 +54,7 @@ import jax.random as jr
 import numpy as np
 import optax
 from _common import machine
-from peers import kept_if_finite
+from peers import kept_if_finite, losses_and_metrics
 from tuning_free import (
     EXTRA_TASKS,
     LRS,
@@ -107,7 +107,7 @@ def run_gated(
         lr_of = ro.at_level(1)
 
         def body(carry, key):
-            params, state, t, short, long, last, pred, num, den, cuts = carry
+            params, state, t, short, long, last, pred, num, den, var, cuts = carry
             idx = jr.randint(key, (task.batch,), 0, n)
             loss, grads = jax.value_and_grad(task.loss)(params, (x[idx], y[idx]))
             if isinstance(tower, ro.HoldCuts):
@@ -130,15 +130,15 @@ def run_gated(
                 new_state = optax.tree_utils.tree_set(new_state, lr_of, lr=kept)
                 pred = _sum(jax.tree.map(jnp.multiply, grads, updates))
                 cuts = cuts + hold
-            if ratio is not None and rule == "rise":  # `last` holds the variance
+            if ratio is not None and rule == "rise":  # the rule by hand
                 late = t >= start
                 k = jnp.maximum(t - start, 0).astype(jnp.float32) + 1
                 short = jnp.where(late, RISE_SHORT * short + (1 - RISE_SHORT) * loss, 0)
                 long = jnp.where(late, RISE_LONG * long + (1 - RISE_LONG) * loss, 0)
                 sh, lh = short / (1 - RISE_SHORT**k), long / (1 - RISE_LONG**k)
                 dev = (loss - lh) ** 2
-                last = jnp.where(late, RISE_LONG * last + (1 - RISE_LONG) * dev, 0)
-                se = jnp.sqrt(last / (1 - RISE_LONG**k) * (1 - RISE_SHORT) / 1.9)
+                var = jnp.where(late, RISE_LONG * var + (1 - RISE_LONG) * dev, 0)
+                se = jnp.sqrt(var / (1 - RISE_LONG**k) * (1 - RISE_SHORT) / 1.9)
                 rising = late & (k > RISE_WAIT) & (sh - lh > z * se)
                 if until is not None:
                     rising = rising & (t < until)
@@ -149,24 +149,15 @@ def run_gated(
                 new_state = optax.tree_utils.tree_set(new_state, lr_of, lr=cut)
                 cuts = cuts + rising
             out = (optax.apply_updates(params, updates), new_state, t + 1)
-            out = (*out, short, long, loss if rule != "rise" else last, pred, num, den)
-            out = (*out, cuts)
+            out = (*out, short, long, loss, pred, num, den, var, cuts)
             return kept_if_finite(loss, updates, out, carry), None
 
         zero, count = jnp.zeros(()), jnp.zeros((), jnp.int32)
         init = (task.params, tower.init(task.params), count)
-        (params, *_, cuts), _ = jax.lax.scan(body, (*init, *[zero] * 6, count), keys)
+        (params, *_, cuts), _ = jax.lax.scan(body, (*init, *[zero] * 7, count), keys)
         return params, cuts
 
-    data = tuple(jnp.asarray(a) for a in task.train)
-    test = tuple(jnp.asarray(a) for a in task.test)
-
-    def scored(lr):
-        params, cuts = one(lr)
-        return task.loss(params, data), task.metric(params, test), cuts
-
-    loss, metric, cuts = jax.jit(jax.vmap(scored))(jnp.asarray(lrs))
-    return np.asarray(loss), np.asarray(metric), np.asarray(cuts)
+    return losses_and_metrics(task, one, lrs, with_aux=True)
 
 
 def main():
