@@ -3144,6 +3144,9 @@ def ablation() -> dict:
         "one lr per array (the previous default)": lambda lr: ro.Stack(
             _lr_only(lr, per="leaf"), _level2(), _upper(0.01), warmup=w, warmup_shape=s
         ).as_optax(),
+        "one lr for the model, bounded by 1": lambda lr: ro.Stack(
+            _lr_only(lr, per="tree"), _level2(), _upper(0.01), warmup=w, warmup_shape=s
+        ).as_optax(),
         "SGD-momentum tower, one lr per layer": lambda lr: _sgd_per_layer(lr),
         "SGD-momentum tower, level-2 b1 0": lambda lr: _sgd_level2(lr, 0.0),
         "SGD-momentum tower, level-2 b1 0.5": lambda lr: _sgd_level2(lr, 0.5),
