@@ -207,3 +207,41 @@ def test_readme_floors_command_pins_the_lower_bounds():
     assert {k: version(v) for k, v in pinned.items()} == {
         k: version(v) for k, v in declared.items()
     }
+
+
+def _benchmark_rows() -> set[str]:
+    """The names `benchmarks/tuning_free.py --row` accepts: the keys of the dict
+    `ablation()` returns and of `SEEDED_TOWERS`, read from its source."""
+    tree = ast.parse((ROOT / "benchmarks" / "tuning_free.py").read_text())
+    dicts = []
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == "ablation":
+            dicts += [n.value for n in ast.walk(node) if isinstance(n, ast.Return)]
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "SEEDED_TOWERS" for t in node.targets
+        ):
+            dicts.append(node.value)
+    assert len(dicts) == 2 and all(isinstance(d, ast.Dict) for d in dicts)
+    return {k.value for d in dicts for k in d.keys}
+
+
+def _unknown_rows(text: str, known: set[str]) -> list[str]:
+    quoted = re.findall(r'--row "([^"]*)"', re.sub(r"\s+", " ", text))
+    assert quoted, "no --row in the text"
+    return [name for name in quoted if name not in known]
+
+
+def test_the_benchmark_rows_the_docs_quote_exist():
+    """Every `--row "NAME"` in a command of the two READMEs names a row
+    `benchmarks/tuning_free.py` has (it stops with "unknown row(s)" otherwise),
+    wrapped lines included."""
+    known = _benchmark_rows()
+    assert {"Stack[3](Adam(lr))", "no warm-up"} <= known and len(known) > 20
+    for readme in (ROOT / "README.md", ROOT / "benchmarks" / "README.md"):
+        text = readme.read_text()
+        if "--row" in text:
+            assert _unknown_rows(text, known) == [], readme
+    # The check catches what it is for, across a line break too.
+    assert _unknown_rows('--row "no\n warm-up" --row "no warmup"', known) == [
+        "no warmup"
+    ]
