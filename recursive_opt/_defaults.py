@@ -54,12 +54,11 @@ these reasons:
   same arithmetic summed in another order) moved the 13 tasks' count by 3. An
   adaptive rule's step moves every coordinate by about its lr whatever its
   gradient's scale, so one lr is one step size for the layer; SGD's step is
-  lr x gradient, and a bias's
-  gradient is of another scale than its weights', so SGD keeps one lr per array
-  (per layer its tower met 38 of 54 targets on the nine tasks x 3 seeds against
-  40, digits' medians 2.7-9.5x against 2.3-7.7x). With a scheme other than
-  `OneStep` (which carries a tangent or a window's derivative per tuned value)
-  level 1 keeps one learning rate.
+  lr x gradient, and a bias's gradient is of another scale than its weights',
+  so SGD keeps one lr per array (per layer its tower met 38 of 54 targets on
+  the nine tasks x 3 seeds against 40, digits' medians 2.7-9.5x against
+  2.3-7.7x). With a scheme other than `OneStep` (which carries a tangent or a
+  window's derivative per tuned value) level 1 keeps one learning rate.
 - Level 2 is Adam on the log learning rate: an Adam step does not depend on the
   hypergradient's scale, which changes by orders of magnitude between problems
   and during training, so one step size serves every problem. Its lr 0.1 moves
