@@ -40,6 +40,11 @@ to the default's on the same batches.
     python benchmarks/trend_gate.py --rule rise [--z 0.5] [--until 300,none]
         [--steps 400] [--tasks all,fresh15] [--seeds 1,2,3]
 
+`--rule release` tests the loss as `--rule rise` does, but where it rises it cuts
+nothing itself: it lets level 2's cuts pass untested for that step (level 2's
+gate `(0.9, 100, 1.0, 10**9)` instead of the default's `(0.9, 100, 1.0)`, the
+same state), so an lr falls only where the one-step signal asks for it too.
+
 `--tasks` takes task names, names of `tuning_free.py`'s sets (`fresh14`), or
 `every` (the 51 tasks up to `fresh7`).
 """
@@ -57,10 +62,14 @@ from _common import machine
 from peers import kept_if_finite, losses_and_metrics
 from tuning_free import (
     EXTRA_TASKS,
+    GATE,
     LRS,
     SOLVED,
     TASK_SETS,
     TASKS,
+    _level2,
+    _lr_only,
+    _upper,
     best_finite,
     makers_of,
     run_grid,
@@ -102,6 +111,11 @@ def run_gated(
 
     def one(lr):
         tower = ro.Stack[3](ro.Adam(lr))
+        released = None
+        if ratio is not None and rule == "release":  # level 2's cuts untested
+            w, shape = tower.warmup, tower.warmup_shape
+            levels = _lr_only(lr), _level2(gate=(*GATE[:3], 10**9)), _upper(0.01)
+            released = ro.Stack(*levels, warmup=w, warmup_shape=shape)
         if ratio is not None and rule == "cuts":
             tower = ro.HoldCuts(tower, ratio, start)
         lr_of = ro.at_level(1)
@@ -130,7 +144,7 @@ def run_gated(
                 new_state = optax.tree_utils.tree_set(new_state, lr_of, lr=kept)
                 pred = _sum(jax.tree.map(jnp.multiply, grads, updates))
                 cuts = cuts + hold
-            if ratio is not None and rule == "rise":  # the rule by hand
+            if ratio is not None and rule in ("rise", "release"):  # by hand
                 late = t >= start
                 k = jnp.maximum(t - start, 0).astype(jnp.float32) + 1
                 short = jnp.where(late, RISE_SHORT * short + (1 - RISE_SHORT) * loss, 0)
@@ -142,6 +156,12 @@ def run_gated(
                 rising = late & (k > RISE_WAIT) & (sh - lh > z * se)
                 if until is not None:
                     rising = rising & (t < until)
+            if ratio is not None and rule == "release":
+                free = released.update(grads, state, params)
+                pick = lambda a, b: jnp.where(rising, a, b)  # noqa: E731
+                updates, new_state = jax.tree.map(pick, free, (updates, new_state))
+                cuts = cuts + rising
+            if ratio is not None and rule == "rise":
                 lrs_now = optax.tree_utils.tree_get(new_state, "lr", filtering=lr_of)
                 cut = jax.tree.map(
                     lambda a: jnp.where(rising, a * np.exp(-RISE_CUT), a), lrs_now
@@ -167,12 +187,17 @@ def main():
     parser.add_argument("--ratio", default="10")
     parser.add_argument("--start", type=int, default=None)
     parser.add_argument("--seeds", "--seed", default="1")
-    parser.add_argument("--rule", choices=("cuts", "both", "rise"), default="cuts")
+    rules = ("cuts", "both", "rise", "release")
+    parser.add_argument("--rule", choices=rules, default="cuts")
     parser.add_argument("--z", type=float, default=0.5)
     parser.add_argument("--until", default="300")
     args = parser.parse_args()
     start = (
-        args.start if args.start is not None else 100 if args.rule == "rise" else 200
+        args.start
+        if args.start is not None
+        else 100
+        if args.rule in ("rise", "release")
+        else 200
     )
     earlier = ("heldout", "probes", "fresh", *(f"fresh{i}" for i in range(2, 8)))
     makers = {**TASKS, **EXTRA_TASKS, **makers_of(*earlier)}
@@ -185,12 +210,13 @@ def main():
     if unknown := [k for k in keys if k not in makers]:
         parser.error(f"unknown task(s) {unknown}; known: every, {list(makers)}")
     rows = {"default": (None, None)}
-    if args.rule == "rise":
+    if args.rule in ("rise", "release"):
         for u in args.until.split(","):
             limit = None if u == "none" else int(u)
-            name = "rise, no end" if limit is None else f"rise, to step {limit}"
-            rows[name] = (0.0, limit)
-        what = f"cuts while the loss rises (z {args.z:g})"
+            end = "no end" if limit is None else f"to step {limit}"
+            rows[f"{args.rule}, {end}"] = (0.0, limit)
+        what = "cuts" if args.rule == "rise" else "level 2's cuts untested"
+        what = f"{what} while the loss rises (z {args.z:g})"
     else:
         rows |= {f"R > {r}": (float(r), None) for r in args.ratio.split(",")}
         what = "cuts held" if args.rule == "cuts" else "lrs held both ways"
