@@ -116,6 +116,7 @@ def run_gated(
             w, shape = tower.warmup, tower.warmup_shape
             levels = _lr_only(lr), _level2(gate=(*GATE[:3], 10**9)), _upper(0.01)
             released = ro.Stack(*levels, warmup=w, warmup_shape=shape)
+            own = jax.tree.structure(released.init(task.params))
         if ratio is not None and rule == "cuts":
             tower = ro.HoldCuts(tower, ratio, start)
         lr_of = ro.at_level(1)
@@ -157,9 +158,18 @@ def run_gated(
                 if until is not None:
                     rising = rising & (t < until)
             if ratio is not None and rule == "release":
-                free = released.update(grads, state, params)
+                # A tower's state carries its levels' settings (the gate among
+                # them), so the released tower steps the same arrays in a state
+                # of its own structure, and its result goes back to the default's.
+                free = jax.tree.unflatten(own, jax.tree.leaves(state))
+                free_updates, free = released.update(grads, free, params)
+                free = jax.tree.unflatten(
+                    jax.tree.structure(state), jax.tree.leaves(free)
+                )
                 pick = lambda a, b: jnp.where(rising, a, b)  # noqa: E731
-                updates, new_state = jax.tree.map(pick, free, (updates, new_state))
+                updates, new_state = jax.tree.map(
+                    pick, (free_updates, free), (updates, new_state)
+                )
                 cuts = cuts + rising
             if ratio is not None and rule == "rise":
                 lrs_now = optax.tree_utils.tree_get(new_state, "lr", filtering=lr_of)
