@@ -1,5 +1,6 @@
 """Towers of optimisers: `Stack` and its default levels."""
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ from ._defaults import (
     default_warmup_shape,
 )
 from ._hyper import (
+    Hyper,
     clip,
     layer_groups,
     resolve,
@@ -245,6 +247,7 @@ class Stack(eqx.Module):
             self.tie,
             param_shapes,
             param_treedef,
+            self._settings(),
         )
 
     def update(
@@ -316,6 +319,16 @@ class Stack(eqx.Module):
         grads, hvps, aux = linearize(grads_and_aux, params, directions)
         return *self._update(grads, state, params, hvps, meta_grads), aux
 
+    def _settings(self) -> tuple:
+        """What a state made by this tower fixes besides values: each level's kind
+        and options (e.g. Adam's `gate`, `clip`, weight decay or none), its
+        hyperparameters' transforms, which are tuned and how they are shared, and
+        the scheme. The state holds the levels, and `update` steps those, so a
+        state is only stepped by a tower of the same settings; initial values
+        (e.g. the learning rate a tower starts at) may differ."""
+        levels = self.levels[:1] if self.tie else self.levels
+        return (_options(self.hypergradient), *(_level_settings(o) for o in levels))
+
     def _check_state(self, state):
         if (
             not isinstance(state, TowerState)
@@ -325,6 +338,19 @@ class Stack(eqx.Module):
             raise ValueError(
                 "`state` was not made by this tower's init (depth "
                 f"{self.depth}, tie={self.tie})."
+            )
+        if state.settings is not None and state.settings != (mine := self._settings()):
+            where = next(
+                k for k, (a, b) in enumerate(zip(state.settings, mine)) if a != b
+            )
+            what = "hypergradient scheme" if where == 0 else f"level {where}"
+            raise ValueError(
+                f"`state` was made by a tower whose {what} differs from this one's ("
+                f"{_difference(state.settings[where], mine[where])}). A tower "
+                "steps the levels its state "
+                "holds, so make the state with this tower's init (hyperparameter "
+                "values carry over with `optax.tree_utils.tree_set` or "
+                "`ro.set_hyperparams`)."
             )
 
     def _update(self, grads, state, params, hvps, meta=None):
@@ -355,3 +381,51 @@ class Stack(eqx.Module):
     def as_optax(self) -> optax.GradientTransformation:
         """This tower as an `optax.GradientTransformation` (plain closures)."""
         return as_optax(self)
+
+
+def _options(module: eqx.Module) -> tuple:
+    """A module's kind and its static fields: its options, not its arrays."""
+    static = tuple(
+        (f.name, getattr(module, f.name))
+        for f in dataclasses.fields(module)
+        if f.metadata.get("static", False)
+    )
+    return type(module), static
+
+
+def _level_settings(opt: AbstractOptimiser) -> tuple:
+    """`_options(opt)`, and for each hyperparameter field (or None) its
+    transform, whether it is tuned and how it is shared."""
+    hypers = tuple(
+        (
+            f.name,
+            None
+            if not isinstance(h := getattr(opt, f.name), Hyper)
+            else (h.transform, h.tune, h.per),
+        )
+        for f in dataclasses.fields(opt)
+        if not f.metadata.get("static", False)
+    )
+    return (*_options(opt), hypers)
+
+
+def _fields(settings: tuple) -> dict[str, str]:
+    """`_options` or `_level_settings` as readable `name: value` pairs."""
+    kind, static, *hypers = settings
+    out = {"kind": kind.__name__} | {name: repr(value) for name, value in static}
+    for name, h in hypers[0] if hypers else ():
+        tuned = h and f"{h[0]} transform, {'tuned' if h[1] else 'fixed'}, per={h[2]!r}"
+        out[name] = "None" if h is None else tuned
+    return out
+
+
+def _difference(theirs: tuple, mine: tuple) -> str:
+    """The fields in which two settings differ: "name a (state) / b (here)"."""
+    a, b = _fields(theirs), _fields(mine)
+    if a["kind"] != b["kind"]:
+        return f"{a['kind']} in the state, {b['kind']} here"
+    return "; ".join(
+        f"{name} {a.get(name, '-')} in the state, {b.get(name, '-')} here"
+        for name in dict.fromkeys([*a, *b])
+        if a.get(name) != b.get(name)
+    )

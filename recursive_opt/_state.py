@@ -120,10 +120,13 @@ class TowerState(eqx.Module):
     # initialises with `Param`-wrapped arrays and updates with plain ones.
     param_shapes: tuple[tuple[int, ...], ...] = eqx.field(static=True)
     param_treedef: Any = eqx.field(static=True)
+    # The settings of the tower that made it (`Stack._settings`): its levels'
+    # kinds and options live in the state, so `update` checks they are its own.
+    settings: Any = eqx.field(static=True, default=None)
 
     @classmethod
     def from_contents(
-        cls, contents: Contents, depth, tied, param_shapes, param_treedef
+        cls, contents: Contents, depth, tied, param_shapes, param_treedef, settings
     ) -> "TowerState":
         return cls(
             pack(contents),
@@ -132,6 +135,7 @@ class TowerState(eqx.Module):
             tied,
             param_shapes,
             param_treedef,
+            settings,
         )
 
     def replace_contents(self, contents: Contents) -> "TowerState":

@@ -240,6 +240,47 @@ def test_state_from_another_tower():
         ro.hyperparams(ro.SGD().init(params))
 
 
+def test_state_from_a_tower_of_other_settings():
+    """A state holds its tower's levels and `update` steps those, so a tower of
+    other settings (not other values) refuses it instead of silently stepping
+    the state's: another gate, weight decay, rule, transform or scheme."""
+    params = {"layer": {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}}
+    grads = jax.tree.map(jnp.ones_like, params)
+    tower = ro.Stack[3](ro.Adam())
+    state = tower.init(params)
+    gate = ro.Adam(
+        0.1, b1=ro.fixed(0.5), b2=ro.fixed(0.99), clip=(-2.0, None), gate=(0.9, 100)
+    )
+    others = [
+        (
+            ro.Stack(*tower.levels[:1], gate, tower.levels[2]),
+            r"level 2 .*\(gate "
+            r"\(0\.9, 100, 1\.0\) in the state, \(0\.9, 100\) here\)",
+        ),  # fmt: skip
+        (ro.Stack[3](ro.Adam(weight_decay=1e-4)), r"level 1 .*uses_params False"),
+        (ro.Stack[3](ro.SGD(0.1, momentum=0.9)), r"level 1 .*\(Adam in the state, SGD"),
+        (
+            ro.Stack[3](ro.Adam(ro.hyper(1e-3, transform="identity"))),
+            r"level 1 .*lr log transform, tuned, per='layer' in the state, "
+            r"identity transform",
+        ),
+        (
+            ro.Stack[3](ro.Adam(), hypergradient=ro.OneStep(fused=True)),
+            r"hypergradient scheme .*\(fused False in the state, True here\)",
+        ),
+    ]
+    for other, match in others:
+        with pytest.raises(
+            ValueError, match=r"`state` was made by a tower whose " + match
+        ):
+            other.update(grads, state, params)
+    # Other initial values are the same settings: the state's values are stepped.
+    same = ro.Stack[3](ro.Adam(0.3))
+    updates, _ = jax.jit(same.update)(grads, state, params)
+    expected, _ = jax.jit(tower.update)(grads, state, params)
+    assert jax.tree.all(jax.tree.map(jnp.array_equal, updates, expected))
+
+
 def test_grads_of_another_structure_name_the_structure():
     params = {"w": jnp.ones((3, 2)), "b": jnp.ones(2)}
     tower = ro.Stack[2](ro.Adam())
