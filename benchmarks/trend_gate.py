@@ -37,13 +37,13 @@ to the default's on the same batches.
 
     python benchmarks/trend_gate.py [--steps 1600] [--tasks sine,iris,flow,adding]
         [--ratio 10] [--start 200] [--seeds 1] [--rule cuts|both]
-    python benchmarks/trend_gate.py --rule rise [--z 0.5] [--until 300,none]
+    python benchmarks/trend_gate.py --rule rise|release [--z 0.5] [--until 300,none]
         [--steps 400] [--tasks all,fresh15] [--seeds 1,2,3]
 
 `--rule release` tests the loss as `--rule rise` does, but where it rises it cuts
 nothing itself: it lets level 2's cuts pass untested for that step (level 2's
-gate `(0.9, 100, 1.0, 10**9)` instead of the default's `(0.9, 100, 1.0)`, the
-same state), so an lr falls only where the one-step signal asks for it too.
+gate `(0.9, 100, 1.0, 10**9)` instead of the default's `(0.9, 100, 1.0)`, on
+the same arrays), so an lr falls only where the one-step signal asks for it too.
 
 `--tasks` takes task names, names of `tuning_free.py`'s sets (`fresh14`), or
 `every` (the 51 tasks up to `fresh7`).
