@@ -347,10 +347,9 @@ class Stack(eqx.Module):
             raise ValueError(
                 f"`state` was made by a tower whose {what} differs from this one's ("
                 f"{_difference(state.settings[where], mine[where])}). A tower "
-                "steps the levels its state "
-                "holds, so make the state with this tower's init (hyperparameter "
-                "values carry over with `optax.tree_utils.tree_set` or "
-                "`ro.set_hyperparams`)."
+                "steps the levels its state holds, so make the state with this "
+                "tower's init (hyperparameter values carry over with "
+                "`optax.tree_utils.tree_set` or `ro.set_hyperparams`)."
             )
 
     def _update(self, grads, state, params, hvps, meta=None):
@@ -394,14 +393,16 @@ def _options(module: eqx.Module) -> tuple:
 
 
 def _level_settings(opt: AbstractOptimiser) -> tuple:
-    """`_options(opt)`, and for each hyperparameter field (or None) its
-    transform, whether it is tuned and how it is shared."""
+    """`_options(opt)`, and for each hyperparameter field its transform, whether
+    it is tuned, how it is shared and the bounds declared with `ro.hyper` (None
+    for a field that is None). A default level's bounds follow its start (the
+    ceiling), so they are a value and left out."""
     hypers = tuple(
         (
             f.name,
             None
             if not isinstance(h := getattr(opt, f.name), Hyper)
-            else (h.transform, h.tune, h.per),
+            else (h.transform, h.tune, h.per, h.bounds if h.declared else None),
         )
         for f in dataclasses.fields(opt)
         if not f.metadata.get("static", False)
@@ -410,17 +411,23 @@ def _level_settings(opt: AbstractOptimiser) -> tuple:
 
 
 def _fields(settings: tuple) -> dict[str, str]:
-    """`_options` or `_level_settings` as readable `name: value` pairs."""
+    """`_options` or `_level_settings` as readable `{name: value}`."""
     kind, static, *hypers = settings
     out = {"kind": kind.__name__} | {name: repr(value) for name, value in static}
     for name, h in hypers[0] if hypers else ():
-        tuned = h and f"{h[0]} transform, {'tuned' if h[1] else 'fixed'}, per={h[2]!r}"
-        out[name] = "None" if h is None else tuned
+        if h is None:
+            out[name] = "None"
+        else:
+            transform, tune, per, bounds = h
+            out[name] = (
+                f"{transform} transform, {'tuned' if tune else 'fixed'}, per={per!r}"
+                + ("" if bounds is None else f", bounds={bounds!r}")
+            )
     return out
 
 
 def _difference(theirs: tuple, mine: tuple) -> str:
-    """The fields in which two settings differ: "name a (state) / b (here)"."""
+    """The fields in which two settings differ: "name A in the state, B here"."""
     a, b = _fields(theirs), _fields(mine)
     if a["kind"] != b["kind"]:
         return f"{a['kind']} in the state, {b['kind']} here"

@@ -254,15 +254,19 @@ def test_state_from_a_tower_of_other_settings():
     others = [
         (
             ro.Stack(*tower.levels[:1], gate, tower.levels[2]),
-            r"level 2 .*\(gate "
-            r"\(0\.9, 100, 1\.0\) in the state, \(0\.9, 100\) here\)",
-        ),  # fmt: skip
+            r"level 2 .*\(gate \(0\.9, 100, 1\.0\) in the state, \(0\.9, 100\) here\)",
+        ),
         (ro.Stack[3](ro.Adam(weight_decay=1e-4)), r"level 1 .*uses_params False"),
         (ro.Stack[3](ro.SGD(0.1, momentum=0.9)), r"level 1 .*\(Adam in the state, SGD"),
         (
             ro.Stack[3](ro.Adam(ro.hyper(1e-3, transform="identity"))),
             r"level 1 .*lr log transform, tuned, per='layer' in the state, "
             r"identity transform",
+        ),
+        (
+            ro.Stack[3](ro.Adam(ro.hyper(1e-3, per="layer", bounds=(None, 0.1)))),
+            r"level 1 .*per='layer' in the state, log transform, tuned, "
+            r"per='layer', bounds=\(None, 0\.1\) here",
         ),
         (
             ro.Stack[3](ro.Adam(), hypergradient=ro.OneStep(fused=True)),
@@ -274,8 +278,9 @@ def test_state_from_a_tower_of_other_settings():
             ValueError, match=r"`state` was made by a tower whose " + match
         ):
             other.update(grads, state, params)
-    # Other initial values are the same settings: the state's values are stepped.
-    same = ro.Stack[3](ro.Adam(0.3))
+    # Other initial values are the same settings (the default ceiling, (None, 3.0)
+    # for a start of 3, follows the start): the state's values are stepped.
+    same = ro.Stack[3](ro.Adam(3.0))
     updates, _ = jax.jit(same.update)(grads, state, params)
     expected, _ = jax.jit(tower.update)(grads, state, params)
     assert jax.tree.all(jax.tree.map(jnp.array_equal, updates, expected))
