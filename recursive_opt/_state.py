@@ -98,7 +98,10 @@ class TowerState(eqx.Module):
     hyperparameters. `count` is the number of steps taken. Internally the model's
     parameters are the list of their leaves, so the state does not depend on how a
     framework wraps them; small arrays are packed into a few flat vectors (see
-    `_pack.py`).
+    `_pack.py`). `settings` records the settings of the tower that made it (each
+    level's kind and options, transforms, `per=`, declared bounds, the scheme;
+    no values): a tower's `update` steps the levels the state holds, so it
+    refuses a state whose settings are not its own.
 
     `hyperparams` holds every level's hyperparameter *values* (one dict per level,
     bottom first; one dict for a tied tower; per-element hyperparameters are left
