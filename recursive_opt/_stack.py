@@ -20,8 +20,8 @@ from ._defaults import (
     default_warmup_shape,
 )
 from ._hyper import (
-    Hyper,
     clip,
+    hyper_fields,
     layer_groups,
     resolve,
     tuned_raw,
@@ -393,19 +393,13 @@ def _options(module: eqx.Module) -> tuple:
 
 
 def _level_settings(opt: AbstractOptimiser) -> tuple:
-    """`_options(opt)`, and for each hyperparameter field its transform, whether
-    it is tuned, how it is shared and the bounds declared with `ro.hyper` (None
-    for a field that is None). A default level's bounds follow its start (the
+    """`_options(opt)`, and for each hyperparameter its transform, whether it is
+    tuned, how it is shared and the bounds declared with `ro.hyper` (a field
+    that is None has none). A default level's bounds follow its start (the
     ceiling), so they are a value and left out."""
     hypers = tuple(
-        (
-            f.name,
-            None
-            if not isinstance(h := getattr(opt, f.name), Hyper)
-            else (h.transform, h.tune, h.per, h.bounds if h.declared else None),
-        )
-        for f in dataclasses.fields(opt)
-        if not f.metadata.get("static", False)
+        (name, (h.transform, h.tune, h.per, h.bounds if h.declared else None))
+        for name, h in hyper_fields(opt).items()
     )
     return (*_options(opt), hypers)
 
@@ -414,15 +408,11 @@ def _fields(settings: tuple) -> dict[str, str]:
     """`_options` or `_level_settings` as readable `{name: value}`."""
     kind, static, *hypers = settings
     out = {"kind": kind.__name__} | {name: repr(value) for name, value in static}
-    for name, h in hypers[0] if hypers else ():
-        if h is None:
-            out[name] = "None"
-        else:
-            transform, tune, per, bounds = h
-            out[name] = (
-                f"{transform} transform, {'tuned' if tune else 'fixed'}, per={per!r}"
-                + ("" if bounds is None else f", bounds={bounds!r}")
-            )
+    for name, (transform, tune, per, bounds) in hypers[0] if hypers else ():
+        out[name] = (
+            f"{transform} transform, {'tuned' if tune else 'fixed'}, per={per!r}"
+            + ("" if bounds is None else f", bounds={bounds!r}")
+        )
     return out
 
 
@@ -431,8 +421,8 @@ def _difference(theirs: tuple, mine: tuple) -> str:
     a, b = _fields(theirs), _fields(mine)
     if a["kind"] != b["kind"]:
         return f"{a['kind']} in the state, {b['kind']} here"
-    return "; ".join(
-        f"{name} {a.get(name, '-')} in the state, {b.get(name, '-')} here"
+    return "; ".join(  # within one kind, a name one side lacks is a None field
+        f"{name} {a.get(name, 'None')} in the state, {b.get(name, 'None')} here"
         for name in dict.fromkeys([*a, *b])
         if a.get(name) != b.get(name)
     )
