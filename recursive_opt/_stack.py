@@ -106,8 +106,8 @@ class Stack(eqx.Module):
     `OneStep`, and in that case each upper level raises the log
     lr below by at most twice its own lr a step, `clip=(-2.0, None)`, and cuts
     it freely; after its first 100 steps level 2 raises as fast as its signal
-    is sure of it and cuts once a 100-step mean says cut by a standard error,
-    `gate=(0.9, 100, 1.0)`), and
+    is sure of it and, after its first 300, cuts once a 100-step mean says cut
+    by a standard error, `gate=(0.9, 100, 1.0, 300)`), and
     level 1's step warmed up over 100 steps, geometrically (300 steps, linearly,
     when `opt` is not adaptive, an `SGD`, and the scheme `OneStep`; linearly with other
     schemes; see `_defaults.py` for why). It is tuning-free when `opt`

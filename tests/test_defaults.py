@@ -40,10 +40,10 @@ def test_default_levels():
     # an adaptive level 1 with OneStep only.
     assert [o.clip for o in upper] == [(-2.0, None)] * 3
     assert [o.clip for o in sgd_upper] == [None, None]
-    # After its 100th step level 2's raises gated by the signal's certainty and
-    # its cuts by a test of a 100-step mean (one standard error), in the same
-    # case only.
-    assert [o.gate for o in upper] == [(0.9, 100, 1.0), None, None]
+    # After its 100th step level 2's raises gated by the signal's certainty, and
+    # after its 300th its cuts by a test of a 100-step mean (one standard
+    # error), in the same case only.
+    assert [o.gate for o in upper] == [(0.9, 100, 1.0, 300), None, None]
     assert [o.gate for o in sgd_upper] == [None, None]
     # An adaptive level 1's undeclared lr is bounded above by 1 or its start, in
     # the same case only.

@@ -88,13 +88,13 @@ class Adam(AbstractElementwiseOptimiser):
         l_hat^2 >= v_hat): a cut passes at full size once the last `after`
         steps' mean says cut by z standard errors, and zero-mean noise walks the
         coordinate neither way. Over a log learning rate, where a pair leans it
-        down over long runs (noise passes as cuts at full speed): level 2 of
-        `Stack[d](opt)` over an adaptive rule, `(0.9, 100, 1.0)`. A quadruple
+        down over long runs (noise passes as cuts at full speed). A quadruple
         `(decay, after, z, cuts_from)`, cuts_from >= after an int, starts the cut
         test at step `cuts_from + 1` instead (cuts pass at full size until then;
         raises are gated from `after + 1` as before): time to undo, at full
-        speed, lrs raised too far while the long mean still holds the raises
-        (benchmarks/README.md, `fresh15`). Not in optax.
+        speed, lrs raised too far while the long mean still holds the raises.
+        Level 2 of `Stack[d](opt)` over an adaptive rule: `(0.9, 100, 1.0,
+        300)` (`_defaults.py` says why). Not in optax.
 
     ```python
     tower = ro.Stack[3](ro.Adam(1e-3))
