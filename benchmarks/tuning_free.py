@@ -2998,6 +2998,17 @@ def _level2(lr=0.1, b2=0.99, b1=0.5, clip=CLIP, gate=GATE):  # the default's, ov
     return _upper(lr, b2, b1, clip, gate)
 
 
+def _level2_gated(gate, warmup, warmup_shape):
+    """`Stack[3](Adam(lr))`'s default with level 2's gate replaced, by `lr`."""
+    return lambda lr: ro.Stack(
+        _lr_only(lr),
+        _level2(gate=gate),
+        _upper(0.01),
+        warmup=warmup,
+        warmup_shape=warmup_shape,
+    ).as_optax()
+
+
 def _sgd_tower(lr, level1=None, level2=None):
     """`Stack[3](SGD(lr, momentum=0.9))` with its level 1 or 2 replaced."""
     tower = ro.Stack[3](ro.SGD(lr, momentum=0.9))
@@ -3056,6 +3067,7 @@ def ablation() -> dict:
     row changes one choice of the default, or names the older towers."""
     ident = lambda v: ro.hyper(v, transform="identity")  # noqa: E731
     w, s = ro.Stack[3](ro.Adam()).warmup, ro.Stack[3](ro.Adam()).warmup_shape
+    level2_gated = functools.partial(_level2_gated, warmup=w, warmup_shape=s)
     return {
         "copies of Adam(lr) (the old Stack[3])": lambda lr: ro.Stack(
             *[ro.Adam(lr)] * 3
@@ -3115,33 +3127,13 @@ def ablation() -> dict:
                 warmup_shape=s,
             ).as_optax()
         ),
-        "level 2 ungated (the default of 2026-12-03)": lambda lr: ro.Stack(
-            _lr_only(lr), _level2(gate=None), _upper(0.01), warmup=w, warmup_shape=s
-        ).as_optax(),
-        "level 2's cuts untested (the previous default)": lambda lr: ro.Stack(
-            _lr_only(lr),
-            _level2(gate=(0.9, 100)),
-            _upper(0.01),
-            warmup=w,
-            warmup_shape=s,
-        ).as_optax(),
+        "level 2 ungated (the default of 2026-12-03)": level2_gated(None),
+        "level 2's cuts untested (the previous default)": level2_gated((0.9, 100)),
         # The default's gate since 2026-12-07, written out: the row keeps the
         # name under which benchmarks/README.md measured it as a lead.
-        "level 2's cut test from step 300 (a lead)": lambda lr: ro.Stack(
-            _lr_only(lr),
-            _level2(gate=(*GATE[:3], 300)),
-            _upper(0.01),
-            warmup=w,
-            warmup_shape=s,
-        ).as_optax(),
+        "level 2's cut test from step 300 (a lead)": level2_gated((*GATE[:3], 300)),
         "level 2's cut test from step 101 (the default before 2026-12-07)": (
-            lambda lr: ro.Stack(
-                _lr_only(lr),
-                _level2(gate=GATE[:3]),
-                _upper(0.01),
-                warmup=w,
-                warmup_shape=s,
-            ).as_optax()
+            level2_gated(GATE[:3])
         ),
         "level 1's lr unbounded (the previous default)": lambda lr: ro.Stack(
             _lr_only(lr, bounds=None), _level2(), _upper(0.01), warmup=w, warmup_shape=s

@@ -254,7 +254,8 @@ def test_state_from_a_tower_of_other_settings():
     others = [
         (
             ro.Stack(*tower.levels[:1], gate, tower.levels[2]),
-            r"level 2 .*\(gate \(0\.9, 100, 1\.0, 300\) in the state, \(0\.9, 100\) here\)",
+            r"level 2 .*\(gate \(0\.9, 100, 1\.0, 300\) in the state, "
+            r"\(0\.9, 100\) here\)",
         ),
         (ro.Stack[3](ro.Adam(weight_decay=1e-4)), r"level 1 .*uses_params False"),
         (ro.Stack[3](ro.SGD(0.1, momentum=0.9)), r"level 1 .*\(Adam in the state, SGD"),
