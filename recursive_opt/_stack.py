@@ -134,7 +134,10 @@ class Stack(eqx.Module):
         from 1/warmup at t = 0 to 1 at t = warmup - 1 and stays 1; 0 (the default
         of `Stack(...)` and of tied towers) switches it off; `Stack[d](opt)` uses
         100 (300 for SGD) unless given `warmup=`. Hypergradients see the step
-        actually taken.
+        actually taken. The levels do not depend on it: over an adaptive rule
+        level 2's cut test starts after step 300 whatever the warm-up
+        (`benchmarks/README.md`, "A warm-up you give and level 2's cut test",
+        measures a start tied to it).
     - `warmup_shape`: how the factor rises: `"geometric"`,
         warmup ** ((t+1)/warmup - 1), by the same ratio each step, or `"linear"`,
         (t+1)/warmup. `Stack[d](opt)` uses geometric unless `opt` is not adaptive

@@ -1,6 +1,7 @@
 """`Stack[d](opt)`: the library's default levels above `opt` (tuning-free towers)."""
 
 import chex
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -45,6 +46,10 @@ def test_default_levels():
     # error), in the same case only.
     assert [o.gate for o in upper] == [(0.9, 100, 1.0, 300), None, None]
     assert [o.gate for o in sgd_upper] == [None, None]
+    # The levels do not depend on a warm-up the user gives.
+    for warmup in (0, 30, 300):
+        given = ro.Stack[4](ro.Adam(1e-3), warmup=warmup)
+        assert given.warmup == warmup and eqx.tree_equal(given.levels, tower.levels)
     # An adaptive level 1's undeclared lr is bounded above by 1 or its start, in
     # the same case only.
     assert bottom.lr.bounds == (None, 1.0)
