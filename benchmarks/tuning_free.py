@@ -3159,7 +3159,7 @@ def ablation() -> dict:
         "warm-up 300 steps": lambda lr: ro.Stack[3](ro.Adam(lr), warmup=300).as_optax(),
         # level 2's cut test 200 steps after the warm-up, as at the default's 100
         "warm-up 300 steps, cut test from step 501": _level2_gated(
-            (*GATE[:3], 500), 300, "geometric"
+            (*GATE[:3], 500), 300, s
         ),
         "linear warm-up (the previous default)": lambda lr: ro.Stack[3](
             ro.Adam(lr), warmup_shape="linear"
