@@ -24,8 +24,9 @@ these reasons:
   them fast and greedily: tuning them made every task worse.
 - Level 1's learning rate is one per layer for adaptive rules (`per="layer"`,
   unless declared otherwise: the arrays one dict or module below the root hold
-  share one, a dense layer's weights and bias; an array directly under the root
-  is a layer of its own) and one per array for `SGD` (`per="leaf"`). The layers
+  share one, a dense layer's weights and bias, and so do those of a tuple in a
+  list, the `(w, b)` of a `[(w, b), ...]` model; an array directly under the
+  root is a layer of its own) and one per array for `SGD` (`per="leaf"`). The layers
   of a network differ in gradient scale and curvature, and one shared learning
   rate settles where the most sensitive layer allows, below what the others
   could take (the one-step hypergradient's greedy bias, per layer). Measured

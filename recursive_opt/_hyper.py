@@ -76,7 +76,9 @@ def hyper(
     - `tune`: whether the level above optimises it.
     - `per`: `"tree"` (one scalar), `"layer"` (one scalar per layer: the array
         leaves held by one dict or module below the root share one, such as a
-        dense layer's weights and bias; a leaf directly under the root or in a
+        dense layer's weights and bias, and so do those of a list or tuple that
+        is itself an entry of a list or tuple, such as the `(w, b)` of a
+        `[(w, b), ...]` model; any other leaf directly under the root or in a
         list or tuple is a layer of its own), `"leaf"` (one scalar per array leaf
         of the optimised tree) or `"element"` (one per coordinate).
     - `bounds`: `(low, high)` values it must stay within (`None` for an open
@@ -402,17 +404,22 @@ def cast_like(tree: PyTree, like: PyTree) -> PyTree:
 def layer_groups(tree: PyTree[Array]) -> tuple[int, ...]:
     """The layer of each of `tree`'s leaves (in flattening order), numbered from
     0: leaves share a layer when one dict or module below the root holds them
-    (a Flax NNX variable's trailing `.value` is not a level of its own); a leaf
-    directly under the root, or an entry of a list or tuple, is a layer alone."""
+    (a Flax NNX variable's trailing `.value` is not a level of its own), or one
+    list or tuple that is an entry of a list or tuple (the `[(w, b), ...]` of
+    JAX's tutorials and `jax.example_libraries.stax`, where a tuple is what a
+    dict is elsewhere); a leaf directly under the root, or an entry of a list or
+    tuple that a dict or module holds (`{"gains": [g1, g2]}`), is a layer alone."""
     ids: dict[Any, int] = {}
     groups = []
     for i, (path, _) in enumerate(jax.tree_util.tree_flatten_with_path(tree)[0]):
         path = tuple(path)
         if len(path) > 1 and path[-1] == jax.tree_util.GetAttrKey("value"):
             path = path[:-1]
-        last = path[-1] if path else None
-        shared = len(path) > 1 and isinstance(
-            last, (jax.tree_util.DictKey, jax.tree_util.GetAttrKey)
+        named = (jax.tree_util.DictKey, jax.tree_util.GetAttrKey)
+        seq = jax.tree_util.SequenceKey
+        shared = len(path) > 1 and (
+            isinstance(path[-1], named)
+            or (isinstance(path[-1], seq) and isinstance(path[-2], seq))
         )
         key = path[:-1] if shared else ("leaf", i)
         groups.append(ids.setdefault(key, len(ids)))

@@ -26,6 +26,12 @@ def test_layers_are_the_containers_below_the_root():
     # Flattening order: block.inner.x, block.u, block.v, dense[0].b, dense[0].w,
     # dense[1].b, dense[1].w, gains[0], gains[1], scale.
     assert layer_groups(tree) == (0, 1, 1, 2, 2, 3, 3, 4, 5, 6)
+    # A list of `(w, b)` tuples (JAX's tutorials, `stax`): each tuple is a layer,
+    # as a dict would be; so is a list in a tuple, and one under a dict's list.
+    # An array in the root's own list or tuple stays alone.
+    assert layer_groups([(1.0, 2.0), (3.0, 4.0), (), [5.0]]) == (0, 0, 1, 1, 2)
+    assert layer_groups(([1.0, 2.0], 3.0, {"x": (4.0, 5.0)})) == (0, 0, 1, 2, 3)
+    assert layer_groups({"net": [(1.0, 2.0), (3.0, 4.0)]}) == (0, 0, 1, 1)
     # Equinox: the attributes of each `Linear`.
     mlp = eqx.nn.MLP(3, 2, 8, 2, key=jax.random.key(0))
     assert layer_groups(eqx.filter(mlp, eqx.is_array)) == (0, 0, 1, 1, 2, 2)
@@ -179,6 +185,38 @@ def test_a_layer_set_apart_moves_together():
     chex.assert_trees_all_close(got, want, rtol=1e-12)
     assert np.all(np.abs(hg) > 1e-6)  # every layer moved
     np.testing.assert_allclose(got["l0"]["b"] / got["l0"]["w"], 0.4, rtol=1e-12)
+
+
+def test_a_tuple_layer_is_a_dict_layer():
+    """The default tower on `[(w, b), ...]` is the tower on `[{"w": w, "b": b},
+    ...]`: each tuple's arrays share an lr, as a dict's do, every step."""
+    k0, k1 = jax.random.split(jax.random.key(4))
+    layers = [
+        (jax.random.normal(k0, (3, 5)), jnp.zeros(5)),
+        (0.3 * jax.random.normal(k1, (5, 2)), jnp.zeros(2)),
+    ]
+    x = jnp.linspace(-1.0, 1.0, 24).reshape(8, 3)
+
+    def loss(p):  # p: a list of (w, b)
+        h = jnp.tanh(x @ p[0][0] + p[0][1][None])
+        out = h @ p[1][0] + p[1][1][None]
+        return jnp.mean((out - jnp.sin(3 * x[:, :2])) ** 2)
+
+    def as_tuples(p):
+        return [(layer["w"], layer["b"]) for layer in p]
+
+    dicts = [{"w": w, "b": b} for w, b in layers]
+    tower = ro.Stack[3](ro.Adam(1e-3))
+    p, state, losses = run_tower(tower, loss, layers, 40)
+    pd, state_d, losses_d = run_tower(tower, lambda q: loss(as_tuples(q)), dicts, 40)
+    chex.assert_trees_all_close(p, as_tuples(pd), rtol=1e-9, atol=1e-12)
+    chex.assert_trees_all_close(losses, losses_d, rtol=1e-9)
+    lrs = ro.hyperparams(state)[0]["lr"]
+    chex.assert_trees_all_close(
+        lrs, as_tuples(ro.hyperparams(state_d)[0]["lr"]), rtol=1e-9
+    )
+    assert all(w == b for w, b in lrs)  # shared, bit for bit
+    assert abs(float(lrs[0][0]) - float(lrs[1][0])) > 1e-5  # and the layers part
 
 
 def test_the_default_tower_tunes_one_lr_per_layer():
