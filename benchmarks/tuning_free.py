@@ -89,6 +89,9 @@ mixture density network, a neural additive model, a soft decision tree).
 `--tasks fresh18` four more, written later that night before any run (a
 Kolmogorov-Arnold network, a pendulum policy trained through a rollout, a
 binary-weight MLP under the straight-through estimator, ordinal regression).
+`--tasks fresh19` four more, written on 2026-12-07 before any run (JAX's
+tutorial MLP as a list of `(w, b)` tuples, a radial-basis network, a tabular
+model with embedding tables, a character model with tied embeddings).
 `--tasks raw` five probes
 of unnormalised targets and inputs (tanh and ReLU MLPs on diabetes' raw targets,
 the two heads' regression alone, digits on raw pixels, a ReLU regression on
@@ -2742,6 +2745,146 @@ def ordinal_task(levels: int = 6):
     )  # fmt: skip
 
 
+def stax_mlp_task(sizes=(64, 256, 256, 10), scale: float = 1e-2):
+    """The MLP of JAX's own tutorials, written as they write it: parameters a
+    list of `(w, b)` tuples, every weight and bias drawn as 0.01 x a standard
+    normal (their `random_layer_params`), ReLU hidden layers, a log-softmax
+    output; digits, 64-256-256-10. The small initialisation starts the network
+    with an output near zero, and the tuples are the layout `per="layer"`
+    groups since 2026-12-07 (one lr per `(w, b)`). Test metric: accuracy."""
+    d = ro.load_digits()
+    keys = jr.split(jr.key(739), 2 * (len(sizes) - 1))
+    params = [
+        (scale * jr.normal(kw, (m, n)), scale * jr.normal(kb, (n,)))
+        for kw, kb, m, n in zip(keys[::2], keys[1::2], sizes[:-1], sizes[1:])
+    ]
+
+    def predict(p, x):
+        for w, b in p[:-1]:
+            x = jax.nn.relu(x @ w + b[None])
+        w, b = p[-1]
+        return jax.nn.log_softmax(x @ w + b[None])
+
+    def loss(p, b):
+        return -jnp.mean(jnp.take_along_axis(predict(p, b[0]), b[1][:, None], 1))
+
+    return Task(
+        "tutorial MLP, (w, b) tuples", d.train, d.test, params, loss,
+        _accuracy(predict), "test accuracy", 128,
+    )  # fmt: skip
+
+
+def rbf_task(centres: int = 30):
+    """A radial-basis-function network (Broomhead and Lowe 1988) fitting Franke's
+    function on the unit square from 2000 noisy samples (noise 0.02): 30 learned
+    centres (started uniform on the square), a learned log-width per centre
+    (started at log 0.2), output weights and a bias (started at 0). Centres,
+    widths and weights are parameters of three kinds and scales, each an array
+    under the root (so each its own layer). Test metric: MSE."""
+    rng = np.random.default_rng(743)
+    x = rng.uniform(size=(2000, 2))
+    a, b = 9 * x[:, 0], 9 * x[:, 1]
+    y = (
+        0.75 * np.exp(-((a - 2) ** 2) / 4 - (b - 2) ** 2 / 4)
+        + 0.75 * np.exp(-((a + 1) ** 2) / 49 - (b + 1) / 10)
+        + 0.5 * np.exp(-((a - 7) ** 2) / 4 - (b - 3) ** 2 / 4)
+        - 0.2 * np.exp(-((a - 4) ** 2) - (b - 7) ** 2)
+    )
+    y = y + 0.02 * rng.normal(size=y.shape)
+    x, y = x.astype(np.float32), y.astype(np.float32)
+    params = {
+        "centres": jnp.asarray(rng.uniform(size=(centres, 2)), jnp.float32),
+        "log_width": jnp.full(centres, np.log(0.2), jnp.float32),
+        "w": jnp.zeros(centres),
+        "b": jnp.zeros(()),
+    }
+
+    def predict(p, x):
+        d2 = jnp.sum((x[:, None, :] - p["centres"][None]) ** 2, -1)
+        phi = jnp.exp(-d2 / (2 * jnp.exp(2 * p["log_width"]))[None])
+        return phi @ p["w"] + p["b"]
+
+    def loss(p, b):
+        return jnp.mean((predict(p, b[0]) - b[1]) ** 2)
+
+    return Task(
+        "RBF network, Franke's function", (x[:1600], y[:1600]), (x[1600:], y[1600:]),
+        params, loss, loss, "test MSE", 64,
+    )  # fmt: skip
+
+
+def tabular_task(cards=(50, 20, 8), dims=(8, 4, 4), numeric: int = 5):
+    """A tabular classifier of the usual kind: one embedding table per categorical
+    column (cardinalities 50, 20 and 8; widths 8, 4, 4), concatenated with five
+    numeric features into a 21-64-64-2 ReLU MLP, cross-entropy. Synthetic data
+    (6000 rows): the label drawn from a logistic model with a random effect per
+    category, one category's effect scaling a numeric feature, and nonlinear
+    numeric terms. Embedding rows of rare categories get few gradients. Test
+    metric: accuracy."""
+    rng = np.random.default_rng(751)
+    n = 6000
+    cats = np.stack([rng.zipf(1.6, size=n) % c for c in cards], -1).astype(
+        np.int32
+    )  # skewed category frequencies
+    nums = rng.normal(size=(n, numeric)).astype(np.float32)
+    effects = [rng.normal(size=c) for c in cards]
+    z = (
+        effects[0][cats[:, 0]]
+        + effects[1][cats[:, 1]] * nums[:, 0]
+        + effects[2][cats[:, 2]]
+        + 2 * np.sin(nums[:, 1])
+        + nums[:, 2] * nums[:, 3]
+    )
+    y = (rng.uniform(size=n) < 1 / (1 + np.exp(-z))).astype(np.int32)
+    keys = jr.split(jr.key(757), len(cards) + 1)
+    params = {
+        "emb": [0.1 * jr.normal(k, (c, e)) for k, c, e in zip(keys, cards, dims)],
+        "mlp": init_mlp(keys[-1], (sum(dims) + numeric, 64, 64, 2)),
+    }
+
+    def logits(p, x):  # x: the category ids (as floats), then the numerics
+        c, v = x[:, : len(cards)].astype(jnp.int32), x[:, len(cards) :]
+        h = jnp.concatenate([e[c[:, i]] for i, e in enumerate(p["emb"])] + [v], -1)
+        return mlp(p["mlp"], h, jax.nn.relu)
+
+    def loss(p, b):
+        return _ce(logits(p, b[0]), b[1])
+
+    x = np.concatenate([cats.astype(np.float32), nums], -1)
+    return Task(
+        "tabular embeddings + MLP", (x[:5000], y[:5000]), (x[5000:], y[5000:]),
+        params, loss, _accuracy(logits), "test accuracy", 128,
+    )  # fmt: skip
+
+
+def tied_lm_task(context: int = 6, width: int = 32):
+    """A character model whose input embedding is also its output layer (weight
+    tying, Press and Wolf 2017): the last six characters' embeddings (width 32)
+    through a tanh hidden layer of 128 and a projection back to width 32, the
+    logits that against the same embedding table plus a bias per symbol. The
+    table gets gradients from both ends. Text: four more standard-library files.
+    Test metric: test loss."""
+    files = ("difflib.py", "calendar.py", "fractions.py", "heapq.py")
+    n, *data = char_windows(files, context, 150_000)
+    k1, k2, k3 = jr.split(jr.key(761), 3)
+    params = {
+        "embed": 0.1 * jr.normal(k1, (n, width)),
+        "hidden": init_mlp(k2, (context * width, 128))[0],
+        "proj": init_mlp(k3, (128, width))[0],
+        "bias": jnp.zeros(n),
+    }
+
+    def logits(p, x):
+        h = p["embed"][x].reshape(x.shape[0], -1)
+        h = jnp.tanh(h @ p["hidden"]["w"] + p["hidden"]["b"][None])
+        out = h @ p["proj"]["w"] + p["proj"]["b"][None]
+        return out @ p["embed"].T + p["bias"][None]
+
+    return next_char_task(
+        f"tied-embedding char model ({n} symbols)", data, params, logits, 128
+    )
+
+
 TASKS = {
     "digits": digits_task,
     "cancer": breast_cancer_task,
@@ -2974,6 +3117,19 @@ FRESH18_TASKS = {
     "control": control_task,
     "binary": binary_task,
     "ordinal": ordinal_task,
+}
+
+# Four more, written on 2026-12-07 before any run (`--tasks fresh19`), in
+# layouts and of kinds users write that none of the above has: JAX's tutorial
+# MLP as a list of `(w, b)` tuples at its 0.01 initialisation, a radial-basis
+# network with learned centres and widths, a tabular model with embedding
+# tables per categorical column, a character model with tied input and output
+# embeddings.
+FRESH19_TASKS = {
+    "stax_mlp": stax_mlp_task,
+    "rbf": rbf_task,
+    "tabular": tabular_task,
+    "tied_lm": tied_lm_task,
 }
 
 CEILING = ro.Stack[3](ro.Adam()).levels[0].lr.bounds  # (None, 1.0) for starts <= 1
@@ -3273,6 +3429,7 @@ TASK_SETS = {
     "fresh16": FRESH16_TASKS,
     "fresh17": FRESH17_TASKS,
     "fresh18": FRESH18_TASKS,
+    "fresh19": FRESH19_TASKS,
     "raw": RAW_TASKS,
 }
 
