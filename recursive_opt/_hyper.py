@@ -426,7 +426,27 @@ def layer_groups(tree: PyTree[Array]) -> tuple[int, ...]:
     return tuple(groups)
 
 
-def _resolve_one(h: Hyper, target: PyTree[Array], groups: tuple[int, ...]) -> Hyper:
+def value_groups(opt) -> tuple[int, ...] | None:
+    """Which leaves of `tuned_raw(opt)` (in flattening order) are stored copies
+    of one value: the leaves of one layer of a `per="layer"` hyperparameter share
+    a number, every other leaf has its own; `None` when no two share one."""
+    fields = hyper_fields(opt)
+    ids: dict[Any, int] = {}
+    out = []
+    for name in sorted(n for n, h in fields.items() if h.tune):  # a dict's order
+        h = fields[name]
+        for i, _ in enumerate(jax.tree.leaves(h.raw)):
+            key = (name, "layer", h.groups[i]) if h.groups else (name, i)
+            out.append(ids.setdefault(key, len(ids)))
+    return tuple(out) if len(ids) < len(out) else None
+
+
+def _resolve_one(
+    h: Hyper,
+    target: PyTree[Array],
+    groups: tuple[int, ...],
+    copies: tuple[int, ...] | None = None,
+) -> Hyper:
     if h.per == "tree":
         return h
     if h.per in ("leaf", "layer"):
@@ -436,21 +456,32 @@ def _resolve_one(h: Hyper, target: PyTree[Array], groups: tuple[int, ...]) -> Hy
             lambda x: jnp.broadcast_to(h.raw.astype(compute_dtype(x.dtype)), x.shape),
             target,
         )
+    if copies is not None:  # one value per value of the level below, per leaf
+        return dataclasses.replace(h, raw=raw, groups=copies)
     return dataclasses.replace(h, raw=raw, groups=groups if h.per == "layer" else None)
 
 
-def resolve(opt, target: PyTree[Array], groups: tuple[int, ...] | None = None):
+def resolve(
+    opt,
+    target: PyTree[Array],
+    groups: tuple[int, ...] | None = None,
+    copies: tuple[int, ...] | None = None,
+):
     """Expand `per="layer"`/`"leaf"`/`"element"` hyperparameters against the tree
     they act on; `groups`: the layer of each leaf of `target`, where `target`'s
     own structure does not tell (the list of a model's leaves), else
-    `layer_groups(target)`."""
+    `layer_groups(target)`. `copies` (`value_groups` of the level below, whose
+    hyperparameters `target` is): leaves of `target` that are stored copies of
+    one value (a `per="layer"` lr's layer) get one value between them, stepped by
+    their summed hypergradient, whatever `per` says; else a layer's copies would
+    be moved apart by values of their own."""
     fields = hyper_fields(opt)
     if all(h.per == "tree" for h in fields.values()):
         return opt
     if groups is None:
         groups = layer_groups(target)
     names = list(fields)
-    new = [_resolve_one(fields[n], target, groups) for n in names]
+    new = [_resolve_one(fields[n], target, groups, copies) for n in names]
     return eqx.tree_at(lambda o: [getattr(o, n) for n in names], opt, new)
 
 

@@ -25,6 +25,7 @@ from ._hyper import (
     layer_groups,
     resolve,
     tuned_raw,
+    value_groups,
 )
 from ._hypergradients import AbstractHypergradient, OneStep
 from ._hypergradients._base import linearize
@@ -212,12 +213,12 @@ class Stack(eqx.Module):
             opts = (opt,)
             steppers = (opt, opt)
         else:
-            opts, targets, target = [], [], params
+            opts, targets, target, copies = [], [], params, None
             for k, level in enumerate(self.levels):
-                opt = clip(resolve(level, target, groups if k == 0 else None))
+                opt = clip(resolve(level, target, groups if k == 0 else None, copies))
                 opts.append(opt)
                 targets.append(target)
-                target = tuned_raw(opt)
+                target, copies = tuned_raw(opt), value_groups(opt)
             opts = steppers = tuple(opts)
         states = tuple(o.init_state(t) for o, t in zip(steppers, targets))
         scheme = self.hypergradient

@@ -73,12 +73,13 @@ def _params():
     }
 
 
-@pytest.mark.parametrize("tie", [False, True])
-def test_a_layer_tower_is_a_leaf_tower_on_merged_layers(tie):
+@pytest.mark.parametrize("tie,upper", [(False, "tree"), (False, "leaf"), (True, "")])
+def test_a_layer_tower_is_a_leaf_tower_on_merged_layers(tie, upper):
     """Adam steps elementwise, so one lr for a layer's weights and bias is one lr
     for one array holding both: a per-layer tower on the layers equals a per-leaf
     tower on the merged arrays (whose chain the brute-force tests check), every
-    level, every step."""
+    level, every step. With `upper="leaf"` levels 2 and 3 tune one lr per value
+    of the level below: one per layer of level 1's, not one per stored copy."""
     params = _params()
     merged = {
         "l0": jnp.concatenate([params["l0"]["w"], params["l0"]["b"][None]]),
@@ -87,6 +88,12 @@ def test_a_layer_tower_is_a_leaf_tower_on_merged_layers(tie):
     }
 
     def tower(per):
+        if upper == "leaf":
+            return ro.Stack(
+                ro.Adam(ro.hyper(1e-2, per=per)),
+                ro.Adam(ro.hyper(0.05, per="leaf")),
+                ro.Adam(ro.hyper(0.01, per="leaf")),
+            )
         if not tie:
             return ro.Stack[3](ro.Adam(ro.hyper(1e-2, per=per)))
         # A tied set tunes all it has, and updates itself: the same `per` for all.
@@ -101,13 +108,22 @@ def test_a_layer_tower_is_a_leaf_tower_on_merged_layers(tie):
     chex.assert_trees_all_close(losses, losses_m, rtol=1e-9)
     # Every level's hyperparameters: level 1's per layer in flattening order
     # (l0.b, l0.w | l1.b, l1.w | s) against the merged (l0 | l1 | s).
-    for hp, hp_m in zip(ro.hyperparams(state), ro.hyperparams(state_m)):
+    # With `upper="leaf"`, level 2's lrs are one per value of level 1's (b1, b2,
+    # then the five lrs: two layers' copies), level 3's one per value of level
+    # 2's (b1, b2, then level 2's seven lrs with their copies).
+    copies = {5: [(0, 1), (2, 3)], 7: [(2, 3), (4, 5)], 9: [(4, 5), (6, 7)]}
+    for level, (hp, hp_m) in enumerate(
+        zip(ro.hyperparams(state), ro.hyperparams(state_m)), 1
+    ):
         for name in hp:
             mine = jax.tree.leaves(hp[name])
-            if len(mine) == 5:  # level 1's (every level's, tied) per layer
-                assert mine[0] == mine[1] and mine[2] == mine[3]  # bit for bit
-                mine = [mine[0], mine[2], mine[4]]
+            pairs = copies.get(len(mine), [])
+            for i, j in pairs:
+                assert mine[i] == mine[j]  # a layer's copies: equal, bit for bit
+            mine = [v for k, v in enumerate(mine) if k not in {j for _, j in pairs}]
             np.testing.assert_allclose(mine, jax.tree.leaves(hp_m[name]), rtol=1e-9)
+            if upper == "leaf" and level < 3:  # level 3 is the top: not tuned
+                assert len({float(v) for v in mine}) == len(mine)  # moved apart
     # Not vacuous: the lrs moved, and apart.
     lr = jax.tree.leaves(ro.hyperparams(state)[0]["lr"])
     assert len({float(v) for v in lr}) == 3 and all(abs(v - 1e-2) > 1e-4 for v in lr)

@@ -4,9 +4,10 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 import recursive_opt as ro
+from recursive_opt._hyper import layer_groups
 
 from .helpers import CATALOGUE, copies
 
@@ -19,7 +20,7 @@ trees = st.recursive(
     ),
     max_leaves=5,
 )
-pers = st.sampled_from(["tree", "leaf", "element"])
+pers = st.sampled_from(["tree", "layer", "leaf", "element"])
 
 
 def _make_params(shape_tree, seed):
@@ -42,6 +43,15 @@ def _make_params(shape_tree, seed):
     entry=st.sampled_from(CATALOGUE),
     seed=st.integers(0, 2**16),
 )
+# Always tried: layers of a dict and of a tuple in a tuple beside a lone array.
+@example(
+    shape_tree={"a": {"c": (2,), "d": (3,)}, "b": ((2,), ((1,), (2, 2)))},
+    depth=3,
+    per="layer",
+    tie=False,
+    entry=CATALOGUE[3],  # Adam
+    seed=0,
+)
 def test_towers_on_random_trees(shape_tree, depth, per, tie, entry, seed):
     params = _make_params(shape_tree, seed)
     tower = copies(depth, entry.make(per), tie)
@@ -59,8 +69,15 @@ def test_towers_on_random_trees(shape_tree, depth, per, tie, entry, seed):
     lr = hp[0]["lr"]
     if per == "tree":
         assert jnp.shape(lr) == ()
-    elif per == "leaf":
+    elif per in ("layer", "leaf"):
         assert jax.tree.structure(lr) == jax.tree.structure(params)
         assert all(jnp.shape(v) == () for v in jax.tree.leaves(lr))
+        if per == "layer":  # a layer's leaves share one value, bit for bit
+            values = {}
+            groups = layer_groups(params)
+            for k, v in zip(groups, jax.tree.leaves(lr)):
+                assert values.setdefault(k, v) == v
+            if len(set(groups)) > 1 and depth > 1:  # and the layers' values part
+                assert len(set(float(v) for v in values.values())) > 1
     else:
         chex.assert_trees_all_equal_shapes(lr, params)
