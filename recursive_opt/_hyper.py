@@ -144,7 +144,9 @@ class Hyper(eqx.Module):
     that tree. For `per="layer"`, `groups` then numbers each leaf's layer (in
     flattening order): the values of one layer start equal, and the level above
     moves them by their layer's hypergradient (the sum of its leaves'), so they
-    stay equal.
+    stay equal. Above level 1, a hyperparameter of any `per` but `"tree"` whose
+    target holds the copies of a `per="layer"` value of the level below groups
+    them the same way (`value_groups`).
     """
 
     raw: PyTree[Array]
