@@ -92,6 +92,9 @@ binary-weight MLP under the straight-through estimator, ordinal regression).
 `--tasks fresh19` four more, written on 2026-12-07 before any run (JAX's
 tutorial MLP as a list of `(w, b)` tuples, a radial-basis network, a tabular
 model with embedding tables, a character model with tied embeddings).
+`--tasks fresh20` four more, written after those before any run (a feature-grid
+image field, a simulated variational quantum eigensolver, a SwiGLU residual
+MLP, a Duffing oscillator's constants identified through a rollout).
 `--tasks raw` five probes
 of unnormalised targets and inputs (tanh and ReLU MLPs on diabetes' raw targets,
 the two heads' regression alone, digits on raw pixels, a ReLU regression on
@@ -2885,6 +2888,193 @@ def tied_lm_task(context: int = 6, width: int = 32):
     )
 
 
+def grid_field_task(resolutions=(4, 8, 16, 32), features: int = 2):
+    """A multiresolution grid encoding (dense, unhashed Instant-NGP; Mueller et al.
+    2022) fitting a 2-D image: four learned feature grids (4x4 to 32x32, two
+    features a cell, started at 1e-2 x a standard normal), bilinearly
+    interpolated at each pixel's coordinates and concatenated into an 8-32-1 ReLU
+    MLP. The image: rings and a checkerboard patch on the unit square, 64 x 64
+    pixels; a random 80 % to train on, the rest to test. Each pixel moves only
+    its cells' features, so the grids' gradients are sparse and of scales apart
+    from the MLP's. Test metric: MSE on the held-out pixels."""
+    n = 64
+    u = (np.arange(n) + 0.5) / n
+    xx, yy = np.meshgrid(u, u, indexing="ij")
+    r = np.hypot(xx - 0.4, yy - 0.45)
+    image = 0.5 + 0.4 * np.sin(30 * r) * np.exp(-3 * r)
+    patch = (xx > 0.65) & (yy > 0.6)
+    image = np.where(
+        patch, 0.5 + 0.4 * np.sign(np.sin(40 * xx) * np.sin(40 * yy)), image
+    )
+    coords = np.stack([xx.ravel(), yy.ravel()], -1).astype(np.float32)
+    values = image.ravel().astype(np.float32)
+    order = np.random.default_rng(769).permutation(n * n)
+    train, test = order[: int(0.8 * n * n)], order[int(0.8 * n * n) :]
+    keys = jr.split(jr.key(773), len(resolutions) + 1)
+    params = {
+        "grids": [
+            1e-2 * jr.normal(k, (g + 1, g + 1, features))
+            for k, g in zip(keys, resolutions)
+        ],
+        "mlp": init_mlp(keys[-1], (features * len(resolutions), 32, 1)),
+    }
+
+    def encode(grids, x):
+        out = []
+        for grid in grids:
+            g = grid.shape[0] - 1
+            pos = x * g
+            i = jnp.clip(jnp.floor(pos).astype(jnp.int32), 0, g - 1)
+            f = pos - i
+            c00 = grid[i[:, 0], i[:, 1]]
+            c10 = grid[i[:, 0] + 1, i[:, 1]]
+            c01 = grid[i[:, 0], i[:, 1] + 1]
+            c11 = grid[i[:, 0] + 1, i[:, 1] + 1]
+            fx, fy = f[:, :1], f[:, 1:]
+            top = c00 * (1 - fx) + c10 * fx
+            bottom = c01 * (1 - fx) + c11 * fx
+            out.append(top * (1 - fy) + bottom * fy)
+        return jnp.concatenate(out, -1)
+
+    def loss(p, b):
+        pred = mlp(p["mlp"], encode(p["grids"], b[0]), jax.nn.relu)[:, 0]
+        return jnp.mean((pred - b[1]) ** 2)
+
+    return Task(
+        "grid-encoded image field", (coords[train], values[train]),
+        (coords[test], values[test]), params, loss, loss, "test MSE", 256,
+    )  # fmt: skip
+
+
+def vqe_task(qubits: int = 6, layers: int = 4, field: float = 1.0):
+    """A variational quantum eigensolver, simulated: a 6-qubit statevector from
+    |0...0>, four layers of a Y rotation on each qubit followed by a chain of
+    controlled-Z gates, then a last layer of Y rotations (30 angles, started at
+    0.1 x a standard normal); the loss its energy under the transverse-field
+    Ising Hamiltonian -sum Z_i Z_i+1 - sum X_i (open chain, field 1), less the
+    exact ground energy (so the loss is >= 0). No data, no noise; the angles are
+    periodic and the landscape has the plateaus of such circuits. Test metric:
+    the same excess energy."""
+    dim = 2**qubits
+    bits = (np.arange(dim)[:, None] >> np.arange(qubits)[None, ::-1]) & 1
+    z = 1 - 2 * bits  # Z eigenvalue of each qubit, per basis state
+    zz = np.sum(z[:, :-1] * z[:, 1:], 1).astype(np.float64)
+    cz = np.prod(np.where(bits[:, :-1] & bits[:, 1:], -1, 1), 1)  # the CZ chain
+    flips = [np.arange(dim) ^ (1 << (qubits - 1 - q)) for q in range(qubits)]
+    h = -np.diag(zz)
+    for f in flips:
+        h[np.arange(dim), f] -= field
+    ground = float(np.linalg.eigvalsh(h)[0])
+    zz, cz = jnp.asarray(zz, jnp.float32), jnp.asarray(cz, jnp.float32)
+    flips = [jnp.asarray(f) for f in flips]
+    dummy = (np.zeros((256, 1), np.float32), np.zeros(256, np.float32))
+
+    def ry(state, q, angle):  # a real rotation on qubit q
+        c, s = jnp.cos(angle / 2), jnp.sin(angle / 2)
+        sign = jnp.asarray(z[:, q], jnp.float32)  # +1 for |0>, -1 for |1>
+        return c * state + s * sign * state[flips[q]]
+
+    def energy(p, b):
+        state = jnp.zeros(dim).at[0].set(1.0)
+        for layer in range(layers + 1):
+            for q in range(qubits):
+                state = ry(state, q, p["angles"][layer, q])
+            if layer < layers:
+                state = cz * state
+        x_part = sum(jnp.sum(state * state[f]) for f in flips)
+        return jnp.sum(zz * state**2) * -1.0 - field * x_part - ground
+
+    params = {"angles": 0.1 * jr.normal(jr.key(787), (layers + 1, qubits))}
+    return Task("variational quantum eigensolver", dummy, dummy, params, energy,
+                energy, "excess energy", 1)  # fmt: skip
+
+
+def swiglu_task(width: int = 64, hidden: int = 128, blocks: int = 2):
+    """A small modern MLP on digits: a linear embedding, two residual blocks of
+    RMSNorm (a learned gain) and a SwiGLU feed-forward (Shazeer 2020: (silu(x W1)
+    * x W3) W2, no biases), a final RMSNorm and a linear head; each block a dict,
+    so its gain and its three matrices are one layer. Test metric: accuracy."""
+    d = ro.load_digits()
+    keys = iter(jr.split(jr.key(797), 3 * blocks + 2))
+    params = {
+        "embed": init_mlp(next(keys), (64, width))[0],
+        "blocks": [
+            {
+                "gain": jnp.ones(width),
+                "w1": jr.normal(next(keys), (width, hidden)) / np.sqrt(width),
+                "w3": jr.normal(next(keys), (width, hidden)) / np.sqrt(width),
+                "w2": jr.normal(next(keys), (hidden, width)) / np.sqrt(hidden),
+            }
+            for _ in range(blocks)
+        ],
+        "final_gain": jnp.ones(width),
+        "head": init_mlp(next(keys), (width, 10))[0],
+    }
+
+    def rms(x, gain):
+        return x * jax.lax.rsqrt(jnp.mean(x**2, -1, keepdims=True) + 1e-6) * gain
+
+    def logits(p, x):
+        h = x @ p["embed"]["w"] + p["embed"]["b"][None]
+        for blk in p["blocks"]:
+            u = rms(h, blk["gain"][None])
+            h = h + (jax.nn.silu(u @ blk["w1"]) * (u @ blk["w3"])) @ blk["w2"]
+        h = rms(h, p["final_gain"][None])
+        return h @ p["head"]["w"] + p["head"]["b"][None]
+
+    return Task(
+        "SwiGLU residual MLP", d.train, d.test, params,
+        lambda p, b: _ce(logits(p, b[0]), b[1]), _accuracy(logits),
+        "test accuracy", 128,
+    )  # fmt: skip
+
+
+def sysid_task(horizon: int = 60, dt: float = 0.05):
+    """System identification: the four constants of a damped Duffing oscillator
+    (x'' = -c x' - k x - beta x^3 + a cos(t)) fitted to observed trajectories
+    through a 60-step Euler rollout. True k = 4, c = 0.3, beta = 1, a = 0.5;
+    the model holds log k, log c, beta and a as scalars under the root (each its
+    own layer), started at k = 1, c = 1, beta = 0, a = 0. The batch: trajectories
+    from random initial states, observed with noise 0.01. A handful of
+    physical parameters whose gradients come through a recursion. Test metric:
+    the trajectory MSE from held-out initial states."""
+    rng = np.random.default_rng(809)
+
+    def rollout(consts, x0, v0):
+        k, c, beta, a = consts
+
+        def step(state, t):
+            x, v = state
+            acc = -c * v - k * x - beta * x**3 + a * jnp.cos(t * dt)
+            return (x + dt * v, v + dt * acc), x
+
+        _, xs = jax.lax.scan(step, (x0, v0), jnp.arange(horizon, dtype=jnp.float32))
+        return xs.T  # (batch, horizon)
+
+    starts = rng.uniform(-1.5, 1.5, size=(2500, 2)).astype(np.float32)
+    true = (4.0, 0.3, 1.0, 0.5)
+    traj = np.asarray(rollout(true, starts[:, 0], starts[:, 1]))
+    traj = (traj + 0.01 * rng.normal(size=traj.shape)).astype(np.float32)
+    x = np.concatenate([starts, traj], 1)  # the initial state, then the trajectory
+    y = np.zeros(2500, np.float32)
+    params = {
+        "log_k": jnp.zeros(()),
+        "log_c": jnp.zeros(()),
+        "beta": jnp.zeros(()),
+        "a": jnp.zeros(()),
+    }
+
+    def loss(p, b):
+        consts = (jnp.exp(p["log_k"]), jnp.exp(p["log_c"]), p["beta"], p["a"])
+        pred = rollout(consts, b[0][:, 0], b[0][:, 1])
+        return jnp.mean((pred - b[0][:, 2:]) ** 2)
+
+    return Task(
+        "Duffing oscillator identification", (x[:2000], y[:2000]),
+        (x[2000:], y[2000:]), params, loss, loss, "test trajectory MSE", 32,
+    )  # fmt: skip
+
+
 TASKS = {
     "digits": digits_task,
     "cancer": breast_cancer_task,
@@ -3130,6 +3320,18 @@ FRESH19_TASKS = {
     "rbf": rbf_task,
     "tabular": tabular_task,
     "tied_lm": tied_lm_task,
+}
+
+# Four more of kinds none of the above has, written on 2026-12-07 (later) before
+# any run (`--tasks fresh20`): a multiresolution feature-grid field (sparse grid
+# gradients), a simulated variational quantum eigensolver (periodic angles, no
+# data), a residual SwiGLU MLP with RMSNorm gains, the constants of a Duffing
+# oscillator identified through a rollout.
+FRESH20_TASKS = {
+    "grid_field": grid_field_task,
+    "vqe": vqe_task,
+    "swiglu": swiglu_task,
+    "sysid": sysid_task,
 }
 
 CEILING = ro.Stack[3](ro.Adam()).levels[0].lr.bounds  # (None, 1.0) for starts <= 1
@@ -3430,6 +3632,7 @@ TASK_SETS = {
     "fresh17": FRESH17_TASKS,
     "fresh18": FRESH18_TASKS,
     "fresh19": FRESH19_TASKS,
+    "fresh20": FRESH20_TASKS,
     "raw": RAW_TASKS,
 }
 
