@@ -123,6 +123,7 @@ import jax.random as jr
 import numpy as np
 import optax
 from _common import init_mlp, machine, mlp, next_to_me, pyplot, table
+from jax.scipy.ndimage import map_coordinates
 from peers import (
     Task,
     _accuracy,
@@ -2919,22 +2920,14 @@ def grid_field_task(resolutions=(4, 8, 16, 32), features: int = 2):
         "mlp": init_mlp(keys[-1], (features * len(resolutions), 32, 1)),
     }
 
+    def bilinear(grid, x):  # (cells, cells, features) at x in the unit square
+        pos = list((x * (grid.shape[0] - 1)).T)
+        return jnp.stack(
+            [map_coordinates(grid[..., k], pos, order=1) for k in range(features)], -1
+        )
+
     def encode(grids, x):
-        out = []
-        for grid in grids:
-            g = grid.shape[0] - 1
-            pos = x * g
-            i = jnp.clip(jnp.floor(pos).astype(jnp.int32), 0, g - 1)
-            f = pos - i
-            c00 = grid[i[:, 0], i[:, 1]]
-            c10 = grid[i[:, 0] + 1, i[:, 1]]
-            c01 = grid[i[:, 0], i[:, 1] + 1]
-            c11 = grid[i[:, 0] + 1, i[:, 1] + 1]
-            fx, fy = f[:, :1], f[:, 1:]
-            top = c00 * (1 - fx) + c10 * fx
-            bottom = c01 * (1 - fx) + c11 * fx
-            out.append(top * (1 - fy) + bottom * fy)
-        return jnp.concatenate(out, -1)
+        return jnp.concatenate([bilinear(grid, x) for grid in grids], -1)
 
     def loss(p, b):
         pred = mlp(p["mlp"], encode(p["grids"], b[0]), jax.nn.relu)[:, 0]
