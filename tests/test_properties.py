@@ -9,7 +9,7 @@ from hypothesis import example, given, settings, strategies as st
 import recursive_opt as ro
 from recursive_opt._hyper import layer_groups
 
-from .helpers import CATALOGUE, copies
+from .helpers import BY_NAME, CATALOGUE, copies
 
 shapes = st.lists(st.integers(1, 3), min_size=0, max_size=3).map(tuple)
 trees = st.recursive(
@@ -49,7 +49,7 @@ def _make_params(shape_tree, seed):
     depth=3,
     per="layer",
     tie=False,
-    entry=CATALOGUE[3],  # Adam
+    entry=BY_NAME["adam"],
     seed=0,
 )
 def test_towers_on_random_trees(shape_tree, depth, per, tie, entry, seed):
