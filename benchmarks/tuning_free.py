@@ -95,6 +95,9 @@ model with embedding tables, a character model with tied embeddings).
 `--tasks fresh20` four more, written after those before any run (a feature-grid
 image field, a simulated variational quantum eigensolver, a SwiGLU residual
 MLP, a Duffing oscillator's constants identified through a rollout).
+`--tasks fresh21` four more, written in a new session before any run (a
+linear-chain CRF tagger, a neural cellular automaton, a CLIP-style two-tower
+model with a learned temperature, a CP tensor completion).
 `--tasks raw` five probes
 of unnormalised targets and inputs (tanh and ReLU MLPs on diabetes' raw targets,
 the two heads' regression alone, digits on raw pixels, a ReLU regression on
@@ -3068,6 +3071,199 @@ def sysid_task(horizon: int = 60, dt: float = 0.05):
     )  # fmt: skip
 
 
+def crf_task(states: int = 5, symbols: int = 30, length: int = 16):
+    """A linear-chain CRF tagger (Lafferty et al. 2001) on sequences sampled from a
+    sticky hidden Markov model (5 states, 30 symbols with overlapping emission
+    distributions, 16 steps): each position's emission scores from a window of
+    three symbols (a learned embedding table, a 48-32 tanh layer, a 32-5 layer),
+    a learned 5x5 transition matrix and start scores; the loss is the negative
+    log-likelihood of the tags under the chain, with the partition function by the
+    forward algorithm (a scan of log-sum-exps), per token. The transition matrix
+    and start scores sit under the root, each a layer of its own. Test metric: the
+    Viterbi path's token accuracy."""
+    rng = np.random.default_rng(811)
+    trans = 0.7 * np.eye(states) + 0.3 * rng.dirichlet(np.ones(states), states)
+    emit = rng.dirichlet(0.3 * np.ones(symbols), states)
+    n = 2000
+    tags = np.zeros((n, length), np.int32)
+    tags[:, 0] = rng.integers(0, states, n)
+    for t in range(1, length):
+        u = rng.random(n)[:, None]
+        tags[:, t] = (u > np.cumsum(trans[tags[:, t - 1]], 1)).sum(1)
+    u = rng.random((n, length))[..., None]
+    obs = (u > np.cumsum(emit[tags], -1)).sum(-1).clip(0, symbols - 1).astype(np.int32)
+    keys = jr.split(jr.key(821), 4)
+    params = {
+        "embed": 0.3 * jr.normal(keys[0], (symbols + 1, 16)),  # the last: padding
+        "hidden": init_mlp(keys[1], (48, 32))[0],
+        "out": init_mlp(keys[2], (32, states))[0],
+        "trans": jnp.zeros((states, states)),
+        "start": jnp.zeros(states),
+    }
+
+    def scores(p, x):  # (batch, length, states)
+        pad = jnp.full((len(x), 1), symbols)
+        win = jnp.concatenate([pad, x, pad], 1)
+        e = p["embed"][jnp.stack([win[:, :-2], win[:, 1:-1], win[:, 2:]], -1)]
+        h = jnp.tanh(e.reshape(*x.shape, 48) @ p["hidden"]["w"] + p["hidden"]["b"])
+        return h @ p["out"]["w"] + p["out"]["b"]
+
+    def nll(p, b):
+        x, y = b
+        s = scores(p, x)
+        rows = jnp.arange(len(x))[:, None]
+        gold = jnp.sum(s[rows, jnp.arange(length), y], 1) + p["start"][y[:, 0]]
+        gold = gold + jnp.sum(p["trans"][y[:, :-1], y[:, 1:]], 1)
+
+        def forward(alpha, s_t):
+            alpha = jax.nn.logsumexp(alpha[:, :, None] + p["trans"], 1) + s_t
+            return alpha, None
+
+        alpha, _ = jax.lax.scan(
+            forward, p["start"] + s[:, 0], jnp.moveaxis(s, 1, 0)[1:]
+        )
+        return jnp.mean(jax.nn.logsumexp(alpha, -1) - gold) / length
+
+    def viterbi_accuracy(p, b):
+        x, y = b
+        s = jnp.moveaxis(scores(p, x), 1, 0)
+
+        def best(delta, s_t):
+            cand = delta[:, :, None] + p["trans"]  # (batch, from, to)
+            return jnp.max(cand, 1) + s_t, jnp.argmax(cand, 1)
+
+        delta, back = jax.lax.scan(best, p["start"] + s[0], s[1:])
+        last = jnp.argmax(delta, -1)
+
+        def trace(tag, bp):
+            prev = jnp.take_along_axis(bp, tag[:, None], 1)[:, 0]
+            return prev, tag
+
+        first, path = jax.lax.scan(trace, last, back, reverse=True)
+        path = jnp.concatenate([first[None], path], 0).T
+        return jnp.mean(path == y)
+
+    return Task(
+        "linear-chain CRF tagger", (obs[:1500], tags[:1500]),
+        (obs[1500:], tags[1500:]), params, nll, viterbi_accuracy,
+        "test token accuracy", 32,
+    )  # fmt: skip
+
+
+def cellular_automaton_task(size: int = 16, channels: int = 8, steps: int = 24):
+    """A neural cellular automaton (Mordvintsev et al. 2020, without the random
+    updates): a 16x16 toroidal grid of 8 channels grown from one seeded cell; each
+    step every cell perceives itself and its channels' Sobel gradients (24
+    features) and adds the output of a 24-64-8 ReLU MLP (its last layer started
+    at zero); after 24 steps channel 0 should draw a ring. The gradient flows back
+    through the 24 steps, through the same weights at every step. No data, no
+    noise. Test metric: channel 0's MSE after 32 steps (whether the pattern
+    persists past the steps it was trained on)."""
+    u = np.arange(size) - (size - 1) / 2
+    r = np.hypot(*np.meshgrid(u, u, indexing="ij"))
+    target = jnp.asarray(np.exp(-((r - 5.0) ** 2) / 2.0), jnp.float32)
+    seed = jnp.zeros((size, size, channels)).at[size // 2, size // 2, 1:].set(1.0)
+    dummy = (np.zeros((256, 1), np.float32), np.zeros(256, np.float32))
+    keys = jr.split(jr.key(829), 2)
+    params = {
+        "perceive": init_mlp(keys[0], (3 * channels, 64))[0],
+        "update": {"w": jnp.zeros((64, channels)), "b": jnp.zeros(channels)},
+    }
+
+    def sobel(x, axis):  # central difference along `axis`, smoothed across it
+        other = 1 - axis
+        d = jnp.roll(x, -1, axis) - jnp.roll(x, 1, axis)
+        return (jnp.roll(d, 1, other) + 2 * d + jnp.roll(d, -1, other)) / 8
+
+    def grow(p, n):
+        def step(x, _):
+            feats = jnp.concatenate([x, sobel(x, 0), sobel(x, 1)], -1)
+            h = jax.nn.relu(feats @ p["perceive"]["w"] + p["perceive"]["b"])
+            return x + h @ p["update"]["w"] + p["update"]["b"], None
+
+        return jax.lax.scan(step, seed, None, length=n)[0][..., 0]
+
+    def loss(p, b):
+        return jnp.mean((grow(p, steps) - target) ** 2)
+
+    def persists(p, b):
+        return jnp.mean((grow(p, 32) - target) ** 2)
+
+    return Task("neural cellular automaton", dummy, dummy, params, loss, persists,
+                "MSE after 32 steps", 1)  # fmt: skip
+
+
+def two_tower_task(dim: int = 16, hidden: int = 64):
+    """A CLIP-style two-tower model (Radford et al. 2021) on digits: the left four
+    columns of each 8x8 image and the right four are encoded by two 32-64-16 tanh
+    MLPs into unit vectors, scored by their dot product times a learned scale
+    (the log of it a scalar under the root, started at log(1/0.07) and capped at
+    log(100), as CLIP does), under a symmetric InfoNCE loss over the pairs of a
+    batch of 64. Test metric: top-1 retrieval accuracy, each test image's left
+    half against every test image's right half."""
+    d = ro.load_digits()
+    halves = lambda x: (x.reshape(-1, 8, 8)[:, :, :4].reshape(-1, 32),  # noqa: E731
+                        x.reshape(-1, 8, 8)[:, :, 4:].reshape(-1, 32))  # fmt: skip
+    keys = jr.split(jr.key(839), 2)
+    params = {
+        "left": init_mlp(keys[0], (32, hidden, dim)),
+        "right": init_mlp(keys[1], (32, hidden, dim)),
+        "log_scale": jnp.asarray(np.log(1 / 0.07), jnp.float32),
+    }
+    unit = lambda z: z / jnp.linalg.norm(z, axis=-1, keepdims=True).clip(1e-6)  # noqa: E731
+
+    def logits(p, b):
+        a, c = unit(mlp(p["left"], b[0])), unit(mlp(p["right"], b[1]))
+        return jnp.exp(jnp.minimum(p["log_scale"], np.log(100.0))) * a @ c.T
+
+    def info_nce(p, b):
+        z = logits(p, b)
+        labels = jnp.arange(len(z))
+        return (_ce(z, labels) + _ce(z.T, labels)) / 2
+
+    def retrieval(p, b):
+        z = logits(p, b)
+        return jnp.mean(jnp.argmax(z, 1) == jnp.arange(len(z)))
+
+    return Task("two-tower contrastive, learned temperature", halves(d.train[0]),
+                halves(d.test[0]), params, info_nce, retrieval,
+                "test top-1 retrieval", 64)  # fmt: skip
+
+
+def cp_completion_task(shape=(20, 24, 28), rank: int = 3, fitted: int = 5):
+    """Tensor completion by a CP decomposition (Hitchcock 1927; Kolda and Bader
+    2009): a 20 x 24 x 28 tensor of rank 3 (factors standard normal / 3^(1/2),
+    plus noise of sd 0.05), of which a random 25 % of entries are observed;
+    three rank-5 factor matrices (started at 0.5 x a standard normal) fit them by
+    squared error on batches of 128 entries. Trilinear, with the saddles and
+    scaling symmetries of a factorisation; the three factors sit under the root,
+    each a layer. Test metric: MSE on 10 % of the entries held out."""
+    rng = np.random.default_rng(853)
+    true = [rng.normal(size=(k, rank)) / np.sqrt(3) for k in shape]
+    full = np.einsum("ir,jr,kr->ijk", *true)
+    full = full + 0.05 * rng.normal(size=shape)
+    order = rng.permutation(full.size)
+    n_train, n_test = full.size // 4, full.size // 10
+    ijk = np.stack(np.unravel_index(order, shape), 1).astype(np.int32)
+    vals = full.reshape(-1)[order].astype(np.float32)
+    keys = jr.split(jr.key(857), 3)
+    params = {
+        name: 0.5 * jr.normal(k, (n, fitted))
+        for name, k, n in zip(("a", "b", "c"), keys, shape)
+    }
+
+    def loss(p, b):
+        i, j, k = b[0][:, 0], b[0][:, 1], b[0][:, 2]
+        pred = jnp.sum(p["a"][i] * p["b"][j] * p["c"][k], -1)
+        return jnp.mean((pred - b[1]) ** 2)
+
+    test = slice(n_train, n_train + n_test)
+    return Task(
+        "CP tensor completion", (ijk[:n_train], vals[:n_train]),
+        (ijk[test], vals[test]), params, loss, loss, "test MSE", 128,
+    )  # fmt: skip
+
+
 TASKS = {
     "digits": digits_task,
     "cancer": breast_cancer_task,
@@ -3325,6 +3521,18 @@ FRESH20_TASKS = {
     "vqe": vqe_task,
     "swiglu": swiglu_task,
     "sysid": sysid_task,
+}
+
+# Four more of kinds none of the above has, written on 2026-12-07 (a new
+# session) before any run (`--tasks fresh21`): a linear-chain CRF tagger
+# (a forward-algorithm partition function, a transition matrix under the root),
+# a neural cellular automaton (one small MLP applied for 24 steps on a grid), a
+# CLIP-style two-tower model with a learned temperature, a CP tensor completion.
+FRESH21_TASKS = {
+    "crf": crf_task,
+    "nca": cellular_automaton_task,
+    "two_tower": two_tower_task,
+    "cp": cp_completion_task,
 }
 
 CEILING = ro.Stack[3](ro.Adam()).levels[0].lr.bounds  # (None, 1.0) for starts <= 1
@@ -3626,6 +3834,7 @@ TASK_SETS = {
     "fresh18": FRESH18_TASKS,
     "fresh19": FRESH19_TASKS,
     "fresh20": FRESH20_TASKS,
+    "fresh21": FRESH21_TASKS,
     "raw": RAW_TASKS,
 }
 
