@@ -3227,7 +3227,7 @@ def two_tower_task(dim: int = 16, hidden: int = 64):
 
     return Task("two-tower contrastive, learned temperature", halves(d.train[0]),
                 halves(d.test[0]), params, info_nce, retrieval,
-                "test top-1 retrieval", 64)  # fmt: skip
+                "test top-1 retrieval accuracy", 64)  # fmt: skip
 
 
 def cp_completion_task(shape=(20, 24, 28), rank: int = 3, fitted: int = 5):
@@ -4206,7 +4206,7 @@ def untuned_table(keys: list[str], makers: dict, steps: int) -> None:
             ends[n] = (float(ratios(end, best)[0]), float(m[0]))
             logs[n].append(np.log(ends[n][0]))
         ours, ours_metric = ends[names[0]]
-        higher = "accuracy" in task.metric_name  # else lower is better
+        higher = higher_is_better(task.metric_name)
         for n in names[1:]:
             r, m = ends[n]
             loss_wins[n][0 if ours < 0.99 * r else 1 if ours <= 1.01 * r else 2] += 1
@@ -4232,6 +4232,12 @@ def untuned_table(keys: list[str], makers: dict, steps: int) -> None:
             f"higher on {ll} of {len(keys)}; test metric better on {mw}, equal "
             f"(0.1 %) on {mt}, worse on {ml}"
         )
+
+
+def higher_is_better(metric_name: str) -> bool:
+    """Whether a larger test metric is better: accuracies and the concordance
+    index; every other metric of the tasks is a loss, an error or a cost."""
+    return any(word in metric_name for word in ("accuracy", "concordance"))
 
 
 def plot(results, grid, once, path):
