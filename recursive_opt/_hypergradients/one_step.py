@@ -191,8 +191,8 @@ def _contract(
             width = max(r.shape[-1] for r in rows)
             padded = [jnp.pad(r, (0, width - r.shape[-1])) for r in rows]
             sums = jnp.stack(padded).sum(1)
-            for k, (i, j) in enumerate(at):
-                out[i][j] = sums[k]
+            for k, (i, j) in enumerate(at):  # each in its own row's dtype, as
+                out[i][j] = sums[k].astype(rows[k].dtype)  # per leaf (mixed trees)
         return [tuple(t) for t in out]
 
     if _BATCHED is not None:
