@@ -19,6 +19,7 @@ from ._defaults import (
     default_warmup,
     default_warmup_shape,
 )
+from ._flat import flattens, to_flat
 from ._hyper import (
     clip,
     hyper_fields,
@@ -217,7 +218,10 @@ class Stack(eqx.Module):
             for k, level in enumerate(self.levels):
                 opt = clip(resolve(level, target, groups if k == 0 else None, copies))
                 opts.append(opt)
-                targets.append(target)
+                # Above level 1, one vector per dtype where the level steps
+                # the values below it so (`_flat`).
+                flat = k > 0 and flattens(opt, target)
+                targets.append(to_flat(target, target) if flat else target)
                 target, copies = tuned_raw(opt), value_groups(opt)
             opts = steppers = tuple(opts)
         states = tuple(o.init_state(t) for o, t in zip(steppers, targets))

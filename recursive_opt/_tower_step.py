@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import PyTree
 
+from ._flat import flattens, from_flat, to_flat
 from ._hyper import clip, per_layer, tuned_raw, with_raw
 from ._hypergradients.one_step import (
     scaled,
@@ -51,12 +52,16 @@ def previous(record, opts, states, saved) -> Previous:
     return Previous(record, tuple(opts[:-1]), tuple(states[1:-1]), tuple(saved[1:]))
 
 
-def _chain(G: list, opts, states, saved) -> list:
+def _chain(G: list, below, opts, states, saved) -> list:
     """`G` = [grads, G_2] extended with G_3..G_d: the record of each level k in
-    2..d-1 (`opts`, `states`, `saved` list those levels) carries the hypergradient
-    of the level below to its own hyperparameters."""
-    for opt, state, record in zip(opts, states, saved):
-        G.append(record.hypergrad(opt, state, G[-1]))
+    2..d-1 (`opts`, `states`, `saved` list those levels; `below`, the levels
+    under them) carries the hypergradient of the level below to its own
+    hyperparameters, laid out as the level steps those (`_flat`)."""
+    for lower, opt, state, record in zip(below, opts, states, saved):
+        g, tree = G[-1], tuned_raw(lower)
+        if flattens(opt, tree):
+            g = to_flat(g, tree)
+        G.append(record.hypergrad(opt, state, g))
     return G
 
 
@@ -72,7 +77,9 @@ def update_untied(tower, grads, cotangent, state, params, hvps):
     has_prev = state.count > 0
     # Hypergradients of every level, from the previous step's updates.
     G2 = scheme.hypergrad(opts[0], states[0], saved[0], cotangent)
-    G = _chain([grads, G2], opts[1 : d - 1], states[1 : d - 1], saved[1:])
+    G = _chain(
+        [grads, G2], opts[: d - 2], opts[1 : d - 1], states[1 : d - 1], saved[1:]
+    )
     G[1:] = [zero_unless(has_prev, g) for g in G[1:]]
     # Top down: each level's hyperparameters change before the level below
     # uses them, and bounds hold before it steps.
@@ -104,7 +111,7 @@ def _update_fused(tower, grads, cotangent, state, params, hvps):
     # Step t-1 was taken with prev.opts[0], which the levels above had made at
     # step t-2 from prev's records: the chain differentiates through those.
     G2 = scheme.hypergrad(prev.opts[0], states[0], prev.record, cotangent)
-    G = _chain([grads, G2], prev.opts[1:], prev.states, prev.saved)
+    G = _chain([grads, G2], prev.opts[:-1], prev.opts[1:], prev.states, prev.saved)
     # No step before the first; no level above had stepped before the second.
     G[1] = zero_unless(state.count > 0, G[1])
     G[2:] = [zero_unless(state.count > 1, g) for g in G[2:]]
@@ -133,13 +140,17 @@ def _levels_above(opts: list, states: list, saved: list, G: list) -> None:
     their own."""
     d = len(opts)
     for k in reversed(range(1, d)):
-        target = tuned_raw(opts[k - 1])
-        g = per_layer(opts[k - 1], G[k])
+        tree = tuned_raw(opts[k - 1])
+        target, g = tree, per_layer(opts[k - 1], G[k])
+        flat = flattens(opts[k], tree)
+        if flat:  # one vector per dtype (`_flat`)
+            target, g = to_flat(tree, tree), to_flat(g, tree)
         if k < d - 1:
             updates, states[k], saved[k] = step_record(opts[k], g, states[k], target)
         else:
             updates, states[k] = opts[k].update(g, states[k], target)
-        opts[k - 1] = clip(with_raw(opts[k - 1], apply_updates(target, updates)))
+        new = apply_updates(target, updates)
+        opts[k - 1] = clip(with_raw(opts[k - 1], from_flat(new, tree) if flat else new))
 
 
 def update_tied(tower, grads, cotangent, state, params, hvps):
