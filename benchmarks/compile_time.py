@@ -7,16 +7,26 @@ linear in depth, read from the ratio of the last interval's slope to the first's
 
     python benchmarks/compile_time.py [--depths 1,2,4,8,16] [--repeats 2]
         [--png benchmarks/compile_time.png]
+    python benchmarks/compile_time.py --blocks 3,6,12,24
+
+`--blocks` instead times a transformer language model's train step (width 64,
+sequence 32, batch 4; 6 arrays a block) by its number of blocks, for optax Adam,
+the default tower `Stack[3](Adam())` (one lr per layer), the same with its
+upper levels stepping the lrs leaf by leaf (as before they were stepped as
+vectors: `recursive_opt._flat`) and one lr for the model.
 """
 
 import argparse
 import time
 
+import jax
 import jax.random as jr
 import numpy as np
+import optax
 from _common import init_mlp, machine, make_step, next_to_me, pyplot, save, table
 
 import recursive_opt as ro
+from recursive_opt import _flat
 
 FAMILIES = {
     "SGD-m": lambda: ro.SGD(0.01, momentum=0.9),
@@ -36,12 +46,69 @@ def compile_seconds(tower, params, x, y) -> tuple[float, float]:
     return traced, time.perf_counter() - start
 
 
+def lm_seconds(make_tx, blocks: int, leafwise: bool = False) -> float:
+    """Trace + compile seconds of a fresh jitted train step of the language model
+    of `accelerator.py` with `blocks` blocks, width 64, sequence 32, batch 4."""
+    from accelerator import init_lm, lm_loss
+
+    params = init_lm(jr.key(0), blocks, 64, 32)
+    tokens = jr.randint(jr.key(1), (4, 33), 0, 256)
+    tx = make_tx()
+    _flat._ENABLED = not leafwise
+    try:
+        state = tx.init(params)
+
+        def step(params, state):
+            updates, state = tx.update(jax.grad(lm_loss)(params, tokens), state, params)
+            return optax.apply_updates(params, updates), state
+
+        start = time.perf_counter()
+        jax.jit(step).lower(params, state).compile()
+        return time.perf_counter() - start
+    finally:
+        _flat._ENABLED = True
+
+
+LM_TOWERS = {
+    "optax Adam": (lambda: optax.adam(1e-3), False),
+    "Stack[3](Adam())": (lambda: ro.Stack[3](ro.Adam()).as_optax(), False),
+    "the same, upper levels leaf by leaf": (
+        lambda: ro.Stack[3](ro.Adam()).as_optax(),
+        True,
+    ),
+    "one lr for the model": (
+        lambda: ro.Stack[3](ro.Adam(ro.hyper(1e-2, bounds=(None, 1.0)))).as_optax(),
+        False,
+    ),
+}
+
+
+def by_blocks(blocks: list[int], repeats: int) -> None:
+    rows = []
+    for n in blocks:
+        secs = {
+            name: min(lm_seconds(make, n, leafwise) for _ in range(repeats))
+            for name, (make, leafwise) in LM_TOWERS.items()
+        }
+        base = secs["optax Adam"]
+        rows.append(
+            [n, 6 * n + 3] + [f"{t:.2f} ({t / base:.1f}x)" for t in secs.values()]
+        )
+        print(f"{n} blocks done", flush=True)
+    print(f"\n{machine()}; transformer LM, width 64; best of {repeats}\n")
+    print(table(["blocks", "leaves", *(f"{k}: s (x optax)" for k in LM_TOWERS)], rows))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--depths", default="1,2,4,8,16")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--png", default=next_to_me("compile_time.png"))
+    parser.add_argument("--blocks", help="e.g. 3,6,12: by the model's size instead")
     args = parser.parse_args()
+    if args.blocks:
+        by_blocks([int(b) for b in args.blocks.split(",")], args.repeats)
+        return
     depths = [int(d) for d in args.depths.split(",")]
     kx, ky, kp = jr.split(jr.key(0), 3)
     x, y = jr.normal(kx, (256, 784)), jr.randint(ky, (256,), 0, 10)
