@@ -349,23 +349,6 @@ def _clip_raw(raw: Array, transform: str, bounds: Bounds) -> Array:
     return raw
 
 
-def map_scalars(fn: Callable[[Array], Array], tree: PyTree[Array]) -> PyTree[Array]:
-    """`jax.tree.map(fn, tree)` for an elementwise `fn`; where `tree` is many
-    scalars (one value per layer or array of a model), one call on their stack
-    per dtype: a few operations for the tree, not a few per leaf, which a
-    tower's compiled step would carry for every array of the model."""
-    leaves, treedef = jax.tree.flatten(tree)
-    if len(leaves) < 2 or any(jnp.ndim(x) != 0 for x in leaves):
-        return jax.tree.map(fn, tree)
-    out: list = [None] * len(leaves)
-    for dtype in dict.fromkeys(jnp.result_type(x) for x in leaves):
-        at = [i for i, x in enumerate(leaves) if jnp.result_type(x) == dtype]
-        done = fn(jnp.stack([leaves[i] for i in at]))
-        for k, i in enumerate(at):
-            out[i] = done[k]
-    return jax.tree.unflatten(treedef, out)
-
-
 def clip(opt):
     """`opt` with every bounded hyperparameter moved into its bounds."""
     fields = {n: h for n, h in hyper_fields(opt).items() if h.bounds is not None}
@@ -373,7 +356,7 @@ def clip(opt):
         return opt
     names = list(fields)
     new = [
-        map_scalars(
+        jax.tree.map(
             lambda r, h=fields[n]: _clip_raw(r, h.transform, h.bounds), fields[n].raw
         )
         for n in names

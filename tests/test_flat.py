@@ -96,30 +96,3 @@ def test_upper_levels_do_not_grow_with_the_leaves():
     grows = _equations(per_layer, 16) - _equations(per_layer, 8)
     grows_one = _equations(one_lr, 16) - _equations(one_lr, 8)
     assert grows <= 2 * grows_one, (grows, grows_one)
-
-
-def test_bounds_on_many_scalars_are_one_stack_per_dtype():
-    """`clip` moves a per-layer lr's scalars into their bounds on their stack
-    (`_hyper.map_scalars`): bit for bit what it does leaf by leaf."""
-    from recursive_opt._hyper import _clip_raw, map_scalars
-
-    raw = {
-        "a": jnp.float32(0.7),
-        "b": [jnp.float64(-3.0), jnp.float32(-20.0)],
-        "c": jnp.float64(2.5),
-    }
-
-    def bound(r):
-        return _clip_raw(r, "log", (1e-6, 1.0))
-
-    stacked = map_scalars(bound, raw)
-    chex.assert_trees_all_equal(stacked, jax.tree.map(bound, raw))
-    chex.assert_trees_all_equal_dtypes(stacked, raw)
-    # At the bounds: log(1) above, log(1e-6) below, in each leaf's dtype.
-    assert stacked["a"] == 0.0 and stacked["c"] == 0.0
-    assert stacked["b"][1] == jnp.log(jnp.float32(1e-6))
-    # Arrays that are not all scalars are mapped leaf by leaf.
-    chex.assert_trees_all_equal(
-        map_scalars(bound, {"w": jnp.full(3, 2.0), "b": jnp.float32(-30.0)}),
-        {"w": jnp.zeros(3), "b": jnp.log(jnp.float32(1e-6))},
-    )
