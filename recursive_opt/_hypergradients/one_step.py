@@ -191,8 +191,10 @@ def _contract(
             width = max(r.shape[-1] for r in rows)
             padded = [jnp.pad(r, (0, width - r.shape[-1])) for r in rows]
             sums = jnp.stack(padded).sum(1)
-            for k, (i, j) in enumerate(at):  # each in its own row's dtype, as
-                out[i][j] = sums[k].astype(rows[k].dtype)  # per leaf (mixed trees)
+            # Each sum in its own row's dtype, as the per-leaf branch gives it
+            # (a tree of float32 and float64 leaves).
+            for k, (i, j) in enumerate(at):
+                out[i][j] = sums[k].astype(rows[k].dtype)
         return [tuple(t) for t in out]
 
     if _BATCHED is not None:
