@@ -98,6 +98,9 @@ MLP, a Duffing oscillator's constants identified through a rollout).
 `--tasks fresh21` four more, written in a new session before any run (a
 linear-chain CRF tagger, a neural cellular automaton, a CLIP-style two-tower
 model with a learned temperature, a CP tensor completion).
+`--tasks fresh22` four more, written in the session after (a Bayesian MLP by
+variational inference, a linear SVM on the hinge loss, batch-hard triplet
+metric learning, a GRU encoder-decoder reversing sequences).
 `--tasks raw` five probes
 of unnormalised targets and inputs (tanh and ReLU MLPs on diabetes' raw targets,
 the two heads' regression alone, digits on raw pixels, a ReLU regression on
@@ -3535,6 +3538,193 @@ FRESH21_TASKS = {
     "cp": cp_completion_task,
 }
 
+
+def bnn_task(hidden: int = 32, n: int = 600, prior: float = 1.0):
+    """A Bayesian neural network by variational inference (Blundell et al. 2015,
+    "Bayes by backprop"): a 1-32-32-1 tanh MLP whose every weight is a Gaussian
+    (a mean and a softplus-parametrised standard deviation, started at 0.01),
+    fitted to y = sin(3x) + 0.3 x + noise (sd 0.1) on x in [-2, 2] by the
+    negative ELBO per example: a Gaussian likelihood at the known noise, one
+    weight draw per batch (the reparametrisation's noise from the batch), plus
+    the KL divergence to a N(0, 1) prior over the training set's size. Twice as
+    many arrays as the network has, means and scales. Test metric: the MSE of
+    the mean network's prediction."""
+    rng = np.random.default_rng(907)
+    x = rng.uniform(-2, 2, (n + 400, 1)).astype(np.float32)
+    y = (np.sin(3 * x) + 0.3 * x + 0.1 * rng.standard_normal(x.shape)).astype(
+        np.float32
+    )
+    sizes = (1, hidden, hidden, 1)
+    means = init_mlp(jr.key(911), sizes)
+    rho0 = float(np.log(np.expm1(0.01)))  # softplus(rho0) = 0.01
+    params = [
+        {"mu": layer, "rho": jax.tree.map(lambda a: jnp.full_like(a, rho0), layer)}
+        for layer in means
+    ]
+
+    def loss(p, b):
+        key = _key_of(b[0])
+        sampled, kl = [], 0.0
+        for i, layer in enumerate(p):
+            sd = jax.tree.map(jax.nn.softplus, layer["rho"])
+            eps = {k: jr.normal(jr.fold_in(key, 2 * i + j), v.shape)
+                   for j, (k, v) in enumerate(sorted(layer["mu"].items()))}  # fmt: skip
+            sampled.append(
+                jax.tree.map(lambda m, s, e: m + s * e, layer["mu"], sd, eps)
+            )
+            kl += sum(
+                jnp.sum(jnp.log(prior / s) + (s**2 + m**2) / (2 * prior**2) - 0.5)
+                for m, s in zip(jax.tree.leaves(layer["mu"]), jax.tree.leaves(sd))
+            )
+        pred = mlp(sampled, b[0])
+        nll = jnp.mean((pred - b[1]) ** 2) / (2 * 0.1**2)
+        return nll + kl / n
+
+    def mse(p, b):
+        return jnp.mean((mlp([layer["mu"] for layer in p], b[0]) - b[1]) ** 2)
+
+    return Task(
+        "Bayes-by-backprop MLP", (x[:n], y[:n]), (x[n:], y[n:]), params, loss, mse,
+        "test MSE of the mean network", 32,
+    )  # fmt: skip
+
+
+def svm_task(penalty: float = 1e-3):
+    """A linear support vector machine on digits' 3s against 8s (the 64 pixel
+    features, standardised): the mean hinge loss max(0, 1 - y f(x)) plus
+    penalty x ||w||^2, nonsmooth, and exactly 0 on every example outside the
+    margin, so whole batches can give gradients of the penalty alone. Test
+    metric: accuracy."""
+    d = ro.load_digits()
+
+    def pick(data):
+        x, y = data
+        keep = (y == 3) | (y == 8)
+        return x[keep], np.where(y[keep] == 3, 1.0, -1.0).astype(np.float32)
+
+    (x, y), (xt, yt) = pick(d.train), pick(d.test)
+    mean, sd = x.mean(0), x.std(0) + 1e-3
+    x, xt = (x - mean) / sd, (xt - mean) / sd
+    params = {"w": jnp.zeros(64), "b": jnp.zeros(())}
+
+    def loss(p, b):
+        margin = b[1] * (b[0] @ p["w"] + p["b"])
+        return jnp.mean(jnp.maximum(0.0, 1.0 - margin)) + penalty * p["w"] @ p["w"]
+
+    def accuracy(p, b):
+        return jnp.mean(jnp.sign(b[0] @ p["w"] + p["b"]) == b[1])
+
+    return Task(
+        "linear SVM, hinge loss", (x, y), (xt, yt), params, loss, accuracy,
+        "test accuracy", 32,
+    )  # fmt: skip
+
+
+def triplet_task(margin: float = 0.5, dim: int = 16):
+    """Metric learning with the batch-hard triplet loss (Hermans et al. 2017) on
+    digits: a 64-64-16 ReLU network maps images to unit vectors; for each image
+    of a batch of 64, its farthest same-class and nearest other-class images in
+    the batch, hinge max(0, margin + d_pos - d_neg) at margin 0.5. Piecewise,
+    with its hardest pairs changing from batch to batch. Test metric: leave-one-
+    out nearest-neighbour accuracy among the test images' embeddings."""
+    d = ro.load_digits()
+    params = init_mlp(jr.key(919), (64, 64, dim))
+
+    def embed(p, x):
+        z = mlp(p, x, activation=jax.nn.relu)
+        return z / jnp.linalg.norm(z, axis=-1, keepdims=True).clip(1e-6)
+
+    def distances(z):
+        return jnp.sqrt(jnp.maximum(2 - 2 * z @ z.T, 1e-12))
+
+    def loss(p, b):
+        dist = distances(embed(p, b[0]))
+        same = b[1][:, None] == b[1][None, :]
+        pos = jnp.max(jnp.where(same, dist, 0.0), 1)
+        neg = jnp.min(jnp.where(same, jnp.inf, dist), 1)
+        return jnp.mean(jnp.maximum(0.0, margin + pos - neg))
+
+    def nn_accuracy(p, b):
+        dist = distances(embed(p, b[0])) + jnp.eye(len(b[1])) * 1e6
+        return jnp.mean(b[1][jnp.argmin(dist, 1)] == b[1])
+
+    return Task(
+        "batch-hard triplet embedding", d.train, d.test, params, loss, nn_accuracy,
+        "test 1-NN accuracy", 64,
+    )  # fmt: skip
+
+
+def seq2seq_task(length: int = 8, tokens: int = 10, hidden: int = 48):
+    """Sequence reversal by an encoder-decoder of two GRUs (Sutskever et al. 2014,
+    without attention): sequences of 8 tokens out of 10, embedded in 16
+    dimensions; the encoder's last state starts the decoder, which reads the
+    target reversed sequence shifted by one (teacher forcing, a start token) and
+    predicts each token. Everything must pass through one 48-dimensional state.
+    Test metric: per-token accuracy under teacher forcing."""
+    rng = np.random.default_rng(929)
+    n = 3000
+    x = rng.integers(0, tokens, (n, length)).astype(np.int32)
+    y = x[:, ::-1].copy()
+    keys = jr.split(jr.key(931), 6)
+
+    def gru(k):
+        k1, k2 = jr.split(k)
+        return {
+            "wx": jr.normal(k1, (16, 3 * hidden)) / np.sqrt(16),
+            "wh": jr.normal(k2, (hidden, 3 * hidden)) / np.sqrt(hidden),
+            "b": jnp.zeros(3 * hidden),
+        }
+
+    params = {
+        "embed": jr.normal(keys[0], (tokens + 1, 16)),  # the last: start token
+        "encoder": gru(keys[1]),
+        "decoder": gru(keys[2]),
+        "out": init_mlp(keys[3], (hidden, tokens))[0],
+    }
+
+    def run(g, h, emb):
+        def cell(h, e):
+            a, r_h = e @ g["wx"] + g["b"], h @ g["wh"]
+            z = jax.nn.sigmoid(a[:, :hidden] + r_h[:, :hidden])
+            r = jax.nn.sigmoid(a[:, hidden : 2 * hidden] + r_h[:, hidden : 2 * hidden])
+            c = jnp.tanh(a[:, 2 * hidden :] + r * r_h[:, 2 * hidden :])
+            h = (1 - z) * h + z * c
+            return h, h
+
+        return jax.lax.scan(cell, h, jnp.swapaxes(emb, 0, 1))
+
+    def logits(p, b):
+        src, tgt = b
+        h, _ = run(p["encoder"], jnp.zeros((len(src), hidden)), p["embed"][src])
+        start = jnp.full((len(tgt), 1), tokens)
+        inputs = jnp.concatenate([start, tgt[:, :-1]], 1)
+        _, hs = run(p["decoder"], h, p["embed"][inputs])
+        return jnp.swapaxes(hs, 0, 1) @ p["out"]["w"] + p["out"]["b"]
+
+    def loss(p, b):
+        return _ce(logits(p, b).reshape(-1, tokens), b[1].reshape(-1))
+
+    def accuracy(p, b):
+        return jnp.mean(jnp.argmax(logits(p, b), -1) == b[1])
+
+    return Task(
+        "GRU encoder-decoder, reversal", (x[:2500], y[:2500]), (x[2500:], y[2500:]),
+        params, loss, accuracy, "test token accuracy", 64,
+    )  # fmt: skip
+
+
+# Four more of kinds none of the above has, written on 2026-12-07 (evening, a
+# new session) before any run (`--tasks fresh22`): a Bayesian MLP by variational
+# inference (means and scales of every weight, a noisy objective), a linear SVM
+# (hinge loss: exactly 0 outside the margin), batch-hard triplet metric learning,
+# a GRU encoder-decoder reversing sequences.
+FRESH22_TASKS = {
+    "bnn": bnn_task,
+    "svm": svm_task,
+    "triplet": triplet_task,
+    "seq2seq": seq2seq_task,
+}
+
 CEILING = ro.Stack[3](ro.Adam()).levels[0].lr.bounds  # (None, 1.0) for starts <= 1
 
 
@@ -3835,6 +4025,7 @@ TASK_SETS = {
     "fresh19": FRESH19_TASKS,
     "fresh20": FRESH20_TASKS,
     "fresh21": FRESH21_TASKS,
+    "fresh22": FRESH22_TASKS,
     "raw": RAW_TASKS,
 }
 
