@@ -231,6 +231,34 @@ def _unknown_rows(text: str, known: set[str]) -> list[str]:
     return [name for name in quoted if name not in known]
 
 
+def _unknown_tasks(text: str, known: set[str]) -> list[str]:
+    lists = r"--tasks[ =]+(\w+(?:,\s*\w+)*)"
+    quoted = re.findall(lists, re.sub(r"\s+", " ", text))
+    assert quoted, "no --tasks in the text"
+    names = {n.strip() for q in quoted for n in q.split(",")}
+    return sorted(names - known)
+
+
+def test_the_benchmark_tasks_the_docs_quote_exist(monkeypatch):
+    """Every name in a `--tasks a,b,...` of the two READMEs is a task or a set of
+    tasks of `benchmarks/tuning_free.py` (or `every`, `trend_gate.py`'s): the
+    scripts stop with "unknown task(s)" otherwise. Wrapped lines included; the
+    placeholders `GROUPS` and `freshN` stand for such names."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import tuning_free as tf
+
+    known = {*tf.TASK_SETS, *tf.TASKS, *tf.EXTRA_TASKS, *tf.makers_of(*tf.TASK_SETS)}
+    known |= {"every", "GROUPS", "freshN"}
+    assert {"all", "fresh22", "seq2seq", "ctc"} <= known
+    readmes = (ROOT / "README.md", ROOT / "benchmarks" / "README.md")
+    text = "\n".join(readme.read_text() for readme in readmes)
+    assert text.count("--tasks") >= 100
+    assert _unknown_tasks(text, known) == []
+    # The check catches what it is for, across a line break too.
+    wrapped = "--tasks fresh22,\n nope --tasks\n ctc,fresh99`"
+    assert _unknown_tasks(wrapped, known) == ["fresh99", "nope"]
+
+
 def test_the_benchmark_rows_the_docs_quote_exist():
     """Every `--row "NAME"` in a command of the two READMEs names a row
     `benchmarks/tuning_free.py` has (it stops with "unknown row(s)" otherwise),
