@@ -3811,6 +3811,29 @@ def defaults() -> dict:
     }
 
 
+def _prodigy_floor(lr, c: float = 0.1):
+    """A probe, not in the library: the default tower with level 1's lrs kept at
+    least min(c x d_t, 1), d_t prodigy's distance estimate (`optax.contrib.prodigy`
+    updated beside the tower on the same gradients at the tower's parameters, its
+    own step discarded), written with `optax.tree_utils.tree_set` after every
+    update ("A floor from prodigy's distance estimate" in benchmarks/README.md)."""
+    tower, prodigy = ro.Stack[3](ro.Adam(lr)).as_optax(), optax.contrib.prodigy()
+
+    def init(params):
+        return tower.init(params), prodigy.init(params)
+
+    def update(grads, state, params):
+        updates, tower_state = tower.update(grads, state[0], params)
+        _, prodigy_state = prodigy.update(grads, state[1], params)
+        floor = jnp.minimum(c * prodigy_state.estim_lr, 1.0)
+        lrs = optax.tree_utils.tree_get(tower_state, "lr", filtering=ro.at_level(1))
+        lrs = jax.tree.map(lambda x: jnp.maximum(x, floor).astype(x.dtype), lrs)
+        tower_state = optax.tree_utils.tree_set(tower_state, ro.at_level(1), lr=lrs)
+        return updates, (tower_state, prodigy_state)
+
+    return optax.GradientTransformation(init, update)
+
+
 def ablation() -> dict:
     """What each choice of the default bought (all Stack[3] unless named); each
     row changes one choice of the default, or names the older towers."""
@@ -3920,6 +3943,7 @@ def ablation() -> dict:
             ro.Adam(lr), hypergradient=ro.RealTime(0.9)
         ),
         "default (Stack[3](Adam(lr)))": lambda lr: ro.Stack[3](ro.Adam(lr)).as_optax(),
+        "level 1's lrs floored at 0.1 x prodigy's estimate (a probe)": _prodigy_floor,
     }
 
 
