@@ -845,6 +845,18 @@ def dropout_task(rate: float = 0.3):
     )  # fmt: skip
 
 
+def _gru_step(g, h, e):
+    """One GRU step (Cho et al. 2014): `g` holds the input weights `wx`, the
+    recurrent `wh` and the bias `b`, the update, reset and candidate gates side
+    by side."""
+    hidden = h.shape[-1]
+    a, r_h = e @ g["wx"] + g["b"], h @ g["wh"]
+    z = jax.nn.sigmoid(a[:, :hidden] + r_h[:, :hidden])
+    r = jax.nn.sigmoid(a[:, hidden : 2 * hidden] + r_h[:, hidden : 2 * hidden])
+    c = jnp.tanh(a[:, 2 * hidden :] + r * r_h[:, 2 * hidden :])
+    return (1 - z) * h + z * c
+
+
 def gru_task(length: int = 20, tokens: int = 4, hidden: int = 32):
     """A GRU classifier: which of 4 tokens is most frequent in a sequence of 20
     (ties to the lowest), from 8-dimensional embeddings."""
@@ -863,15 +875,8 @@ def gru_task(length: int = 20, tokens: int = 4, hidden: int = 32):
     }
 
     def predict(p, xs):
-        def cell(h, e):
-            a = e @ p["wx"] + p["b"]
-            r_h = h @ p["wh"]
-            z = jax.nn.sigmoid(a[:, :hidden] + r_h[:, :hidden])
-            r = jax.nn.sigmoid(a[:, hidden : 2 * hidden] + r_h[:, hidden : 2 * hidden])
-            c = jnp.tanh(a[:, 2 * hidden :] + r * r_h[:, 2 * hidden :])
-            return (1 - z) * h + z * c, None
-
         emb = jnp.swapaxes(p["embed"][xs], 0, 1)  # time first
+        cell = lambda h, e: (_gru_step(p, h, e), None)  # noqa: E731
         h, _ = jax.lax.scan(cell, jnp.zeros((xs.shape[0], hidden)), emb)
         return h @ p["out"]["w"] + p["out"]["b"]
 
@@ -3684,11 +3689,7 @@ def seq2seq_task(length: int = 8, tokens: int = 10, hidden: int = 48):
 
     def run(g, h, emb):
         def cell(h, e):
-            a, r_h = e @ g["wx"] + g["b"], h @ g["wh"]
-            z = jax.nn.sigmoid(a[:, :hidden] + r_h[:, :hidden])
-            r = jax.nn.sigmoid(a[:, hidden : 2 * hidden] + r_h[:, hidden : 2 * hidden])
-            c = jnp.tanh(a[:, 2 * hidden :] + r * r_h[:, 2 * hidden :])
-            h = (1 - z) * h + z * c
+            h = _gru_step(g, h, e)
             return h, h
 
         return jax.lax.scan(cell, h, jnp.swapaxes(emb, 0, 1))

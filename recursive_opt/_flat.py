@@ -54,11 +54,12 @@ def _dtypes(leaves) -> list:
 def to_flat(tree: PyTree[Array], like: PyTree[Array]) -> tuple[Array, ...]:
     """`tree`'s scalars as one vector per dtype of `like`'s leaves (the same
     structure), each leaf cast to its counterpart's dtype."""
-    leaves = jax.tree.structure(like).flatten_up_to(tree)
-    kinds = [jnp.result_type(x) for x in jax.tree.leaves(like)]
+    like_leaves, treedef = jax.tree.flatten(like)
+    leaves = treedef.flatten_up_to(tree)
+    kinds = [jnp.result_type(x) for x in like_leaves]
     return tuple(
         jnp.stack([jnp.asarray(x, d) for x, k in zip(leaves, kinds) if k == d])
-        for d in _dtypes(jax.tree.leaves(like))
+        for d in _dtypes(like_leaves)
     )
 
 
