@@ -3812,12 +3812,15 @@ def defaults() -> dict:
     }
 
 
-def _prodigy_floor(lr, c: float = 0.1):
+def _prodigy_floor(lr, c: float = 0.1, ratchet: bool = False):
     """A probe, not in the library: the default tower with level 1's lrs kept at
     least min(c x d_t, 1), d_t prodigy's distance estimate (`optax.contrib.prodigy`
     updated beside the tower on the same gradients at the tower's parameters, its
     own step discarded), written with `optax.tree_utils.tree_set` after every
-    update ("A floor from prodigy's distance estimate" in benchmarks/README.md)."""
+    update ("A floor from prodigy's distance estimate" in benchmarks/README.md).
+    With `ratchet`, each lr's floor is also at most the lr the step began with:
+    the floor stops a fall but never raises an lr (prodigy's estimate only
+    grows, and a late growth would lift lrs the tower had left below it)."""
     tower, prodigy = ro.Stack[3](ro.Adam(lr)).as_optax(), optax.contrib.prodigy()
 
     def init(params):
@@ -3828,7 +3831,12 @@ def _prodigy_floor(lr, c: float = 0.1):
         _, prodigy_state = prodigy.update(grads, state[1], params)
         floor = jnp.minimum(c * prodigy_state.estim_lr, 1.0)
         lrs = optax.tree_utils.tree_get(tower_state, "lr", filtering=ro.at_level(1))
-        lrs = jax.tree.map(lambda x: jnp.maximum(x, floor).astype(x.dtype), lrs)
+        if ratchet:  # never above the lr the step began with: stops falls only
+            before = optax.tree_utils.tree_get(state[0], "lr", filtering=ro.at_level(1))
+            floors = jax.tree.map(lambda b: jnp.minimum(floor, b), before)
+        else:
+            floors = jax.tree.map(lambda _: floor, lrs)
+        lrs = jax.tree.map(lambda x, f: jnp.maximum(x, f).astype(x.dtype), lrs, floors)
         tower_state = optax.tree_utils.tree_set(tower_state, ro.at_level(1), lr=lrs)
         return updates, (tower_state, prodigy_state)
 
@@ -3945,6 +3953,9 @@ def ablation() -> dict:
         ),
         "default (Stack[3](Adam(lr)))": lambda lr: ro.Stack[3](ro.Adam(lr)).as_optax(),
         "level 1's lrs floored at 0.1 x prodigy's estimate (a probe)": _prodigy_floor,
+        "the same floor, never raising an lr (a probe)": functools.partial(
+            _prodigy_floor, ratchet=True
+        ),
     }
 
 
