@@ -3812,7 +3812,7 @@ def defaults() -> dict:
     }
 
 
-def _prodigy_floor(lr, c: float = 0.1, ratchet: bool = False):
+def _prodigy_floor(lr, c: float = 0.1, ratchet: bool = False, spike=None):
     """A probe, not in the library: the default tower with level 1's lrs kept at
     least min(c x d_t, 1), d_t prodigy's distance estimate (`optax.contrib.prodigy`
     updated beside the tower on the same gradients at the tower's parameters, its
@@ -3820,16 +3820,25 @@ def _prodigy_floor(lr, c: float = 0.1, ratchet: bool = False):
     update ("A floor from prodigy's distance estimate" in benchmarks/README.md).
     With `ratchet`, each lr's floor is also at most the lr the step began with:
     the floor stops a fall but never raises an lr (prodigy's estimate only
-    grows, and a late growth would lift lrs the tower had left below it)."""
+    grows, and a late growth would lift lrs the tower had left below it). With
+    `spike` (a factor), the floor is gone for good once a running mean of the
+    gradient's norm (decay 0.9) exceeds `spike` times its lowest value since
+    step 100: a loss spike is not the noise a lean comes from."""
     tower, prodigy = ro.Stack[3](ro.Adam(lr)).as_optax(), optax.contrib.prodigy()
 
     def init(params):
-        return tower.init(params), prodigy.init(params)
+        watch = (jnp.zeros(()), jnp.asarray(jnp.inf), jnp.ones(()), jnp.zeros(()))
+        return tower.init(params), prodigy.init(params), watch
 
     def update(grads, state, params):
         updates, tower_state = tower.update(grads, state[0], params)
         _, prodigy_state = prodigy.update(grads, state[1], params)
-        floor = jnp.minimum(c * prodigy_state.estim_lr, 1.0)
+        mean, low, on, count = state[2]
+        if spike is not None:
+            mean = 0.9 * mean + 0.1 * optax.global_norm(grads)
+            low = jnp.where(count >= 100, jnp.minimum(low, mean), low)
+            on = jnp.where(mean > spike * low, 0.0, on)
+        floor = on * jnp.minimum(c * prodigy_state.estim_lr, 1.0)
         lrs = optax.tree_utils.tree_get(tower_state, "lr", filtering=ro.at_level(1))
         if ratchet:  # never above the lr the step began with: stops falls only
             before = optax.tree_utils.tree_get(state[0], "lr", filtering=ro.at_level(1))
@@ -3838,7 +3847,8 @@ def _prodigy_floor(lr, c: float = 0.1, ratchet: bool = False):
             floors = jax.tree.map(lambda _: floor, lrs)
         lrs = jax.tree.map(lambda x, f: jnp.maximum(x, f).astype(x.dtype), lrs, floors)
         tower_state = optax.tree_utils.tree_set(tower_state, ro.at_level(1), lr=lrs)
-        return updates, (tower_state, prodigy_state)
+        watch = (mean, low, on, count + 1)
+        return updates, (tower_state, prodigy_state, watch)
 
     return optax.GradientTransformation(init, update)
 
@@ -3955,6 +3965,9 @@ def ablation() -> dict:
         "level 1's lrs floored at 0.1 x prodigy's estimate (a probe)": _prodigy_floor,
         "the same floor, never raising an lr (a probe)": functools.partial(
             _prodigy_floor, ratchet=True
+        ),
+        "the same floor, gone after a 10x gradient spike (a probe)": (
+            functools.partial(_prodigy_floor, spike=10.0)
         ),
     }
 
