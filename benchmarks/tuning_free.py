@@ -3827,16 +3827,16 @@ def _prodigy_floor(lr, c: float = 0.1, ratchet: bool = False, spike=None):
     tower, prodigy = ro.Stack[3](ro.Adam(lr)).as_optax(), optax.contrib.prodigy()
 
     def init(params):
-        watch = (jnp.zeros(()), jnp.asarray(jnp.inf), jnp.ones(()), jnp.zeros(()))
+        watch = (jnp.zeros(()), jnp.asarray(jnp.inf), jnp.ones(()))  # mean, low, on
         return tower.init(params), prodigy.init(params), watch
 
     def update(grads, state, params):
         updates, tower_state = tower.update(grads, state[0], params)
         _, prodigy_state = prodigy.update(grads, state[1], params)
-        mean, low, on, count = state[2]
-        if spike is not None:
+        mean, low, on = state[2]
+        if spike is not None:  # prodigy's count: the steps before this one
             mean = 0.9 * mean + 0.1 * optax.global_norm(grads)
-            low = jnp.where(count >= 100, jnp.minimum(low, mean), low)
+            low = jnp.where(state[1].count >= 100, jnp.minimum(low, mean), low)
             on = jnp.where(mean > spike * low, 0.0, on)
         floor = on * jnp.minimum(c * prodigy_state.estim_lr, 1.0)
         lrs = optax.tree_utils.tree_get(tower_state, "lr", filtering=ro.at_level(1))
@@ -3847,8 +3847,7 @@ def _prodigy_floor(lr, c: float = 0.1, ratchet: bool = False, spike=None):
             floors = jax.tree.map(lambda _: floor, lrs)
         lrs = jax.tree.map(lambda x, f: jnp.maximum(x, f).astype(x.dtype), lrs, floors)
         tower_state = optax.tree_utils.tree_set(tower_state, ro.at_level(1), lr=lrs)
-        watch = (mean, low, on, count + 1)
-        return updates, (tower_state, prodigy_state, watch)
+        return updates, (tower_state, prodigy_state, (mean, low, on))
 
     return optax.GradientTransformation(init, update)
 
