@@ -240,7 +240,10 @@ def run_grid(task: Task, make_tx: Callable, lrs, steps: int, seed: int = 1):
                 updates, new_state, loss = tx.step_with(grads_and_loss, params, state)
             else:
                 loss, grads = jax.value_and_grad(task.loss)(params, batch)
-                updates, new_state = tx.update(grads, state, params)
+                if isinstance(tx, ro.HoldCuts):  # it reads the batch loss
+                    updates, new_state = tx.update(grads, state, params, value=loss)
+                else:
+                    updates, new_state = tx.update(grads, state, params)
             new = (optax.apply_updates(params, updates), new_state)
             return kept_if_finite(loss, updates, new, carry), None
 

@@ -3968,6 +3968,12 @@ def ablation() -> dict:
         "the same floor, gone after a 10x gradient spike (a probe)": (
             functools.partial(_prodigy_floor, spike=10.0)
         ),
+        "ro.DistanceFloor(Stack[3](Adam(lr)))": lambda lr: ro.DistanceFloor(
+            ro.Stack[3](ro.Adam(lr))
+        ),
+        "ro.HoldCuts(Stack[3](Adam(lr)))": lambda lr: ro.HoldCuts(
+            ro.Stack[3](ro.Adam(lr))
+        ),
     }
 
 

@@ -12,6 +12,10 @@ from ._data import (
     read_idx as read_idx,
 )
 from ._fit import FitResult as FitResult, fit as fit
+from ._floor import (
+    DistanceFloor as DistanceFloor,
+    DistanceFloorState as DistanceFloorState,
+)
 from ._guard import DivergenceError as DivergenceError
 from ._hold import HoldCuts as HoldCuts, HoldState as HoldState
 from ._hyper import (

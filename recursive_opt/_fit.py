@@ -139,7 +139,8 @@ def fit(
         are trained) or a Flax NNX module (its `nnx.Param`s are trained; its other
         state, such as batch statistics, is carried along).
     - `tower`: a `ro.Stack`, a `ro.HoldCuts` (given each batch's loss), a
-        recursive_opt optimiser, or any optax transformation (or
+        `ro.DistanceFloor`, a recursive_opt optimiser, or any optax
+        transformation (or
         `optax.MultiSteps`). One with extra arguments gets optax's: the batch
         loss as `value=`, the gradient as `grad=` and the batch's loss as a
         function of the parameters as `value_fn=` (`reduce_on_plateau`,

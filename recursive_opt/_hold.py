@@ -233,20 +233,3 @@ class HoldCuts(eqx.Module):
     def as_optax(self) -> optax.GradientTransformationExtraArgs:
         """This rule as an optax transformation whose `update` takes `value=loss`."""
         return as_optax(self, extra_args=True)
-
-
-def stack_of(tower: Any) -> Any:
-    """The `Stack` inside `tower` if it is a `HoldCuts`, else `tower`."""
-    return tower.tower if isinstance(tower, HoldCuts) else tower
-
-
-def stack_state(state: Any) -> Any:
-    """The tower's state inside `state` if it is a `HoldState`, else `state`."""
-    return state.tower if isinstance(state, HoldState) else state
-
-
-def with_stack(tower: Any, stack: Stack) -> Any:
-    """`tower` with its `Stack` replaced by `stack` (`tower` itself if a Stack)."""
-    if isinstance(tower, HoldCuts):
-        return eqx.tree_at(lambda h: h.tower, tower, stack)
-    return stack

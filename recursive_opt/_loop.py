@@ -19,12 +19,12 @@ import optax
 from jaxtyping import Array, Int, PyTree
 
 from ._guard import all_finite, bound, normalise_bounds
-from ._hold import HoldCuts, stack_of, stack_state, with_stack
 from ._model import Model, Skeleton, select
 from ._optax import apply_updates, unaliased
 from ._optimiser import AbstractOptimiser
 from ._stack import Stack
 from ._state import TowerState, hyperparams
+from ._wrappers import WRAPPERS, after, stack_of, stack_state, with_stack
 
 ON_NONFINITE = ("skip", "stop", "ignore")
 
@@ -39,16 +39,17 @@ class Carry(eqx.Module):
     bad_step: Int[Array, ""]  # the first non-finite step, or -1
 
 
-def as_tower(tower: Any) -> Stack | HoldCuts | optax.GradientTransformation:
+def as_tower(tower: Any) -> Any:
     if isinstance(tower, AbstractOptimiser):
         return Stack(tower)  # Stack(opt) behaves exactly as opt.
-    if isinstance(tower, (Stack, HoldCuts, optax.GradientTransformation)):
+    if isinstance(tower, (Stack, *WRAPPERS, optax.GradientTransformation)):
         return tower
     if isinstance(tower, optax.MultiSteps):  # a class of its own, not a transformation
         return tower.gradient_transformation()
     raise TypeError(
         "The optimiser must be a recursive_opt optimiser (ro.Adam(...)), a tower "
-        "(ro.Stack[...](...), ro.HoldCuts(...)) or an optax.GradientTransformation, "
+        "(ro.Stack[...](...), ro.HoldCuts(...), ro.DistanceFloor(...)) or an "
+        "optax.GradientTransformation, "
         f"got {type(tower).__name__}."
     )
 
@@ -353,7 +354,6 @@ class Program(eqx.Module):
             static.append(rest)
             return out[2], dynamic
 
-        held = isinstance(self.tower, HoldCuts)
         stack = stack_of(self.tower)
         if isinstance(stack, Stack):  # a scheme may need the loss itself
             meta = None
@@ -367,8 +367,10 @@ class Program(eqx.Module):
         else:
             dynamic = grads_and_aux(c.params)[1]
         loss, aux, grads, rest = eqx.combine(dynamic, static[0])
-        if held:
-            opt_state = self.tower.after(c.opt_state, opt_state, grads, updates, loss)
+        if isinstance(self.tower, WRAPPERS):
+            opt_state = after(
+                self.tower, c.opt_state, opt_state, grads, updates, c.params, loss
+            )
         if isinstance(self.tower, optax.GradientTransformationExtraArgs):
 
             def value_fn(p):  # at the parameters' dtypes (a line search's

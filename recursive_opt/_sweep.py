@@ -15,12 +15,12 @@ from jaxtyping import PyTree
 
 from ._checks import check_positive
 from ._driver import drive, fetch, stack_history
-from ._hold import HoldState, stack_of, stack_state
 from ._hyper import TRANSFORMS, hyper_fields, outside
 from ._loop import Loop, normalise_key
 from ._model import Model, _is_nnx, data_to_keys, keys_to_data
 from ._stack import Stack
 from ._state import brief
+from ._wrappers import stack_of, stack_state, with_stack_state
 
 
 @dataclasses.dataclass
@@ -151,8 +151,7 @@ def _population(
         state = jax.vmap(lambda s, v: s.set_hyperparams(level, v))(
             stack_state(carries.opt_state), over
         )
-        if isinstance(carries.opt_state, HoldState):
-            state = dataclasses.replace(carries.opt_state, tower=state)
+        state = with_stack_state(carries.opt_state, state)
         carries = dataclasses.replace(carries, opt_state=state)
     return carries
 
