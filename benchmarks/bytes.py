@@ -52,7 +52,9 @@ store the columns in bfloat16 (`ro.OneStep(record_dtype=jnp.bfloat16)`).
 
 The rows "HoldCuts" wrap the default tower in `ro.HoldCuts` (depth >= 2; depth 1
 is the optimiser alone): its first-order prediction g . u is a reduction over
-what the update pass reads (g) and writes (u), so its floor is the tower's.
+what the update pass reads (g) and writes (u), so its floor is the tower's. The
+row "DistanceFloor" wraps it in `ro.DistanceFloor`, whose estimate reads the
+starting point and reads and writes a gradient sum: the tower's floor plus 3 P.
 
 XLA:CPU fuses differently from a GPU's XLA, so CPU bytes are a rough proxy.
 `--target benchmarks/h200.txtpb` compiles for a GPU instead, on a machine
@@ -103,6 +105,9 @@ FLOOR = {  # (family, tuned set): (optax's bytes, the tower's floor), in P
     # reads what the update pass reads and writes, so the floor is the tower's.
     ("SGD-m", "lr, HoldCuts"): (5, 7),
     ("Adam", "lr, HoldCuts"): (7, 10),
+    # `ro.DistanceFloor` around it: prodigy's estimate reads the starting point
+    # and reads and writes its gradient sum, 3 P more than the tower's floor.
+    ("Adam", "lr, DistanceFloor"): (7, 13),
 }
 
 
@@ -121,6 +126,9 @@ def towers(family: str, tuned: str, depth: int, layout: str | None = None):
     if "HoldCuts" in tuned and depth > 1:
         held = ro.HoldCuts(tower)
         return held.init, lambda g, s, p: held.update(g, s, p, value=jnp.float32(1))
+    if "DistanceFloor" in tuned and depth > 1:
+        floor = ro.DistanceFloor(tower)
+        return floor.init, floor.update
     return tower.init, tower.update
 
 

@@ -50,8 +50,9 @@ class DistanceFloorState(eqx.Module):
 
 
 def _vdot(a: list[Array], b: list[Array], dtype) -> Array:
+    # A sum of products, not `jnp.vdot`: XLA fuses it with what makes its inputs.
     return sum(
-        (jnp.vdot(x.astype(dtype), y.astype(dtype)) for x, y in zip(a, b)),
+        (jnp.sum(x.astype(dtype) * y.astype(dtype)) for x, y in zip(a, b)),
         jnp.zeros((), dtype),
     )
 
@@ -226,39 +227,43 @@ class DistanceFloor(eqx.Module):
     ) -> DistanceFloorState:
         """The new state, from the tower's new state `inner` (made from `state` by
         the step from `grads` at `params`), with prodigy's estimate updated and
-        level 1's lrs floored. A step whose gradients or estimate are not finite
-        leaves the estimate and the guard as they were."""
+        level 1's lrs floored. A step whose gradients are not finite leaves the
+        estimate and the guard as they were."""
         g = jax.tree.leaves(grads)
         x = jax.tree.leaves(params)
         dtype = state.estimate.dtype
         count = state.count
         k = (count + 1).astype(dtype)
         d = state.estimate
-        # prodigy's update of its estimate, its learning rate schedule at 1
+        # prodigy's update of its estimate, its learning rate schedule at 1. A
+        # step whose gradients are not finite changes nothing; the sums are
+        # written with that select in the same pass.
+        moved = _vdot(g, [s - xi for s, xi in zip(state.start, x, strict=True)], dtype)
+        norm = jnp.sqrt(_vdot(g, g, dtype))
+        ok = jnp.isfinite(moved) & jnp.isfinite(norm)
         dlr = d * jnp.sqrt(1 - B2**k) / (1 - B1**k)
         grad_sum = [
-            (B3 * s + (dlr * d / D0) * gi).astype(s.dtype)
+            jnp.where(ok, B3 * s + (dlr * d / D0) * gi, s).astype(s.dtype)
             for s, gi in zip(state.grad_sum, g, strict=True)
         ]
-        moved = _vdot(g, [s - xi for s, xi in zip(state.start, x, strict=True)], dtype)
-        numerator = B3 * state.numerator + (d / D0) * dlr * moved
+        numerator = jnp.where(
+            ok, B3 * state.numerator + (d / D0) * dlr * moved, state.numerator
+        )
         denominator = sum(
             (jnp.sum(jnp.abs(s.astype(dtype))) for s in grad_sum),
             jnp.zeros((), dtype),
         )
-        estimate = jnp.maximum(d, numerator / denominator)
-        norm = jnp.sqrt(_vdot(g, g, dtype))
-        ok = jnp.isfinite(estimate) & jnp.isfinite(norm)
+        ratio = numerator / denominator  # not finite while every sum is 0
+        estimate = jnp.where(ok & jnp.isfinite(ratio), jnp.maximum(d, ratio), d)
         # the guard: its count is the steps before this one, as prodigy's
         mean = DECAY * state.mean + (1 - DECAY) * norm
         settled = count >= SETTLE  # `low` is unset (0) until then
         low = jnp.where(state.low > 0, jnp.minimum(state.low, mean), mean)
         low = jnp.where(settled, low, state.low)
         on = jnp.where(settled & (mean > self.spike * low), 0.0, state.on)
-        new = (grad_sum, numerator, estimate, mean, low, on)
-        old = (state.grad_sum, state.numerator, d, state.mean, state.low, state.on)
-        grad_sum, numerator, estimate, mean, low, on = jax.tree.map(
-            lambda a, b: jnp.where(ok, a, b), new, old
+        mean, low, on = (
+            jnp.where(ok, a, b)
+            for a, b in ((mean, state.mean), (low, state.low), (on, state.on))
         )
         floor = on * jnp.minimum(self.fraction * estimate, 1.0)
         level1 = at_level(1)
