@@ -45,7 +45,9 @@ class DistanceFloorState(eqx.Module):
         if not concrete(self):
             return super().__repr__()
         on = "on" if float(self.on) > 0 else "off"
-        extra = f"count={brief(self.count)}, estimate={brief(self.estimate)}, {on}"
+        extra = (
+            f"count={brief(self.count)}, estimate={brief(self.estimate)}, floor={on}"
+        )
         return f"DistanceFloorState(tower={self.tower!r}, {extra})"
 
 

@@ -238,4 +238,4 @@ def test_errors_name_the_fix():
         ro.DistanceFloor(ro.Stack[2](ro.Adam()), fraction="0.1")
     assert ro.DistanceFloor(ro.Stack[2](ro.Adam()), spike=math.inf).spike == math.inf
     assert isinstance(eqx.filter_jit(floor.init)(params), ro.DistanceFloorState)
-    assert "estimate=" in repr(state)
+    assert repr(state).endswith("count=0, estimate=1e-06, floor=on)")
