@@ -12,9 +12,8 @@ import optax
 from jaxtyping import Array, Float, Int
 
 from ._custom_types import Grads, Params, Updates
-from ._hyper import Hyper
 from ._optax import apply_updates, as_optax
-from ._stack import Stack
+from ._stack import Stack, check_wrapped
 from ._state import TowerState, at_level, brief, concrete
 
 # Prodigy's defaults (`optax.contrib.prodigy()`; Mishchenko and Defazio, 2023),
@@ -113,30 +112,8 @@ class DistanceFloor(eqx.Module):
     spike: float = eqx.field(static=True)
 
     def __init__(self, tower: Stack, fraction: float = 0.1, spike: float = 10.0):
-        if not isinstance(tower, Stack):
-            raise TypeError(
-                "DistanceFloor wraps a tower, ro.Stack[d](opt) with d >= 2, got "
-                f"{type(tower).__name__}."
-            )
-        if tower.depth < 2 or tower.tie:
-            raise ValueError(
-                "DistanceFloor needs an untied tower of depth >= 2 (level 1's "
-                f"learning rates tuned by a level above), got depth {tower.depth}"
-                f"{' tied' if tower.tie else ''}."
-            )
+        check_wrapped(tower, "DistanceFloor", "floors")
         bottom = tower.levels[0]
-        lr = getattr(bottom, "lr", None)
-        if not (isinstance(lr, Hyper) and lr.tune and lr.per != "element"):
-            raise ValueError(
-                "DistanceFloor floors level 1's tuned learning rates, one per array, "
-                f"layer or the whole model; this tower's level 1 "
-                f"({type(bottom).__name__}) has "
-                + (
-                    "them per element."
-                    if isinstance(lr, Hyper) and lr.tune
-                    else "no tuned `lr`."
-                )
-            )
         if not bottom.adaptive:
             raise ValueError(
                 "DistanceFloor's estimate is a learning rate on an adaptive rule's "

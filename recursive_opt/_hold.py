@@ -12,9 +12,8 @@ import optax
 from jaxtyping import Array, Float, Int, PyTree
 
 from ._custom_types import Grads, Params, Updates
-from ._hyper import Hyper
 from ._optax import apply_updates, as_optax
-from ._stack import Stack
+from ._stack import Stack, check_wrapped
 from ._state import TowerState, at_level, brief, concrete
 
 # Decays of the loss's short and long averages and of the noise ratio's two.
@@ -96,29 +95,7 @@ class HoldCuts(eqx.Module):
     start: int = eqx.field(static=True)
 
     def __init__(self, tower: Stack, ratio: float = 10.0, start: int = 200):
-        if not isinstance(tower, Stack):
-            raise TypeError(
-                "HoldCuts wraps a tower, ro.Stack[d](opt) with d >= 2, got "
-                f"{type(tower).__name__}."
-            )
-        if tower.depth < 2 or tower.tie:
-            raise ValueError(
-                "HoldCuts needs an untied tower of depth >= 2 (level 1's learning "
-                f"rates tuned by a level above), got depth {tower.depth}"
-                f"{' tied' if tower.tie else ''}."
-            )
-        lr = getattr(tower.levels[0], "lr", None)
-        if not (isinstance(lr, Hyper) and lr.tune and lr.per != "element"):
-            raise ValueError(
-                "HoldCuts holds level 1's tuned learning rates, one per array, layer "
-                "or the whole model; this tower's level 1 "
-                f"({type(tower.levels[0]).__name__}) has "
-                + (
-                    "them per element."
-                    if isinstance(lr, Hyper) and lr.tune
-                    else "no tuned `lr`."
-                )
-            )
+        check_wrapped(tower, "HoldCuts", "holds")
         if isinstance(ratio, bool) or not isinstance(ratio, int | float):
             raise TypeError(f"HoldCuts(ratio=...) needs a number, got {ratio!r}.")
         if not (math.isfinite(ratio) and ratio > 0):

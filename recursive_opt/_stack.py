@@ -21,6 +21,7 @@ from ._defaults import (
 )
 from ._flat import flattens, to_flat
 from ._hyper import (
+    Hyper,
     clip,
     hyper_fields,
     layer_groups,
@@ -434,3 +435,32 @@ def _difference(theirs: tuple, mine: tuple) -> str:
         for name in dict.fromkeys([*a, *b])
         if a.get(name) != b.get(name)
     )
+
+
+def check_wrapped(tower: Any, who: str, does: str) -> None:
+    """That `tower`, wrapped by the rule `who` (which `does` something to level
+    1's learning rates), is an untied `Stack` of depth >= 2 whose level 1 tunes
+    its lr one per array, layer or model."""
+    if not isinstance(tower, Stack):
+        raise TypeError(
+            f"{who} wraps a tower, ro.Stack[d](opt) with d >= 2, got "
+            f"{type(tower).__name__}."
+        )
+    if tower.depth < 2 or tower.tie:
+        raise ValueError(
+            f"{who} needs an untied tower of depth >= 2 (level 1's learning "
+            f"rates tuned by a level above), got depth {tower.depth}"
+            f"{' tied' if tower.tie else ''}."
+        )
+    bottom = tower.levels[0]
+    lr = getattr(bottom, "lr", None)
+    if not (isinstance(lr, Hyper) and lr.tune and lr.per != "element"):
+        raise ValueError(
+            f"{who} {does} level 1's tuned learning rates, one per array, layer "
+            f"or the whole model; this tower's level 1 ({type(bottom).__name__}) has "
+            + (
+                "them per element."
+                if isinstance(lr, Hyper) and lr.tune
+                else "no tuned `lr`."
+            )
+        )
