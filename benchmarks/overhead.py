@@ -60,6 +60,9 @@ def variants(max_depth: int):
             out[f"{family} d=3 fused"] = (family, fused.as_optax())
             held = ro.HoldCuts(ro.Stack[3](opt))  # needs the loss: value=
             out[f"{family} d=3 HoldCuts"] = (family, held.as_optax())
+            if opt.adaptive:  # its estimate is an lr on an adaptive rule's scale
+                floor = ro.DistanceFloor(ro.Stack[3](opt))
+                out[f"{family} d=3 DistanceFloor"] = (family, floor.as_optax())
     return out
 
 
@@ -108,6 +111,7 @@ def report(label: str, result: dict, max_depth: int) -> str:
     for variant, what in [
         ("fused", "in the fused order (OneStep(fused=True))"),
         ("HoldCuts", "under ro.HoldCuts (given the loss)"),
+        ("DistanceFloor", "under ro.DistanceFloor"),
     ]:
         ratios = ", ".join(
             f"{f} {result[f'{f} d=3 {variant}'][1]:.2f}x"
