@@ -87,8 +87,10 @@ class DistanceFloor(eqx.Module):
 
     It costs two parameter-sized arrays of state (the starting point and prodigy's
     gradient sum) and their reads and writes each step. Over 400 steps it rarely
-    acts (the lrs stay above it); see the benchmark section for where it gains
-    and where it costs.
+    acts (the lrs stay above it); over long runs it gains on some tasks and
+    costs on others (benchmarks/README.md, "`ro.DistanceFloor`: the
+    spike-guarded floor, opt-in"), so it is a choice of schedule, not a
+    default.
 
     **Arguments:**
 
