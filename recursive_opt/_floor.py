@@ -12,7 +12,7 @@ import optax
 from jaxtyping import Array, Float, Int
 
 from ._custom_types import Grads, Params, Updates
-from ._optax import apply_updates, as_optax
+from ._optax import apply_updates, as_optax, tree_dot
 from ._stack import Stack, check_wrapped
 from ._state import TowerState, at_level, brief, concrete
 
@@ -48,14 +48,6 @@ class DistanceFloorState(eqx.Module):
             f"count={brief(self.count)}, estimate={brief(self.estimate)}, floor={on}"
         )
         return f"DistanceFloorState(tower={self.tower!r}, {extra})"
-
-
-def _vdot(a: list[Array], b: list[Array], dtype) -> Array:
-    # A sum of products, not `jnp.vdot`: XLA fuses it with what makes its inputs.
-    return sum(
-        (jnp.sum(x.astype(dtype) * y.astype(dtype)) for x, y in zip(a, b)),
-        jnp.zeros((), dtype),
-    )
 
 
 def _scalar_dtype(leaves: list[Array]):
@@ -219,8 +211,10 @@ class DistanceFloor(eqx.Module):
         # prodigy's update of its estimate, its learning rate schedule at 1. A
         # step whose gradients are not finite changes nothing; the sums are
         # written with that select in the same pass.
-        moved = _vdot(g, [s - xi for s, xi in zip(state.start, x, strict=True)], dtype)
-        norm = jnp.sqrt(_vdot(g, g, dtype))
+        moved = tree_dot(
+            g, [s - xi for s, xi in zip(state.start, x, strict=True)], dtype
+        )
+        norm = jnp.sqrt(tree_dot(g, g, dtype))
         ok = jnp.isfinite(moved) & jnp.isfinite(norm)
         dlr = d * jnp.sqrt(1 - B2**k) / (1 - B1**k)
         grad_sum = [

@@ -9,10 +9,10 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
-from jaxtyping import Array, Float, Int, PyTree
+from jaxtyping import Array, Float, Int
 
 from ._custom_types import Grads, Params, Updates
-from ._optax import apply_updates, as_optax
+from ._optax import apply_updates, as_optax, tree_dot
 from ._stack import Stack, check_wrapped
 from ._state import TowerState, at_level, brief, concrete
 
@@ -40,13 +40,6 @@ class HoldState(eqx.Module):
             return super().__repr__()
         held = f"count={brief(self.count)}, held={brief(self.held)}"
         return f"HoldState(tower={self.tower!r}, {held})"
-
-
-def _dot(a: PyTree, b: PyTree) -> Array:
-    products = jax.tree.map(
-        lambda x, y: jnp.sum(x.astype(jnp.float32) * y.astype(jnp.float32)), a, b
-    )
-    return sum(jax.tree.leaves(products), jnp.zeros((), jnp.float32))
 
 
 class HoldCuts(eqx.Module):
@@ -182,7 +175,7 @@ class HoldCuts(eqx.Module):
         signal = jnp.where(
             seen, NOISE * state.signal + (1 - NOISE) * state.pred**2, 0.0
         )
-        pred = _dot(grads, updates)
+        pred = tree_dot(grads, updates)
         # A step whose loss or prediction is not finite leaves the averages as
         # they were and holds nothing (`ro.fit`'s guard then skips it).
         ok = jnp.isfinite(value) & jnp.isfinite(pred)

@@ -6,9 +6,19 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
-from jaxtyping import PyTree
+from jaxtyping import Array, PyTree
 
 apply_updates = optax.apply_updates
+
+
+def tree_dot(a: PyTree, b: PyTree, dtype=jnp.float32) -> Array:
+    """The sum over two trees' leaves of their elementwise products, in `dtype`:
+    a reduction XLA fuses with what makes its inputs (`jnp.vdot` is a dot, which
+    XLA:CPU does not fuse)."""
+    products = jax.tree.map(
+        lambda x, y: jnp.sum(x.astype(dtype) * y.astype(dtype)), a, b
+    )
+    return sum(jax.tree.leaves(products), jnp.zeros((), dtype))
 
 
 class _HasInitUpdate(Protocol):
