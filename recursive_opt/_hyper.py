@@ -164,7 +164,7 @@ class Hyper(eqx.Module):
 
     @property
     def value(self) -> PyTree[Array]:
-        return jax.tree.map(TRANSFORMS[self.transform].forward, self.raw)
+        return map_scalars(TRANSFORMS[self.transform].forward, self.raw)
 
     @classmethod
     def declare(
@@ -337,6 +337,33 @@ def with_raw(opt, raw: HyperParams):
     )
 
 
+def map_scalars(fn: Callable[..., Array], tree: PyTree, *rest: PyTree) -> PyTree:
+    """`jax.tree.map(fn, tree, *rest)` for an elementwise `fn`; where the leaves
+    are scalars (one value per layer or leaf of the model), `fn` runs once on
+    them stacked into vectors, one per dtype. The same arithmetic per value, in a
+    program that does not grow with the model's arrays: traced per leaf, each
+    value's few scalar operations become kernels of their own (compiled, and on
+    an accelerator launched, one by one)."""
+    leaves, treedef = jax.tree.flatten(tree)
+    args = [leaves, *(treedef.flatten_up_to(r) for r in rest)]
+    if len(leaves) < 2 or any(jnp.ndim(x) != 0 for xs in args for x in xs):
+        return jax.tree.map(fn, tree, *rest)
+    kinds = [tuple(jnp.result_type(xs[i]) for xs in args) for i in range(len(leaves))]
+    out: list = [None] * len(leaves)
+    for kind in dict.fromkeys(kinds):  # in order of first appearance
+        at = [i for i, k in enumerate(kinds) if k == kind]
+        if len(at) == 1:
+            out[at[0]] = fn(*(xs[at[0]] for xs in args))
+            continue
+        values = fn(*(jnp.stack([xs[i] for i in at]) for xs in args))
+        # Split (whose transpose is one concatenation), not indexed: each index's
+        # transpose pads its value to the vector's length, and the sum of those
+        # would cost a pass over the vector per value.
+        for i, x in zip(at, jax.lax.split(values, [1] * len(at))):
+            out[i] = x.reshape(())
+    return jax.tree.unflatten(treedef, out)
+
+
 def _clip_raw(raw: Array, transform: str, bounds: Bounds) -> Array:
     # Compared as values; a violated bound's inverse is the new raw value, so the
     # optimiser reads exactly the bound.
@@ -356,7 +383,7 @@ def clip(opt):
         return opt
     names = list(fields)
     new = [
-        jax.tree.map(
+        map_scalars(
             lambda r, h=fields[n]: _clip_raw(r, h.transform, h.bounds), fields[n].raw
         )
         for n in names

@@ -12,7 +12,7 @@ import numpy as np
 from jaxtyping import Array, Int, PyTree
 
 from ._custom_types import OptState
-from ._hyper import TRANSFORMS, clip, hyper_fields, values
+from ._hyper import TRANSFORMS, clip, hyper_fields, map_scalars, values
 from ._optax import distinct_buffers
 from ._optimiser import AbstractOptimiser
 from ._pack import Packed, pack, unpack
@@ -59,10 +59,10 @@ def _apply_view(opts, view):
                 return jnp.where(_same(v, t.forward(r)), r, t.inverse(v))
 
             if jax.tree.structure(v) == jax.tree.structure(h.raw):
-                raws.append(jax.tree.map(one, h.raw, v))
+                raws.append(map_scalars(one, h.raw, v))
             elif jax.tree.structure(v).num_leaves == 1:  # one value for every leaf
                 (v,) = jax.tree.leaves(v)
-                raws.append(jax.tree.map(lambda r, v=v, one=one: one(r, v), h.raw))
+                raws.append(map_scalars(lambda r, v=v, one=one: one(r, v), h.raw))
             else:
                 raise ValueError(
                     f"The tower state's hyperparameter {name!r} was set to a tree "

@@ -2,8 +2,11 @@
 as one vector per dtype (`recursive_opt._flat`): the numbers of stepping them leaf
 by leaf, in a program whose upper levels do not grow with the model's leaves."""
 
+import contextlib
+
 import chex
 import jax
+import jax.extend
 import jax.numpy as jnp
 import pytest
 
@@ -67,17 +70,25 @@ TOWERS = {
 
 @pytest.mark.parametrize("name", list(TOWERS))
 def test_vectors_step_as_the_leaves_do(name, monkeypatch):
-    params, history, state = _run(TOWERS[name]())
-    monkeypatch.setattr(_flat, "_ENABLED", False)
-    leaf_params, leaf_history, leaf_state = _run(TOWERS[name]())
+    # With tuned betas, op by op: at the first step their columns are 0 but for
+    # rounding (bias correction undoes the betas there; the reference package's
+    # autodiff rounds the same way), and a level above steps on that noise, so
+    # two compiled programs that round differently part by far more than their
+    # rounding (1e-5 against 1e-13 op by op, float32 and float64 leaves).
+    eager = jax.disable_jit() if "betas" in name else contextlib.nullcontext()
+    with eager:
+        params, history, state = _run(TOWERS[name]())
+        monkeypatch.setattr(_flat, "_ENABLED", False)
+        leaf_params, leaf_history, leaf_state = _run(TOWERS[name]())
     # Level 2 holds its moments as a vector per dtype, not a value per leaf.
     assert len(jax.tree.leaves(state.states[1])) < len(
         jax.tree.leaves(leaf_state.states[1])
     )
     # The same arithmetic per value; only the chain's sums over values may add
-    # in another order (float32 rounding, over 12 steps).
-    chex.assert_trees_all_close(params, leaf_params, rtol=1e-5, atol=1e-7)
-    chex.assert_trees_all_close(history, leaf_history, rtol=1e-5, atol=1e-7)
+    # in another order (float32 rounding, over 12 steps; op by op, less).
+    rtol, atol = (1e-9, 1e-12) if "betas" in name else (1e-5, 1e-7)
+    chex.assert_trees_all_close(params, leaf_params, rtol=rtol, atol=atol)
+    chex.assert_trees_all_close(history, leaf_history, rtol=rtol, atol=atol)
 
 
 def _equations(tower, layers: int) -> int:
@@ -96,3 +107,33 @@ def test_upper_levels_do_not_grow_with_the_leaves():
     grows = _equations(per_layer, 16) - _equations(per_layer, 8)
     grows_one = _equations(one_lr, 16) - _equations(one_lr, 8)
     assert grows <= 2 * grows_one, (grows, grows_one)
+
+
+def _scalar_transcendentals(tower, layers: int) -> int:
+    """How many exp, log, log1p and logistic equations on scalars the update's
+    jaxpr holds, sub-jaxprs included."""
+    params = _model(layers)
+    state = tower.init(params)
+    grads = jax.tree.map(jnp.ones_like, params)
+    names = {"exp", "log", "log1p", "logistic"}
+
+    def count(jaxpr) -> int:
+        n = 0
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name in names and eqn.outvars[0].aval.shape == ():
+                n += 1
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                n += count(sub)
+        return n
+
+    return count(jax.make_jaxpr(tower.update)(grads, state, params).jaxpr)
+
+
+def test_level_ones_values_are_vectors_too():
+    """Level 1's one lr per layer is a value per leaf; its transform (the value,
+    and its derivative in the chain), its bounds and the state's view of it run
+    on all those values as one vector (`_hyper.map_scalars`): no transcendental
+    per leaf, which XLA would compile (and an accelerator launch) as a kernel of
+    its own."""
+    tower = ro.Stack[3](ro.Adam())
+    assert _scalar_transcendentals(tower, 16) == _scalar_transcendentals(tower, 8)

@@ -29,7 +29,14 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, PyTree
 
 from .._custom_types import HyperParams, OptState, Updates
-from .._hyper import broadcast, broadcast_values, cast_like, tuned_raw, with_raw
+from .._hyper import (
+    broadcast,
+    broadcast_values,
+    cast_like,
+    map_scalars,
+    tuned_raw,
+    with_raw,
+)
 from .._optimiser import AbstractElementwiseOptimiser, AbstractOptimiser
 from ._base import AbstractHypergradient
 
@@ -410,7 +417,10 @@ class Scaled(eqx.Module):
 
     def hypergrad(self, opt, state, cotangent, rows_in_pass=False):
         out = self.record.hypergrad(opt, state, cotangent, rows_in_pass)
-        return jax.tree.map(lambda x: x * self.scale.astype(x.dtype), out)
+        return {
+            n: map_scalars(lambda x: x * self.scale.astype(x.dtype), g)
+            for n, g in out.items()
+        }
 
 
 def scaled(updates, scale):
