@@ -346,7 +346,11 @@ def map_scalars(fn: Callable[..., Array], tree: PyTree, *rest: PyTree) -> PyTree
     an accelerator launched, one by one)."""
     leaves, treedef = jax.tree.flatten(tree)
     args = [leaves, *(treedef.flatten_up_to(r) for r in rest)]
-    if len(leaves) < 2 or any(jnp.ndim(x) != 0 for xs in args for x in xs):
+    traced = any(isinstance(x, jax.core.Tracer) for xs in args for x in xs)
+    scalars = all(jnp.ndim(x) == 0 for xs in args for x in xs)
+    # Run eagerly (as `Stack.init` runs), stacking would compile programs of
+    # its own, one per number of values, and save none.
+    if len(leaves) < 2 or not (traced and scalars):
         return jax.tree.map(fn, tree, *rest)
     kinds = [tuple(jnp.result_type(xs[i]) for xs in args) for i in range(len(leaves))]
     out: list = [None] * len(leaves)
