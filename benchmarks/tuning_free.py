@@ -101,6 +101,9 @@ model with a learned temperature, a CP tensor completion).
 `--tasks fresh22` four more, written in the session after (a Bayesian MLP by
 variational inference, a linear SVM on the hinge loss, batch-hard triplet
 metric learning, a GRU encoder-decoder reversing sequences).
+`--tasks fresh23` four more (2026-12-08: a diagonal linear state-space layer on
+a memory task, Poincare embeddings of a tree, TV deblurring with the pixels as
+parameters, a spiking network through a surrogate gradient).
 `--tasks raw` five probes
 of unnormalised targets and inputs (tanh and ReLU MLPs on diabetes' raw targets,
 the two heads' regression alone, digits on raw pixels, a ReLU regression on
@@ -3726,6 +3729,206 @@ FRESH22_TASKS = {
     "seq2seq": seq2seq_task,
 }
 
+
+def ssm_task(length: int = 48, channels: int = 16, hidden: int = 32):
+    """A diagonal linear state-space layer (LRU-style; Orvieto et al. 2023) on a
+    memory task: h_t = a * h_{t-1} + x_t B per channel, the decays a = exp(-exp(nu))
+    learned (started with a from 0.5 to 0.99), the last state into a GELU MLP.
+    Inputs: 48 steps of two standard normal features; the label is the sign of the
+    sum of the first feature over the first 8 steps, so it must be held for 40
+    steps against the noise after. The decays' log-log parametrisation gives them
+    gradients on a scale far from the input and output weights'. Test metric:
+    accuracy."""
+    rng = np.random.default_rng(929)
+    x = rng.standard_normal((4000, length, 2)).astype(np.float32)
+    y = (x[:, :8, 0].sum(1) > 0).astype(np.int32)
+    ks = jr.split(jr.key(937), 3)
+    a0 = np.linspace(0.5, 0.99, channels)
+    params = {
+        "nu": jnp.asarray(np.log(-np.log(a0)), jnp.float32),
+        "B": jr.normal(ks[0], (2, channels)) / np.sqrt(2),
+        "head": init_mlp(ks[1], (channels, hidden, 2)),
+    }
+
+    def logits(p, xs):
+        a = jnp.exp(-jnp.exp(p["nu"]))
+        u = xs @ p["B"]  # (batch, time, channels)
+
+        def step(h, u_t):
+            return a * h + u_t, None
+
+        h, _ = jax.lax.scan(step, jnp.zeros(u.shape[::2]), jnp.swapaxes(u, 0, 1))
+        return mlp(p["head"], h, jax.nn.gelu)
+
+    loss = lambda p, b: _ce(logits(p, b[0]), b[1])  # noqa: E731
+    return Task(
+        "diagonal linear SSM, memory", (x[:3000], y[:3000]), (x[3000:], y[3000:]),
+        params, loss, _accuracy(logits), "test accuracy", 32,
+    )  # fmt: skip
+
+
+def poincare_task(
+    branching: int = 3, depth: int = 5, dim: int = 5, negatives: int = 10
+):
+    """Poincare embeddings of a tree (Nickel and Kiela 2017): the 364 nodes of a
+    complete 3-ary tree of depth 5 as points of the 5-D unit ball (free vectors z
+    mapped in by tanh(|z|) z / |z|, started near the origin); for each edge of a
+    batch, a softmax over the hyperbolic distances from the child to its parent
+    and to 10 random nodes. The distance's arcosh grows without bound towards the
+    ball's edge, where the deep nodes must go. Test metric: the mean rank of each
+    child's parent among all other nodes by distance (1 is best)."""
+    parents = [-1]
+    frontier = [0]
+    for _ in range(depth):
+        nxt = []
+        for node in frontier:
+            for _ in range(branching):
+                parents.append(node)
+                nxt.append(len(parents) - 1)
+        frontier = nxt
+    nodes = len(parents)
+    child = np.arange(1, nodes, dtype=np.int32)
+    parent = np.asarray(parents[1:], np.int32)
+    params = {"z": 1e-3 * jr.normal(jr.key(941), (nodes, dim))}
+
+    def ball(z):
+        r = jnp.sqrt(jnp.sum(z * z, -1, keepdims=True) + 1e-12)
+        return jnp.tanh(r) * z / r
+
+    def distance(u, v):
+        sq = jnp.sum((u - v) ** 2, -1)
+        den = (1 - jnp.sum(u * u, -1)) * (1 - jnp.sum(v * v, -1))
+        arg = 1 + 2 * sq / jnp.maximum(den, 1e-7)
+        return jnp.arccosh(jnp.maximum(arg, 1 + 1e-7))
+
+    def loss(p, b):
+        u = ball(p["z"])
+        key = _key_of(b[0].astype(jnp.float32))
+        neg = jr.randint(key, (len(b[0]), negatives), 0, nodes)
+        cand = jnp.concatenate([b[1][:, None], neg], 1)
+        d = distance(u[b[0]][:, None], u[cand])
+        return jnp.mean(jax.nn.logsumexp(-d, -1) + d[:, 0])
+
+    def mean_rank(p, b):
+        u = ball(p["z"])
+        d = distance(u[b[0]][:, None], u[None])  # (edges, nodes)
+        d = d.at[jnp.arange(len(b[0])), b[0]].set(jnp.inf)  # not itself
+        true = d[jnp.arange(len(b[0])), b[1]]
+        return jnp.mean(jnp.sum(d < true[:, None], -1) + 1.0)
+
+    return Task(
+        "Poincare tree embedding", (child, parent), (child, parent), params, loss,
+        mean_rank, "mean rank of the parent", 32,
+    )  # fmt: skip
+
+
+def deblur_task(n: int = 32, weight: float = 2e-3, noise: float = 0.02):
+    """Image deblurring in pixel space: the 32 x 32 pixels themselves are the
+    parameters (started at the blurred image), fitted to a Gaussian blur (sd 1.5
+    pixels) of a piecewise-constant image plus noise (sd 0.02) under a smoothed
+    total-variation prior, weight * sum sqrt(|grad x|^2 + 1e-4). One deterministic
+    objective (the batches are ignored), ill-conditioned by the blur and nearly
+    nonsmooth at the prior's kinks. Test metric: MSE to the sharp image."""
+    u = (np.arange(n) + 0.5) / n
+    xx, yy = np.meshgrid(u, u, indexing="ij")
+    sharp = 0.2 + 0.6 * ((np.abs(xx - 0.3) < 0.15) & (np.abs(yy - 0.35) < 0.2))
+    sharp = sharp + 0.5 * (np.hypot(xx - 0.68, yy - 0.62) < 0.18)
+    sharp = sharp.astype(np.float32)
+    t = np.arange(-4, 5)
+    kernel = np.exp(-(t**2) / (2 * 1.5**2))
+    kernel = (kernel / kernel.sum()).astype(np.float32)
+
+    def blur(img):
+        img = jnp.pad(img, 4, mode="edge")
+        rows = jax.vmap(lambda r: jnp.convolve(r, kernel, mode="valid"))(img)
+        return jax.vmap(lambda c: jnp.convolve(c, kernel, mode="valid"), 1, 1)(rows)
+
+    rng = np.random.default_rng(947)
+    observed = np.asarray(blur(jnp.asarray(sharp))) + noise * rng.standard_normal(
+        (n, n)
+    ).astype(np.float32)
+    observed = jnp.asarray(observed, jnp.float32)
+
+    def loss(p, b):
+        del b
+        x = p["image"]
+        dx, dy = jnp.diff(x, axis=0)[:, :-1], jnp.diff(x, axis=1)[:-1, :]
+        tv = jnp.sum(jnp.sqrt(dx**2 + dy**2 + 1e-4))
+        return 0.5 * jnp.sum((blur(x) - observed) ** 2) + weight * tv
+
+    def mse(p, b):
+        del b
+        return jnp.mean((p["image"] - sharp) ** 2)
+
+    dummy = (np.zeros((8, 1), np.float32), np.zeros(8, np.float32))
+    return Task(
+        "TV deblurring in pixel space", dummy, dummy, {"image": observed}, loss, mse,
+        "test MSE to the sharp image", 8,
+    )  # fmt: skip
+
+
+@jax.custom_jvp
+def _spike(v):
+    """A spike where the membrane potential v (less the threshold) is positive."""
+    return (v > 0).astype(v.dtype)
+
+
+@_spike.defjvp
+def _spike_jvp(primals, tangents):  # the fast sigmoid's slope (SuperSpike)
+    (v,), (dv,) = primals, tangents
+    return _spike(v), dv / (1 + 10 * jnp.abs(v)) ** 2
+
+
+def snn_task(hidden: int = 64, steps: int = 8, decay: float = 0.8):
+    """A spiking network on digits (surrogate gradients; Zenke and Ganguli 2018):
+    the image as a constant input current for 8 steps into 64 leaky
+    integrate-and-fire neurons (decay 0.8, threshold 1, reset by subtraction),
+    their spikes into 10 leaky non-spiking readouts whose summed potentials are
+    the logits. The spike's derivative is replaced by the fast sigmoid's, so the
+    gradient is not the loss's, and a layer whose neurons stop spiking passes
+    little gradient. Test metric: accuracy."""
+    d = ro.load_digits()
+    ks = jr.split(jr.key(953), 2)
+    params = {
+        "w1": jr.normal(ks[0], (64, hidden)) * (2 / np.sqrt(64)),
+        "b1": jnp.zeros(hidden),
+        "w2": jr.normal(ks[1], (hidden, 10)) / np.sqrt(hidden),
+    }
+
+    def logits(p, x):
+        current = x @ p["w1"] + p["b1"]
+
+        def step(carry, _):
+            v, r, total = carry
+            v = decay * v + current
+            s = _spike(v - 1.0)
+            v = v - s  # reset by subtraction
+            r = decay * r + s @ p["w2"]
+            return (v, r, total + r), None
+
+        zeros = jnp.zeros(current.shape), jnp.zeros((len(x), 10))
+        (_, _, total), _ = jax.lax.scan(step, (*zeros, zeros[1]), None, steps)
+        return total / steps
+
+    loss = lambda p, b: _ce(logits(p, b[0]), b[1])  # noqa: E731
+    return Task(
+        "spiking network, surrogate gradient", d.train, d.test, params, loss,
+        _accuracy(logits), "test accuracy", 64,
+    )  # fmt: skip
+
+
+# Four more of kinds none of the above has, written on 2026-12-08 before any run
+# (`--tasks fresh23`): a diagonal linear state-space layer with learned decays
+# on a memory task, Poincare embeddings of a tree (hyperbolic distances), TV
+# deblurring with the pixels as parameters, a spiking network trained through a
+# surrogate gradient.
+FRESH23_TASKS = {
+    "ssm": ssm_task,
+    "poincare": poincare_task,
+    "deblur": deblur_task,
+    "snn": snn_task,
+}
+
 CEILING = ro.Stack[3](ro.Adam()).levels[0].lr.bounds  # (None, 1.0) for starts <= 1
 
 
@@ -4080,6 +4283,7 @@ TASK_SETS = {
     "fresh20": FRESH20_TASKS,
     "fresh21": FRESH21_TASKS,
     "fresh22": FRESH22_TASKS,
+    "fresh23": FRESH23_TASKS,
     "raw": RAW_TASKS,
 }
 
