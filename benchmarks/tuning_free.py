@@ -104,6 +104,8 @@ metric learning, a GRU encoder-decoder reversing sequences).
 `--tasks fresh23` four more (2026-12-08: a diagonal linear state-space layer on
 a memory task, Poincare embeddings of a tree, TV deblurring with the pixels as
 parameters, a spiking network through a surrogate gradient).
+`--tasks fresh24` four more (a bigram model over a Zipfian 5000-token
+vocabulary, a Gumbel-softmax VAE, a Hamiltonian network, the Thomson problem).
 `--tasks raw` five probes
 of unnormalised targets and inputs (tanh and ReLU MLPs on diabetes' raw targets,
 the two heads' regression alone, digits on raw pixels, a ReLU regression on
@@ -3929,6 +3931,136 @@ FRESH23_TASKS = {
     "snn": snn_task,
 }
 
+
+def zipf_lm_task(vocab: int = 5000, width: int = 32, n: int = 60_000):
+    """A word-level bigram model on a Zipfian vocabulary of 5000 tokens: the
+    previous token's embedding (a 5000 x 32 table) through a tanh layer into a
+    softmax over all 5000. Tokens follow a hidden bigram structure (each token's
+    successor drawn from 20 candidates), their frequencies Zipf's law (exponent
+    1.1), so most rows of the table and of the output layer see no gradient in a
+    given batch and rare ones almost never. Test metric: test loss (nats)."""
+    rng = np.random.default_rng(967)
+    freq = 1.0 / np.arange(1, vocab + 1) ** 1.1
+    freq /= freq.sum()
+    successors = rng.choice(vocab, (vocab, 20), p=freq)
+    tokens = np.empty(n + 1, np.int32)
+    tokens[0] = 0
+    for t in range(n):  # a successor of the last token, or a fresh Zipf draw
+        if rng.random() < 0.8:
+            tokens[t + 1] = successors[tokens[t], rng.integers(20)]
+        else:
+            tokens[t + 1] = rng.choice(vocab, p=freq)
+    x, y = tokens[:-1], tokens[1:]
+    k1, k2 = jr.split(jr.key(971))
+    params = {
+        "embed": 0.1 * jr.normal(k1, (vocab, width)),
+        "net": init_mlp(k2, (width, 64, vocab)),
+    }
+
+    def logits(p, xs):
+        return mlp(p["net"], p["embed"][xs])
+
+    loss = lambda p, b: _ce(logits(p, b[0]), b[1])  # noqa: E731
+    cut = int(0.9 * n)
+    return Task(
+        "Zipfian bigram model, 5000 tokens", (x[:cut], y[:cut]), (x[cut:], y[cut:]),
+        params, loss, loss, "test loss (nats)", 64,
+    )  # fmt: skip
+
+
+def gumbel_vae_task(groups: int = 8, classes: int = 8, temperature: float = 0.5):
+    """A discrete VAE on digits with Gumbel-softmax latents (Jang et al. 2017): a
+    64-128 encoder to 8 categorical variables of 8 classes, relaxed samples at
+    temperature 0.5 (the Gumbel noise drawn per batch) into a 64-128-64
+    decoder, the Bernoulli likelihood and the KL to a uniform prior. The relaxed
+    sample's gradient is biased and noisy. Test metric: the test loss."""
+    d = ro.load_digits()
+    k1, k2 = jr.split(jr.key(977))
+    params = {
+        "enc": init_mlp(k1, (64, 128, groups * classes)),
+        "dec": init_mlp(k2, (groups * classes, 128, 64)),
+    }
+
+    def loss(p, b):
+        x = b[0]
+        logits = mlp(p["enc"], x, jax.nn.relu).reshape(-1, groups, classes)
+        u = jr.uniform(_key_of(x), logits.shape, minval=1e-6, maxval=1 - 1e-6)
+        z = jax.nn.softmax((logits - jnp.log(-jnp.log(u))) / temperature, -1)
+        out = mlp(p["dec"], z.reshape(len(x), -1), jax.nn.relu)
+        nll = optax.sigmoid_binary_cross_entropy(out, x).sum(-1)
+        q = jax.nn.log_softmax(logits, -1)
+        kl = jnp.sum(jnp.exp(q) * (q + jnp.log(classes)), (-2, -1))
+        return jnp.mean(nll + kl)
+
+    return Task(
+        "Gumbel-softmax VAE", d.train, d.test, params, loss, loss,
+        "test loss (relaxed negative ELBO)", 64,
+    )  # fmt: skip
+
+
+def hnn_task(hidden: int = 64, n: int = 3000):
+    """A Hamiltonian neural network (Greydanus et al. 2019) on a pendulum: a 2-64-64-1
+    tanh network H(q, p) whose symplectic gradient (dH/dp, -dH/dq), taken with
+    `jax.grad` in the inputs, is fitted to the true time derivatives (q' = p,
+    p' = -3 sin q) plus noise (sd 0.05) at states drawn over energies from
+    rest to past the separatrix. The loss is of the network's input gradient.
+    Test metric: the test loss."""
+    rng = np.random.default_rng(983)
+    q = rng.uniform(-np.pi, np.pi, n)
+    p_ = rng.uniform(-3.5, 3.5, n)
+    x = np.stack([q, p_], -1).astype(np.float32)
+    dx = np.stack([p_, -3 * np.sin(q)], -1)
+    dx = (dx + 0.05 * rng.standard_normal(dx.shape)).astype(np.float32)
+    params = init_mlp(jr.key(991), (2, hidden, hidden, 1))
+
+    def field(p, xs):
+        grad_h = jax.vmap(jax.grad(lambda z: mlp(p, z)[0]))(xs)
+        return jnp.stack([grad_h[:, 1], -grad_h[:, 0]], -1)
+
+    loss = lambda p, b: jnp.mean((field(p, b[0]) - b[1]) ** 2)  # noqa: E731
+    cut = int(0.8 * n)
+    return Task(
+        "Hamiltonian network, pendulum", (x[:cut], dx[:cut]), (x[cut:], dx[cut:]),
+        params, loss, loss, "test MSE of the vector field", 32,
+    )  # fmt: skip
+
+
+def thomson_task(points: int = 64):
+    """The Thomson problem: 64 unit charges on the sphere (free 3-vectors, each
+    normalised onto it) placed to minimise their Coulomb energy, sum 1 / |x_i -
+    x_j|, started at random. Deterministic (the batches are ignored), with many
+    nearly equal minima and a loss that grows without bound where two points
+    meet. The loss is the energy less 1765.8, just under the least known for 64
+    charges (1765.8026, Wales and Ulker 2006), so that ratios of losses read the
+    gap to it. Test metric: the same."""
+    z0 = jr.normal(jr.key(997), (points, 3))
+    iu = np.triu_indices(points, 1)
+
+    def loss(p, b):
+        del b
+        x = p["z"] / jnp.linalg.norm(p["z"], axis=-1, keepdims=True)
+        d2 = jnp.sum((x[:, None] - x[None]) ** 2, -1)[iu]
+        return jnp.sum(1 / jnp.sqrt(d2 + 1e-12)) - 1765.8
+
+    dummy = (np.zeros((8, 1), np.float32), np.zeros(8, np.float32))
+    return Task(
+        "Thomson problem, 64 charges", dummy, dummy, {"z": z0}, loss, loss,
+        "energy above 1765.8", 8,
+    )  # fmt: skip
+
+
+# Four more of kinds none of the above has, written on 2026-12-08 (later) before
+# any run (`--tasks fresh24`): a bigram model over a Zipfian 5000-token
+# vocabulary (sparse rows, a large softmax), a Gumbel-softmax discrete VAE, a
+# Hamiltonian network (a loss on the network's input gradient), the Thomson
+# problem (deterministic, points on a sphere).
+FRESH24_TASKS = {
+    "zipf": zipf_lm_task,
+    "gumbel": gumbel_vae_task,
+    "hnn": hnn_task,
+    "thomson": thomson_task,
+}
+
 CEILING = ro.Stack[3](ro.Adam()).levels[0].lr.bounds  # (None, 1.0) for starts <= 1
 
 
@@ -4284,6 +4416,7 @@ TASK_SETS = {
     "fresh21": FRESH21_TASKS,
     "fresh22": FRESH22_TASKS,
     "fresh23": FRESH23_TASKS,
+    "fresh24": FRESH24_TASKS,
     "raw": RAW_TASKS,
 }
 
