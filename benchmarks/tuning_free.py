@@ -104,7 +104,7 @@ metric learning, a GRU encoder-decoder reversing sequences).
 `--tasks fresh23` four more (2026-12-08: a diagonal linear state-space layer on
 a memory task, Poincare embeddings of a tree, TV deblurring with the pixels as
 parameters, a spiking network through a surrogate gradient).
-`--tasks fresh24` four more (a bigram model over a Zipfian 5000-token
+`--tasks fresh24` four more (a bigram model over a Zipfian 2000-token
 vocabulary, a Gumbel-softmax VAE, a Hamiltonian network, the Thomson problem).
 `--tasks raw` five probes
 of unnormalised targets and inputs (tanh and ReLU MLPs on diabetes' raw targets,
@@ -3932,10 +3932,10 @@ FRESH23_TASKS = {
 }
 
 
-def zipf_lm_task(vocab: int = 5000, width: int = 32, n: int = 60_000):
-    """A word-level bigram model on a Zipfian vocabulary of 5000 tokens: the
-    previous token's embedding (a 5000 x 32 table) through a tanh layer into a
-    softmax over all 5000. Tokens follow a hidden bigram structure (each token's
+def zipf_lm_task(vocab: int = 2000, width: int = 32, n: int = 20_000):
+    """A word-level bigram model on a Zipfian vocabulary of 2000 tokens: the
+    previous token's embedding (a 2000 x 32 table) through a tanh layer into a
+    softmax over all 2000. Tokens follow a hidden bigram structure (each token's
     successor drawn from 20 candidates), their frequencies Zipf's law (exponent
     1.1), so most rows of the table and of the output layer see no gradient in a
     given batch and rare ones almost never. Test metric: test loss (nats)."""
@@ -3963,7 +3963,7 @@ def zipf_lm_task(vocab: int = 5000, width: int = 32, n: int = 60_000):
     loss = lambda p, b: _ce(logits(p, b[0]), b[1])  # noqa: E731
     cut = int(0.9 * n)
     return Task(
-        "Zipfian bigram model, 5000 tokens", (x[:cut], y[:cut]), (x[cut:], y[cut:]),
+        "Zipfian bigram model, 2000 tokens", (x[:cut], y[:cut]), (x[cut:], y[cut:]),
         params, loss, loss, "test loss (nats)", 64,
     )  # fmt: skip
 
@@ -4050,7 +4050,7 @@ def thomson_task(points: int = 64):
 
 
 # Four more of kinds none of the above has, written on 2026-12-08 (later) before
-# any run (`--tasks fresh24`): a bigram model over a Zipfian 5000-token
+# any run (`--tasks fresh24`): a bigram model over a Zipfian 2000-token
 # vocabulary (sparse rows, a large softmax), a Gumbel-softmax discrete VAE, a
 # Hamiltonian network (a loss on the network's input gradient), the Thomson
 # problem (deterministic, points on a sphere).
