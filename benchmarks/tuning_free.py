@@ -106,6 +106,8 @@ a memory task, Poincare embeddings of a tree, TV deblurring with the pixels as
 parameters, a spiking network through a surrogate gradient).
 `--tasks fresh24` four more (a bigram model over a Zipfian 2000-token
 vocabulary, a Gumbel-softmax VAE, a Hamiltonian network, the Thomson problem).
+`--tasks fresh25` four more (Gram-matrix texture synthesis, a noise-contrastive
+energy model, a rotation through the matrix exponential, a text CNN).
 `--tasks raw` five probes
 of unnormalised targets and inputs (tanh and ReLU MLPs on diabetes' raw targets,
 the two heads' regression alone, digits on raw pixels, a ReLU regression on
@@ -4061,6 +4063,161 @@ FRESH24_TASKS = {
     "thomson": thomson_task,
 }
 
+
+def texture_task(n: int = 32, filters: int = 16):
+    """Texture synthesis in pixel space (Gatys et al. 2015, in miniature): a 32 x
+    32 image, started as noise, fitted so that the Gram matrices of two layers of
+    fixed random 3 x 3 convolutions (16 channels each, ReLU) match those of a
+    target texture (oriented stripes with a blob pattern). A loss of fourth order
+    in the pixels, with every image whose features have the same statistics a
+    minimum. Deterministic (the batches are ignored). Test metric: the same."""
+    u = np.arange(n)
+    xx, yy = np.meshgrid(u, u, indexing="ij")
+    target = 0.5 + 0.3 * np.sin(0.9 * xx + 0.4 * yy) + 0.2 * np.cos(0.5 * xx * yy / n)
+    target = jnp.asarray(target, jnp.float32)[None, None]
+    k1, k2, k3 = jr.split(jr.key(1009), 3)
+    w1 = jr.normal(k1, (filters, 1, 3, 3)) / 3.0
+    w2 = jr.normal(k2, (filters, filters, 3, 3)) / (3.0 * np.sqrt(filters))
+
+    def grams(img):
+        out, h = [], img
+        for w in (w1, w2):
+            h = jax.nn.relu(jax.lax.conv(h, w, (1, 1), "SAME"))
+            f = h.reshape(h.shape[1], -1)
+            out.append(f @ f.T / f.shape[1])
+        return out
+
+    goal = grams(target)
+
+    def loss(p, b):
+        del b
+        return sum(jnp.sum((g - t) ** 2) for g, t in zip(grams(p["image"]), goal))
+
+    image = 0.5 + 0.1 * jr.normal(k3, (1, 1, n, n))
+    dummy = (np.zeros((8, 1), np.float32), np.zeros(8, np.float32))
+    return Task(
+        "Gram-matrix texture synthesis", dummy, dummy, {"image": image}, loss, loss,
+        "Gram loss", 8,
+    )  # fmt: skip
+
+
+def nce_task(hidden: int = 64, n: int = 6000):
+    """An unnormalised density by noise-contrastive estimation (Gutmann and
+    Hyvarinen 2010): a 2-64-64-1 tanh energy E(x) and a learned log Z, trained
+    by the logistic loss telling data (a noisy ring of radius 2 with three
+    bright arcs) from as many samples of a N(0, 2^2 I) noise (drawn per batch),
+    on log p_model - log p_noise. The log-normaliser is one scalar parameter
+    beside the network's arrays. Test metric: the same loss on held-out data."""
+    rng = np.random.default_rng(1013)
+    angle = np.concatenate(
+        [rng.uniform(0, 2 * np.pi, n // 2), rng.choice([0.5, 2.6, 4.7], n // 2)
+         + 0.3 * rng.standard_normal(n // 2)]
+    )  # fmt: skip
+    radius = 2 + 0.15 * rng.standard_normal(n)
+    x = np.stack([radius * np.cos(angle), radius * np.sin(angle)], -1)
+    x = x[rng.permutation(n)].astype(np.float32)
+    y = np.zeros(n, np.float32)
+    params = {
+        "energy": init_mlp(jr.key(1019), (2, hidden, hidden, 1)),
+        "log_z": jnp.zeros(()),
+    }
+
+    def log_ratio(p, z):
+        log_model = -mlp(p["energy"], z)[:, 0] - p["log_z"]
+        log_noise = -jnp.sum(z**2, -1) / 8 - jnp.log(8 * jnp.pi)
+        return log_model - log_noise
+
+    def loss(p, b):
+        noise = 2 * jr.normal(_key_of(b[0]), b[0].shape)
+        return -jnp.mean(jax.nn.log_sigmoid(log_ratio(p, b[0]))) - jnp.mean(
+            jax.nn.log_sigmoid(-log_ratio(p, noise))
+        )
+
+    cut = int(0.8 * n)
+    return Task(
+        "noise-contrastive energy model", (x[:cut], y[:cut]), (x[cut:], y[cut:]),
+        params, loss, loss, "test NCE loss", 64,
+    )  # fmt: skip
+
+
+def procrustes_task(d: int = 8, n: int = 2000):
+    """A rotation fitted through the matrix exponential: point clouds in 8-D
+    and their images under an unknown rotation plus noise (sd 0.05); the model
+    is expm(A - A^T) applied to the points, A a free 8 x 8 matrix (started at
+    0, the identity), so the loss passes through `jax.scipy.linalg.expm` and
+    every step stays on the rotations. Test metric: the held-out MSE."""
+    rng = np.random.default_rng(1021)
+    skew = rng.standard_normal((d, d))
+    true = np.asarray(jax.scipy.linalg.expm(jnp.asarray(0.7 * (skew - skew.T))))
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    y = (x @ true.T + 0.05 * rng.standard_normal((n, d))).astype(np.float32)
+    params = {"a": jnp.zeros((d, d))}
+
+    def loss(p, b):
+        rotation = jax.scipy.linalg.expm(p["a"] - p["a"].T)
+        return jnp.mean(jnp.sum((b[0] @ rotation.T - b[1]) ** 2, -1))
+
+    cut = int(0.8 * n)
+    return Task(
+        "rotation through expm", (x[:cut], y[:cut]), (x[cut:], y[cut:]), params,
+        loss, loss, "test MSE", 32,
+    )  # fmt: skip
+
+
+def text_cnn_task(vocab: int = 300, length: int = 40, dim: int = 24, n: int = 6000):
+    """A convolutional text classifier (Kim 2014): token embeddings (300 x 24),
+    32 filters of width 3 with ReLU, max over time, a linear layer to 4
+    classes. Sequences of random tokens; each class plants one of its own three
+    trigrams at a random place, and a trigram of another class is planted as a
+    distractor in half the sequences. The max over time routes each example's
+    gradient through one position per filter. Test metric: accuracy."""
+    rng = np.random.default_rng(1031)
+    motifs = rng.integers(0, vocab, (4, 3, 3))
+    x = rng.integers(0, vocab, (n, length))
+    y = rng.integers(0, 4, n).astype(np.int32)
+    for i in range(n):
+        at = rng.integers(0, length - 3)
+        x[i, at : at + 3] = motifs[y[i], rng.integers(3)]
+        if rng.random() < 0.5:
+            other = (y[i] + rng.integers(1, 4)) % 4
+            at2 = rng.integers(0, length - 3)
+            if abs(at2 - at) >= 3:
+                x[i, at2 : at2 + 3] = motifs[other, rng.integers(3)]
+    x = x.astype(np.int32)
+    k1, k2, k3 = jr.split(jr.key(1033), 3)
+    params = {
+        "embed": 0.3 * jr.normal(k1, (vocab, dim)),
+        "conv": {"w": jr.normal(k2, (3 * dim, 32)) / np.sqrt(3 * dim),
+                 "b": jnp.zeros(32)},
+        "out": init_mlp(k3, (32, 4))[0],
+    }  # fmt: skip
+
+    def logits(p, xs):
+        e = p["embed"][xs]  # (batch, length, dim)
+        windows = jnp.concatenate([e[:, :-2], e[:, 1:-1], e[:, 2:]], -1)
+        h = jax.nn.relu(windows @ p["conv"]["w"] + p["conv"]["b"]).max(1)
+        return h @ p["out"]["w"] + p["out"]["b"]
+
+    loss = lambda p, b: _ce(logits(p, b[0]), b[1])  # noqa: E731
+    cut = int(0.8 * n)
+    return Task(
+        "text CNN, max over time", (x[:cut], y[:cut]), (x[cut:], y[cut:]), params,
+        loss, _accuracy(logits), "test accuracy", 64,
+    )  # fmt: skip
+
+
+# Four more of kinds none of the above has, written on 2026-12-08 (later still)
+# before any run (`--tasks fresh25`): Gram-matrix texture synthesis in pixel
+# space, a noise-contrastive energy model with a learned log-normaliser, a
+# rotation fitted through the matrix exponential, a convolutional text
+# classifier with max-over-time pooling.
+FRESH25_TASKS = {
+    "texture": texture_task,
+    "nce": nce_task,
+    "procrustes": procrustes_task,
+    "text_cnn": text_cnn_task,
+}
+
 CEILING = ro.Stack[3](ro.Adam()).levels[0].lr.bounds  # (None, 1.0) for starts <= 1
 
 
@@ -4417,6 +4574,7 @@ TASK_SETS = {
     "fresh22": FRESH22_TASKS,
     "fresh23": FRESH23_TASKS,
     "fresh24": FRESH24_TASKS,
+    "fresh25": FRESH25_TASKS,
     "raw": RAW_TASKS,
 }
 
