@@ -3,16 +3,17 @@ as one vector per dtype (`recursive_opt._flat`): the numbers of stepping them le
 by leaf, in a program whose upper levels do not grow with the model's leaves."""
 
 import contextlib
+import re
 
 import chex
 import jax
-import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax import export
 
 import recursive_opt as ro
-from recursive_opt import _flat
+from recursive_opt import _flat, _hyper
 from recursive_opt._hyper import map_scalars
 
 
@@ -111,39 +112,42 @@ def test_upper_levels_do_not_grow_with_the_leaves():
     assert grows <= 2 * grows_one, (grows, grows_one)
 
 
-def _scalar_transcendentals(tower, layers: int) -> int:
-    """How many exp, log, log1p and logistic equations on scalars the update's
-    jaxpr holds, sub-jaxprs included."""
+_TRANSCENDENTAL = re.compile(
+    r"stablehlo\.(?:exponential|log|log_plus_one|logistic) %\S+ : tensor<f(?:16|32|64)>"
+)
+
+
+def _scalar_transcendentals(tower, layers: int, platform: str) -> int:
+    """How many exp, log, log1p and logistic operations on scalars the update's
+    program holds, lowered for `platform` (`jax.export` lowers for a platform
+    this machine need not have)."""
     params = _model(layers)
     state = tower.init(params)
     grads = jax.tree.map(jnp.ones_like, params)
-    names = {"exp", "log", "log1p", "logistic"}
-
-    def count(jaxpr) -> int:
-        n = 0
-        for eqn in jaxpr.eqns:
-            if eqn.primitive.name in names and eqn.outvars[0].aval.shape == ():
-                n += 1
-            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-                n += count(sub)
-        return n
-
-    return count(jax.make_jaxpr(tower.update)(grads, state, params).jaxpr)
+    exported = export.export(jax.jit(tower.update), platforms=[platform])(
+        grads, state, params
+    )
+    return len(_TRANSCENDENTAL.findall(exported.mlir_module()))
 
 
-def test_level_ones_values_are_vectors_too():
+def test_level_ones_values_are_vectors_on_a_cpu_only():
     """Level 1's one lr per layer is a value per leaf; its transform (the value,
     and its derivative in the chain), its bounds and the state's view of it run
-    on all those values as one vector (`_hyper.map_scalars`): no transcendental
-    per leaf, which XLA would compile (and an accelerator launch) as a kernel of
-    its own."""
+    on all those values as one vector (`_hyper.map_scalars`) in a program for a
+    CPU: no transcendental per leaf, which XLA:CPU would compile as a loop of its
+    own. A program for a GPU keeps them per leaf (its XLA fuses each into the
+    kernels that read it; stacked, the fused order's update needed a pass more)."""
     tower = ro.Stack[3](ro.Adam())
-    assert _scalar_transcendentals(tower, 16) == _scalar_transcendentals(tower, 8)
+    cpu = [_scalar_transcendentals(tower, n, "cpu") for n in (8, 16)]
+    assert cpu[0] == cpu[1], cpu
+    gpu = [_scalar_transcendentals(tower, n, "cuda") for n in (8, 16)]
+    assert gpu[1] - gpu[0] >= 8 * 3, gpu  # the value, its derivative, its bound
 
 
-def test_map_scalars_is_tree_map_on_vectors():
+def test_map_scalars_is_tree_map_on_vectors(monkeypatch):
     """`map_scalars` of an elementwise function equals `jax.tree.map` of it, in
-    each leaf's dtype, with one call per dtype under a trace."""
+    each leaf's dtype, both branches; under a trace one call per dtype in a
+    program for a CPU, one per leaf in a program for a GPU."""
     tree = {
         "a": jnp.float32(0.3),
         "b": jnp.float64(-1.7),
@@ -164,8 +168,22 @@ def test_map_scalars_is_tree_map_on_vectors():
         # last bit differently from its kernel alone.
         eps = 0 if jax.default_backend() == "cpu" else jnp.finfo(tree[k].dtype).eps
         np.testing.assert_allclose(got[k], expected[k], rtol=2 * eps, err_msg=k)
-    jaxpr = jax.make_jaxpr(lambda t, o: map_scalars(fn, t, o))(tree, other)
-    exps = [e for e in jaxpr.eqns if e.primitive.name == "exp"]
-    assert [e.outvars[0].aval.shape for e in exps] == [(3,), (2,)]
+    # The stacked branch, whatever this machine's platform.
+    monkeypatch.setattr(_hyper, "_STACKED", True)
+    stacked = jax.jit(lambda t, o: map_scalars(fn, t, o))(tree, other)
+    for k in tree:
+        eps = 0 if jax.default_backend() == "cpu" else jnp.finfo(tree[k].dtype).eps
+        np.testing.assert_allclose(stacked[k], expected[k], rtol=2 * eps, err_msg=k)
+    monkeypatch.setattr(_hyper, "_STACKED", None)
+    exps = {}
+    for platform in ("cpu", "cuda"):
+        f = jax.jit(lambda t, o: map_scalars(fn, t, o))
+        text = export.export(f, platforms=[platform])(tree, other).mlir_module()
+        exps[platform] = re.findall(
+            r"stablehlo\.exponential %\S+ : (tensor<\w+>)", text
+        )
+    # One call per dtype for a CPU, one per leaf elsewhere.
+    assert exps["cpu"] == ["tensor<3xf32>", "tensor<2xf64>"], exps
+    assert sorted(exps["cuda"]) == ["tensor<f32>"] * 3 + ["tensor<f64>"] * 2, exps
     eager = map_scalars(fn, tree, other)  # leaf by leaf
     assert all(eager[k] == expected[k] for k in tree)
