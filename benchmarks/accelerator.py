@@ -14,7 +14,10 @@ large model, a transformer language model's whole step, and population throughpu
   float32 parameters, output tied to the embedding; 19.1M parameters), optax
   Adam against depth-3 Adam towers.
 - `population`: `Stack[2](Adam)` on a digits-sized MLP (64-128-10, batch 128),
-  vmapped over N members (one jitted program): member-steps per second.
+  vmapped over N members (one jitted program): member-steps per second, with
+  the upper levels stepping the values below as vectors (the default) and one
+  by one (as before 2026-12-07; compiled for a GPU, the vectors add ten
+  kernels to this step).
 
 On a GPU the update is memory-bound: its time follows its bytes. On a CPU the
 figures only check that the script runs (`--small` shrinks every model).
@@ -51,6 +54,7 @@ from _common import (
 )
 
 import recursive_opt as ro
+from recursive_opt import _flat
 
 TARGET = None  # `--target`: a compile-only GPU; bytes only, no times
 
@@ -266,17 +270,28 @@ def population(members: list[int], steps: int) -> str:
         (p, _), _ = jax.lax.scan(body, (params, tx.init(params)), None, steps)
         return mlp_loss(p, x, y)
 
+    def throughput(n: int, vectors: bool) -> float:
+        # The upper levels step the values below as vectors (the default) or
+        # one by one (`_flat`, as before 2026-12-07): compiled for a GPU the
+        # vectors add kernels to this small step (benchmarks/README.md).
+        _flat._ENABLED = vectors
+        try:
+            run = jax.jit(jax.vmap(train))
+            lrs = jnp.logspace(-4, 0, n)
+            jax.block_until_ready(run(lrs))  # compile
+            start = time.perf_counter()
+            jax.block_until_ready(run(lrs))
+            return n * steps / (time.perf_counter() - start)
+        finally:
+            _flat._ENABLED = True
+
     rows = []
     for n in members:
-        run = jax.jit(jax.vmap(train))
-        lrs = jnp.logspace(-4, 0, n)
-        jax.block_until_ready(run(lrs))  # compile
-        start = time.perf_counter()
-        jax.block_until_ready(run(lrs))
-        seconds = time.perf_counter() - start
-        rows.append([n, f"{n * steps / seconds:.3g}"])
+        vectors, one_by_one = throughput(n, True), throughput(n, False)
+        rows.append([n, f"{vectors:.3g}", f"{one_by_one:.3g}"])
     head = f"Population: Stack[2](Adam), MLP 64-128-10, batch 128, {steps} steps"
-    return f"{head}\n\n{table(['members', 'member-steps / s'], rows)}\n"
+    cols = ["members", "member-steps / s", "upper levels one by one: member-steps / s"]
+    return f"{head}\n\n{table(cols, rows)}\n"
 
 
 def main():
