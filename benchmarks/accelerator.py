@@ -12,7 +12,8 @@ large model, a transformer language model's whole step, and population throughpu
 - `transformer`: whole jitted train steps of a byte-level transformer language
   model (6 layers, width 512, sequence 256, batch 32, bfloat16 activations,
   float32 parameters, output tied to the embedding; 19.1M parameters), optax
-  Adam against depth-3 Adam towers.
+  Adam against depth-3 Adam towers (and the default tower with its upper
+  levels stepping one by one, as before 2026-12-07).
 - `population`: `Stack[2](Adam)` on a digits-sized MLP (64-128-10, batch 128),
   vmapped over N members (one jitted program): member-steps per second, with
   the upper levels stepping the values below as vectors (the default) and one
@@ -30,6 +31,7 @@ what a card's compiler makes of these programs, before a card is lent.
 """
 
 import argparse
+import contextlib
 import statistics
 import time
 
@@ -200,6 +202,23 @@ def lm_loss(params, tokens, heads: int = 8):
     ).mean()
 
 
+# The default tower with its upper levels stepping level 1's values one by one
+# (`_flat`'s leaf-by-leaf path, as before 2026-12-07): compiled for a GPU the
+# vectors took the transformer's extra kernels from +56 to +29 and added ten to
+# the population's small step (benchmarks/README.md); a card says which wins.
+ONE_BY_ONE = "Stack[3](Adam), upper levels one by one"
+
+
+@contextlib.contextmanager
+def _upper_levels(vectors: bool):
+    """Towers made and traced inside step the upper levels as vectors or not."""
+    _flat._ENABLED = vectors
+    try:
+        yield
+    finally:
+        _flat._ENABLED = True
+
+
 def transformer(layers, width, seq, batch, blocks: int, steps: int) -> str:
     params = init_lm(jr.key(0), layers, width, seq)
     tokens = jr.randint(jr.key(1), (batch, seq + 1), 0, 256)
@@ -213,6 +232,7 @@ def transformer(layers, width, seq, batch, blocks: int, steps: int) -> str:
             ro.Adam(1e-3, b1=ro.hyper(0.9), b2=ro.hyper(0.999)),
             hypergradient=_scheme(),
         ).as_optax(),
+        ONE_BY_ONE: ro.Stack[3](ro.Adam(1e-3)).as_optax(),
     }
     head = (
         f"Transformer LM, {layers} layers, width {width}, sequence {seq}, batch "
@@ -223,8 +243,9 @@ def transformer(layers, width, seq, batch, blocks: int, steps: int) -> str:
         moved, kernels = {}, {}
         for label, tx in variants.items():
             step = make_step(tx, loss=lambda p, x, _: lm_loss(p, x))
-            args = (params, tx.init(params), tokens, None)
-            moved[label], kernels[label] = compiled_cost(step, *args, device=TARGET)
+            with _upper_levels(vectors=label != ONE_BY_ONE):
+                args = (params, tx.init(params), tokens, None)
+                moved[label], kernels[label] = compiled_cost(step, *args, device=TARGET)
         rows = [
             [
                 label,
@@ -239,7 +260,8 @@ def transformer(layers, width, seq, batch, blocks: int, steps: int) -> str:
     for label, tx in variants.items():
         step = make_step(tx, loss=lambda p, x, _: lm_loss(p, x))
         p = jax.tree.map(jnp.copy, params)
-        runs[label] = step_runner(step, p, tx.init(p), tokens, None, steps=steps)
+        with _upper_levels(vectors=label != ONE_BY_ONE):  # traced in here
+            runs[label] = step_runner(step, p, tx.init(p), tokens, None, steps=steps)
     times = time_alternating(runs, blocks)
     rows = [
         [
@@ -271,19 +293,13 @@ def population(members: list[int], steps: int) -> str:
         return mlp_loss(p, x, y)
 
     def throughput(n: int, vectors: bool) -> float:
-        # The upper levels step the values below as vectors (the default) or
-        # one by one (`_flat`, as before 2026-12-07): compiled for a GPU the
-        # vectors add kernels to this small step (benchmarks/README.md).
-        _flat._ENABLED = vectors
-        try:
-            run = jax.jit(jax.vmap(train))
-            lrs = jnp.logspace(-4, 0, n)
+        run = jax.jit(jax.vmap(train))
+        lrs = jnp.logspace(-4, 0, n)
+        with _upper_levels(vectors):
             jax.block_until_ready(run(lrs))  # compile
-            start = time.perf_counter()
-            jax.block_until_ready(run(lrs))
-            return n * steps / (time.perf_counter() - start)
-        finally:
-            _flat._ENABLED = True
+        start = time.perf_counter()
+        jax.block_until_ready(run(lrs))
+        return n * steps / (time.perf_counter() - start)
 
     rows = []
     for n in members:
