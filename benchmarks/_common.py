@@ -1,5 +1,6 @@
 """Shared pieces of the benchmark scripts: models, timing, tables, the machine."""
 
+import contextlib
 import os
 import platform
 import re
@@ -14,6 +15,20 @@ import optax
 
 PAPER_MLP = (784, 128, 10)  # the reference paper's MNIST MLP
 LARGE_MLP = (784, 2048, 1536, 10)  # about 4.8M parameters
+
+
+@contextlib.contextmanager
+def upper_levels(vectors: bool):
+    """Towers made and traced inside step their upper levels over the values
+    below as vectors (the default) or one by one (`recursive_opt._flat`'s
+    leaf-by-leaf path, as before 2026-12-07)."""
+    from recursive_opt import _flat
+
+    _flat._ENABLED = vectors
+    try:
+        yield
+    finally:
+        _flat._ENABLED = True
 
 
 def next_to_me(name: str) -> str:

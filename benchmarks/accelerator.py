@@ -31,7 +31,6 @@ what a card's compiler makes of these programs, before a card is lent.
 """
 
 import argparse
-import contextlib
 import statistics
 import time
 
@@ -53,10 +52,10 @@ from _common import (
     step_runner,
     table,
     time_alternating,
+    upper_levels,
 )
 
 import recursive_opt as ro
-from recursive_opt import _flat
 
 TARGET = None  # `--target`: a compile-only GPU; bytes only, no times
 
@@ -209,16 +208,6 @@ def lm_loss(params, tokens, heads: int = 8):
 ONE_BY_ONE = "Stack[3](Adam), upper levels one by one"
 
 
-@contextlib.contextmanager
-def _upper_levels(vectors: bool):
-    """Towers made and traced inside step the upper levels as vectors or not."""
-    _flat._ENABLED = vectors
-    try:
-        yield
-    finally:
-        _flat._ENABLED = True
-
-
 def transformer(layers, width, seq, batch, blocks: int, steps: int) -> str:
     params = init_lm(jr.key(0), layers, width, seq)
     tokens = jr.randint(jr.key(1), (batch, seq + 1), 0, 256)
@@ -243,7 +232,7 @@ def transformer(layers, width, seq, batch, blocks: int, steps: int) -> str:
         moved, kernels = {}, {}
         for label, tx in variants.items():
             step = make_step(tx, loss=lambda p, x, _: lm_loss(p, x))
-            with _upper_levels(vectors=label != ONE_BY_ONE):
+            with upper_levels(vectors=label != ONE_BY_ONE):
                 args = (params, tx.init(params), tokens, None)
                 moved[label], kernels[label] = compiled_cost(step, *args, device=TARGET)
         rows = [
@@ -260,7 +249,7 @@ def transformer(layers, width, seq, batch, blocks: int, steps: int) -> str:
     for label, tx in variants.items():
         step = make_step(tx, loss=lambda p, x, _: lm_loss(p, x))
         p = jax.tree.map(jnp.copy, params)
-        with _upper_levels(vectors=label != ONE_BY_ONE):  # traced in here
+        with upper_levels(vectors=label != ONE_BY_ONE):  # traced in here
             runs[label] = step_runner(step, p, tx.init(p), tokens, None, steps=steps)
     times = time_alternating(runs, blocks)
     rows = [
@@ -295,7 +284,7 @@ def population(members: list[int], steps: int) -> str:
     def throughput(n: int, vectors: bool) -> float:
         run = jax.jit(jax.vmap(train))
         lrs = jnp.logspace(-4, 0, n)
-        with _upper_levels(vectors):
+        with upper_levels(vectors):
             jax.block_until_ready(run(lrs))  # compile
         start = time.perf_counter()
         jax.block_until_ready(run(lrs))

@@ -23,10 +23,18 @@ import jax
 import jax.random as jr
 import numpy as np
 import optax
-from _common import init_mlp, machine, make_step, next_to_me, pyplot, save, table
+from _common import (
+    init_mlp,
+    machine,
+    make_step,
+    next_to_me,
+    pyplot,
+    save,
+    table,
+    upper_levels,
+)
 
 import recursive_opt as ro
-from recursive_opt import _flat
 
 FAMILIES = {
     "SGD-m": lambda: ro.SGD(0.01, momentum=0.9),
@@ -54,8 +62,7 @@ def lm_seconds(make_tx, blocks: int, leafwise: bool = False) -> float:
     params = init_lm(jr.key(0), blocks, 64, 32)
     tokens = jr.randint(jr.key(1), (4, 33), 0, 256)
     tx = make_tx()
-    _flat._ENABLED = not leafwise
-    try:
+    with upper_levels(vectors=not leafwise):
         state = tx.init(params)
 
         def step(params, state):
@@ -65,8 +72,6 @@ def lm_seconds(make_tx, blocks: int, leafwise: bool = False) -> float:
         start = time.perf_counter()
         jax.jit(step).lower(params, state).compile()
         return time.perf_counter() - start
-    finally:
-        _flat._ENABLED = True
 
 
 LM_TOWERS = {

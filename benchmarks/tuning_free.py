@@ -450,9 +450,15 @@ def noisy_quadratic_task():
     return _least_squares("noisy quadratic, batch 8", d, 8)
 
 
+def _no_data(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """A data set of `n` zeros for a task whose loss reads no batch (a
+    deterministic objective): the harness still draws batches from it."""
+    return np.zeros((n, 1), np.float32), np.zeros(n, np.float32)
+
+
 def rosenbrock_task():
     """Rosenbrock's function from (-1.5, 2): no data, no noise, a curved valley."""
-    dummy = (np.zeros((256, 1), np.float32), np.zeros(256, np.float32))
+    dummy = _no_data(256)
 
     def loss(p, b):
         x, y = p["xy"][0], p["xy"][1]
@@ -2978,7 +2984,7 @@ def vqe_task(qubits: int = 6, layers: int = 4, field: float = 1.0):
     ground = float(np.linalg.eigvalsh(h)[0])
     zz, cz = jnp.asarray(zz, jnp.float32), jnp.asarray(cz, jnp.float32)
     flips = [jnp.asarray(f) for f in flips]
-    dummy = (np.zeros((256, 1), np.float32), np.zeros(256, np.float32))
+    dummy = _no_data(256)
 
     def ry(state, q, angle):  # a real rotation on qubit q
         c, s = jnp.cos(angle / 2), jnp.sin(angle / 2)
@@ -3178,7 +3184,7 @@ def cellular_automaton_task(size: int = 16, channels: int = 8, steps: int = 24):
     r = np.hypot(*np.meshgrid(u, u, indexing="ij"))
     target = jnp.asarray(np.exp(-((r - 5.0) ** 2) / 2.0), jnp.float32)
     seed = jnp.zeros((size, size, channels)).at[size // 2, size // 2, 1:].set(1.0)
-    dummy = (np.zeros((256, 1), np.float32), np.zeros(256, np.float32))
+    dummy = _no_data(256)
     keys = jr.split(jr.key(829), 2)
     params = {
         "perceive": init_mlp(keys[0], (3 * channels, 64))[0],
@@ -3864,7 +3870,7 @@ def deblur_task(n: int = 32, weight: float = 2e-3, noise: float = 0.02):
         del b
         return jnp.mean((p["image"] - sharp) ** 2)
 
-    dummy = (np.zeros((8, 1), np.float32), np.zeros(8, np.float32))
+    dummy = _no_data(8)
     return Task(
         "TV deblurring in pixel space", dummy, dummy, {"image": observed}, loss, mse,
         "test MSE to the sharp image", 8,
@@ -4044,7 +4050,7 @@ def thomson_task(points: int = 64):
         d2 = jnp.sum((x[:, None] - x[None]) ** 2, -1)[iu]
         return jnp.sum(1 / jnp.sqrt(d2 + 1e-12)) - 1765.8
 
-    dummy = (np.zeros((8, 1), np.float32), np.zeros(8, np.float32))
+    dummy = _no_data(8)
     return Task(
         "Thomson problem, 64 charges", dummy, dummy, {"z": z0}, loss, loss,
         "energy above 1765.8", 8,
@@ -4094,7 +4100,7 @@ def texture_task(n: int = 32, filters: int = 16):
         return sum(jnp.sum((g - t) ** 2) for g, t in zip(grams(p["image"]), goal))
 
     image = 0.5 + 0.1 * jr.normal(k3, (1, 1, n, n))
-    dummy = (np.zeros((8, 1), np.float32), np.zeros(8, np.float32))
+    dummy = _no_data(8)
     return Task(
         "Gram-matrix texture synthesis", dummy, dummy, {"image": image}, loss, loss,
         "Gram loss", 8,
