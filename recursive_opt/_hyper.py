@@ -358,10 +358,14 @@ def map_scalars(fn: Callable[..., Array], tree: PyTree, *rest: PyTree) -> PyTree
     args = [leaves, *(treedef.flatten_up_to(r) for r in rest)]
     traced = any(isinstance(x, jax.core.Tracer) for xs in args for x in xs)
     scalars = all(jnp.ndim(x) == 0 for xs in args for x in xs)
+
     # Run eagerly (as `Stack.init` runs), stacking would compile programs of
     # its own, one per number of values, and save none.
-    if len(leaves) < 2 or not (traced and scalars) or _STACKED is False:
+    def leafwise():
         return jax.tree.map(fn, tree, *rest)
+
+    if len(leaves) < 2 or not (traced and scalars) or _STACKED is False:
+        return leafwise()
 
     def stacked():
         kinds = [
@@ -383,9 +387,7 @@ def map_scalars(fn: Callable[..., Array], tree: PyTree, *rest: PyTree) -> PyTree
 
     if _STACKED:
         return stacked()
-    return jax.lax.platform_dependent(
-        cpu=stacked, default=lambda: jax.tree.map(fn, tree, *rest)
-    )
+    return jax.lax.platform_dependent(cpu=stacked, default=leafwise)
 
 
 def _clip_raw(raw: Array, transform: str, bounds: Bounds) -> Array:
